@@ -1,0 +1,96 @@
+/* The backend interface: an object store seen as a flat namespace of keys.
+ *
+ * A backend is a const table of operations (struct backend_ops), one file per
+ * protocol, registered by URL scheme in backend.c. Nothing above this layer
+ * knows which protocol it talks to; adding a scheme touches no file in fs/ or
+ * cache/. Every operation returns 0 or -errno, mapped here at the boundary:
+ *   ENOENT  no such key or bucket       EACCES  credentials refused (401/403)
+ *   ESTALE  the object changed (ETag or size no longer what the caller holds)
+ *   ETIMEDOUT / ECONNREFUSED / EHOSTUNREACH  the endpoint could not be reached
+ *   EPROTO  the server answered something we cannot parse
+ *   EIO     anything else, after the configured retries
+ * All operations are safe to call from many threads at once.
+ */
+#ifndef MODELFS_BACKEND_H
+#define MODELFS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BACKEND_ETAG_MAX 128
+
+/* What a listing or a stat returns for one object. */
+struct backend_object {
+	const char *key;   /* full key; borrowed, valid during the callback */
+	uint64_t size;
+	int64_t mtime;     /* LastModified, seconds since the epoch */
+	char etag[BACKEND_ETAG_MAX]; /* without quotes; "" when unknown */
+};
+
+/* Called once per object (@obj set) or per common prefix (@obj NULL, @key is
+ * the prefix ending in the delimiter). A non-zero return stops the listing
+ * and is returned by list(). */
+typedef int (*backend_list_cb)(void *arg, const char *key, const struct backend_object *obj);
+
+struct backend_config {
+	const char *endpoint;     /* URL, NULL for the protocol's default */
+	const char *region;       /* NULL: us-east-1 */
+	int path_style;           /* -1 auto (path style for IP/localhost), 0 virtual host, 1 path */
+	const char *access_key;   /* NULL: anonymous requests */
+	const char *secret_key;
+	const char *session_token;
+	const char *ca_file;      /* NULL: system trust store */
+	int insecure_tls;         /* skip TLS verification (logged loudly by the caller) */
+	int retries;              /* extra attempts after a retryable failure */
+	unsigned connect_timeout_ms;
+	unsigned request_timeout_ms; /* one attempt, start to end */
+};
+
+struct backend;
+
+struct backend_ops {
+	const char *scheme; /* "s3", ... */
+	/* Create a client for @bucket. Nothing is sent yet. */
+	int (*open)(const struct backend_config *cfg, const char *bucket, struct backend **out);
+	void (*close)(struct backend *be);
+	/* Probe the bucket once, without retries, so a mount fails fast. On error
+	 * @msg (may be NULL) gets one human line saying what went wrong. */
+	int (*check)(struct backend *be, const char *prefix, char *msg, size_t msg_len);
+	/* Every key starting with @prefix, in key order. @delimiter NULL lists
+	 * the whole subtree; "/" gives one level with common prefixes. Follows
+	 * continuation tokens until the listing is complete. */
+	int (*list)(struct backend *be, const char *prefix, const char *delimiter,
+		    backend_list_cb cb, void *arg);
+	/* One object's metadata (HEAD). @out->key is NULL on return. */
+	int (*stat)(struct backend *be, const char *key, struct backend_object *out);
+	/* Read up to @len bytes at @off into @buf; *@got is the count read (short
+	 * only at the end of the object). With @etag non-empty, a read of another
+	 * version fails with -ESTALE instead of returning its bytes. */
+	int (*read)(struct backend *be, const char *key, const char *etag, uint64_t off,
+		    size_t len, void *buf, size_t *got);
+};
+
+/* Every backend instance starts with this header. */
+struct backend {
+	const struct backend_ops *ops;
+};
+
+/* A parsed SOURCE argument: "s3://bucket/some/prefix". */
+struct backend_source {
+	const struct backend_ops *ops;
+	char *bucket;
+	char *prefix; /* "" or "some/prefix/" (always ends in '/') */
+};
+
+/* Parse @url into @src (free with backend_source_free).
+ * @return 0, -EPROTONOSUPPORT for an unknown scheme, -EINVAL for a malformed
+ * URL (no bucket, "..", empty segments). */
+int backend_source_parse(const char *url, struct backend_source *src);
+void backend_source_free(struct backend_source *src);
+
+/* The schemes compiled in, as a string for --help ("s3://, oss://"). */
+const char *backend_schemes(void);
+
+extern const struct backend_ops backend_s3;
+
+#endif

@@ -1,0 +1,80 @@
+/* HTTP plumbing shared by the HTTP-speaking backends: a pool of libcurl easy
+ * handles (kept-alive connections), TLS settings, per-attempt timeouts, and
+ * bounded retries with exponential backoff. Knows nothing of S3.
+ *
+ * Thread safety: http_perform() may be called from any number of threads;
+ * the pool is protected by its own mutex and a handle is used by one thread
+ * at a time.
+ */
+#ifndef MODELFS_HTTP_H
+#define MODELFS_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct http;
+
+struct http_config {
+	const char *ca_file;         /* NULL: system trust store */
+	int insecure_tls;            /* no peer/host verification */
+	int retries;                 /* extra attempts on retryable failures */
+	unsigned connect_timeout_ms;
+	unsigned request_timeout_ms; /* one attempt, start to end */
+};
+
+#define HTTP_MAX_HEADERS 8
+#define HTTP_HEADER_MAX 2048
+
+/* Headers for one attempt, rebuilt before every attempt (signatures carry a
+ * timestamp). */
+struct http_headers {
+	size_t n;
+	char v[HTTP_MAX_HEADERS][HTTP_HEADER_MAX]; /* "Name: value" */
+};
+
+struct http_request {
+	const char *method;   /* "GET" or "HEAD" */
+	const char *url;
+	int has_range;
+	uint64_t range_off;
+	uint64_t range_len;   /* > 0 when has_range */
+	/* Called before each attempt to fill the request's headers; returns 0 or
+	 * -errno (which ends the request). */
+	int (*prepare)(void *arg, struct http_headers *h);
+	void *prepare_arg;
+	/* Body sink: a fixed buffer (ranged reads: a longer body is an error),
+	 * or, with buf NULL, a growing heap buffer of at most body_max bytes. */
+	void *buf;
+	size_t buf_len;
+	size_t body_max;
+};
+
+struct http_response {
+	long status;             /* 0 when no HTTP answer arrived */
+	char *body;              /* heap body (buf NULL in the request); free() it */
+	size_t body_len;         /* bytes received, in buf or body */
+	char etag[128];          /* ETag header without quotes */
+	char last_modified[64];
+	uint64_t content_length;
+	int has_content_length;
+	char error[256];         /* a human line when the request failed */
+};
+
+int http_open(const struct http_config *cfg, struct http **out);
+void http_close(struct http *h);
+
+/* Perform @req, retrying transport errors, 5xx and 429 up to cfg->retries
+ * times with backoff. @max_attempts_override > 0 caps the attempts (mount-time
+ * probes use 1). An HTTP answer, whatever its status, returns 0 with
+ * resp->status set (the body of a retried answer is the last one's).
+ * @return 0, or -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT, -EPROTO (TLS or
+ * protocol failure), -EMSGSIZE (body larger than the sink), -ENOMEM, -EIO. */
+int http_perform(struct http *h, const struct http_request *req, int max_attempts_override,
+		 struct http_response *resp);
+
+void http_response_free(struct http_response *resp);
+
+/* Is @status one we retry (5xx, 429)? */
+int http_status_retryable(long status);
+
+#endif

@@ -1,0 +1,35 @@
+/* Parsing of the S3 XML answers we need: ListObjectsV2 pages and <Error>
+ * bodies. A small strict reader, not a general XML parser: elements, text,
+ * entities, CDATA, comments and the prolog; mismatched or unterminated tags,
+ * unknown entities and over-deep nesting are errors (-EPROTO), never a crash.
+ * The input is untrusted (it comes off the network); it has a fuzz target.
+ */
+#ifndef MODELFS_S3XML_H
+#define MODELFS_S3XML_H
+
+#include <stddef.h>
+
+#include "backend.h"
+
+struct s3xml_page {
+	int truncated;    /* IsTruncated */
+	char *next_token; /* NextContinuationToken, heap, NULL when absent */
+	size_t n_keys;    /* objects + common prefixes delivered */
+};
+
+/* Parse one ListObjectsV2 page, calling @cb for each <Contents> (with an
+ * object) and each <CommonPrefixes><Prefix> (object NULL), in document order.
+ * @return 0, -EPROTO on malformed XML or a bad field (Size not a number,
+ * missing Key), -ENOMEM, or the callback's non-zero return. */
+int s3xml_parse_list(const char *xml, size_t len, backend_list_cb cb, void *arg,
+		     struct s3xml_page *page);
+
+/* Extract <Error><Code> and <Message>. @return 0, or -EPROTO when @xml is not
+ * an S3 error document (the buffers then hold ""). */
+int s3xml_parse_error(const char *xml, size_t len, char *code, size_t code_len, char *msg,
+		      size_t msg_len);
+
+/* "2009-10-12T17:50:30.000Z" -> seconds since the epoch; -1 if malformed. */
+long long s3xml_parse_time(const char *iso8601);
+
+#endif

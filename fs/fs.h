@@ -1,0 +1,29 @@
+/* The FUSE front end: the low-level operations table and the context it
+ * serves from. Only fs/ includes fuse_lowlevel.h. */
+#ifndef MODELFS_FS_H
+#define MODELFS_FS_H
+
+#include <fuse_lowlevel.h>
+
+#include "backend.h"
+#include "cache.h"
+#include "opts.h"
+#include "tree.h"
+
+/* Everything the operations need, passed as the session's userdata.
+ * Immutable while the session runs, but for the tree (its own lock). */
+struct fs {
+	const struct fs_opts *opts;
+	struct backend *be;
+	struct cache *cache;
+	struct tree *tree;
+	const char *prefix; /* "" or "dir/": prepended to tree paths to get keys */
+};
+
+extern const struct fuse_lowlevel_ops fs_ops;
+
+/* List the whole mounted prefix into @fs->tree (one listing pass).
+ * @return 0 or the backend's -errno. */
+int fs_load_listing(struct fs *fs);
+
+#endif

@@ -1,0 +1,445 @@
+/* FUSE low-level operations over the inode table and the cache layer.
+ *
+ * Every operation replies exactly once. Errors from the layers below arrive
+ * as -errno and are mapped here, at the FUSE boundary: a read that fails in
+ * transport is EIO (what read(2) callers expect from a device), an object
+ * that changed or vanished under an open file is ESTALE, access refusal is
+ * EACCES. Every operation that would modify the tree answers EROFS.
+ */
+#include "fs.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+/* What an open file reads: the object version it was opened on. */
+struct open_file {
+	struct cache_object obj;
+	char key[PATH_MAX * 2];
+	char etag[BACKEND_ETAG_MAX];
+};
+
+static struct fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static void to_stat(const struct fs *fs, const struct tree_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->is_dir ? (S_IFDIR | (0555 & ~fs->opts->umask))
+				: (S_IFREG | (0444 & ~fs->opts->umask));
+	st->st_nlink = a->nlink;
+	st->st_uid = fs->opts->uid;
+	st->st_gid = fs->opts->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 1 << 20;
+	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+	st->st_mtim.tv_sec = a->mtime;
+	st->st_ctim.tv_sec = a->mtime;
+	st->st_atim.tv_sec = a->mtime;
+}
+
+static void fill_entry(const struct fs *fs, const struct tree_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->ino;
+	e->generation = 1;
+	e->attr_timeout = fs->opts->attr_timeout_s;
+	e->entry_timeout = fs->opts->entry_timeout_s;
+	to_stat(fs, a, &e->attr);
+}
+
+/* Map a lower layer's error for a data read. */
+static int read_errno(int err)
+{
+	switch (err) {
+	case -EACCES:
+	case -ESTALE:
+	case -ENOMEM:
+		return -err;
+	case -ENOENT:
+		return ESTALE; /* the object went away under an open file */
+	default:
+		return EIO;
+	}
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* The tree never changes under an open file: let the kernel keep pages. */
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct tree_attr a;
+	int err = tree_lookup(fs->tree, parent, name, &a);
+
+	if (err) {
+		if (err == -ENOENT) {
+			/* cache the miss too: the tree is a read-only snapshot */
+			memset(&e, 0, sizeof(e));
+			e.entry_timeout = fs->opts->entry_timeout_s;
+			fuse_reply_entry(req, &e);
+			return;
+		}
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fill_entry(fs, &a, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct tree_attr a;
+	struct stat st;
+	int err = tree_getattr(fs->tree, ino, &a);
+
+	(void)fi;
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	to_stat(fs, &a, &st);
+	fuse_reply_attr(req, &st, fs->opts->attr_timeout_s);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct open_file *of;
+	struct tree_attr a;
+	char rel[PATH_MAX];
+	int err;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	err = tree_getattr(fs->tree, ino, &a);
+	if (!err && a.is_dir)
+		err = -EISDIR;
+	if (!err)
+		err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	of = calloc(1, sizeof(*of));
+	if (!of) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	snprintf(of->key, sizeof(of->key), "%s%s", fs->prefix, rel);
+	memcpy(of->etag, a.etag, sizeof(of->etag));
+	of->obj.key = of->key;
+	of->obj.etag = of->etag;
+	of->obj.size = a.size;
+	fi->fh = (uint64_t)(uintptr_t)of;
+	/* Same object version for as long as the snapshot holds it: the pages
+	 * the kernel already has stay valid across opens. */
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		free(of); /* interrupted: release will not come */
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	size_t got = 0;
+	char *buf;
+	int err;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if ((uint64_t)off >= of->obj.size || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	err = cache_read(fs->cache, &of->obj, (uint64_t)off, size, buf, &got);
+	if (err)
+		fuse_reply_err(req, read_errno(err));
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	free((struct open_file *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct tree_attr a;
+	int err = tree_getattr(fs->tree, ino, &a);
+
+	if (!err && !a.is_dir)
+		err = -ENOTDIR;
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+struct dir_fill {
+	fuse_req_t req;
+	struct fs *fs;
+	char *buf;
+	size_t size, used;
+	int plus;
+};
+
+static int dir_fill_one(void *arg, const char *name, const struct tree_attr *a, uint64_t next)
+{
+	struct dir_fill *d = arg;
+	size_t need;
+
+	if (d->plus) {
+		struct fuse_entry_param e;
+		fill_entry(d->fs, a, &e);
+		need = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name, &e,
+					      (off_t)next);
+	} else {
+		struct stat st;
+		to_stat(d->fs, a, &st);
+		need = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, &st,
+					 (off_t)next);
+	}
+	if (need > d->size - d->used)
+		return 1; /* full: the kernel comes back with @next */
+	d->used += need;
+	return 0;
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+{
+	struct dir_fill d = {req, fs_of(req), NULL, size, 0, plus};
+	int err;
+
+	d.buf = malloc(size);
+	if (!d.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	err = tree_readdir(d.fs->tree, ino, (uint64_t)off, dir_fill_one, &d);
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	readdir_common(req, ino, size, off, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)fi;
+	readdir_common(req, ino, size, off, 1);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	struct statvfs sv;
+	uint64_t files, dirs, bytes;
+
+	(void)ino;
+	tree_counts(fs->tree, &files, &dirs, &bytes);
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_blocks = (bytes + 4095) / 4096;
+	sv.f_files = files + dirs;
+	sv.f_namemax = NAME_MAX;
+	sv.f_flag = ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	(void)ino;
+	(void)name;
+	(void)size;
+	fuse_reply_err(req, ENODATA);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	(void)ino;
+	if (size == 0)
+		fuse_reply_xattr(req, 0);
+	else
+		fuse_reply_buf(req, NULL, 0);
+}
+
+/* ---- everything that would change the tree ---- */
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	(void)ino, (void)attr, (void)to_set, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .statfs = op_statfs,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_unlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .create = op_create,
+    .write = op_write,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
+    .fallocate = op_fallocate,
+};
+
+/* ---- the listing ---- */
+
+static int listing_cb(void *arg, const char *key, const struct backend_object *obj)
+{
+	struct fs *fs = arg;
+	size_t plen = strlen(fs->prefix);
+	int err;
+
+	if (strncmp(key, fs->prefix, plen) != 0)
+		return 0; /* not ours (a server that ignores prefix) */
+	err = tree_add_key(fs->tree, key + plen, obj);
+	return err < 0 ? err : 0;
+}
+
+int fs_load_listing(struct fs *fs)
+{
+	int err;
+
+	tree_pass_begin(fs->tree);
+	err = fs->be->ops->list(fs->be, fs->prefix, NULL, listing_cb, fs);
+	if (err)
+		return err; /* keep what we had: no pass_end */
+	tree_pass_end(fs->tree);
+	return 0;
+}

@@ -1,0 +1,366 @@
+/* Option parsing with fuse_opt: every option of ours is matched as a string
+ * and validated here, so a bad value gets a sentence naming the option rather
+ * than libfuse's generic complaint. */
+#include "opts.h"
+
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+	KEY_HELP,
+	KEY_VERSION,
+	KEY_FOREGROUND,
+	KEY_DEBUG,
+	KEY_PATH_STYLE,
+	KEY_VHOST,
+	KEY_INSECURE,
+	KEY_SECRET,
+	KEY_RO,
+	KEY_RW,
+};
+
+/* Raw string values as matched; validated after fuse_opt_parse. */
+struct raw {
+	struct fs_opts *o;
+	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
+	char *connect_timeout, *request_timeout;
+	char *bad; /* first problem seen in the callback */
+	int n_pos;
+};
+
+#define OPT(t, f) {t, offsetof(struct raw, f), 0}
+#define OOPT(t, f) {t, offsetof(struct fs_opts, f), 0}
+
+static const struct fuse_opt raw_spec[] = {
+    OPT("uid=%s", uid),
+    OPT("gid=%s", gid),
+    OPT("umask=%s", umask),
+    OPT("attr_timeout=%s", attr_timeout),
+    OPT("entry_timeout=%s", entry_timeout),
+    OPT("retries=%s", retries),
+    OPT("connect_timeout=%s", connect_timeout),
+    OPT("request_timeout=%s", request_timeout),
+    FUSE_OPT_END,
+};
+
+static const struct fuse_opt str_spec[] = {
+    OOPT("endpoint=%s", endpoint),
+    OOPT("region=%s", region),
+    OOPT("creds_file=%s", creds_file),
+    OOPT("profile=%s", profile),
+    OOPT("ca_file=%s", ca_file),
+    FUSE_OPT_END,
+};
+
+static const struct fuse_opt key_spec[] = {
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_KEY("-d", KEY_DEBUG),
+    FUSE_OPT_KEY("debug", KEY_DEBUG),
+    FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
+    FUSE_OPT_KEY("use_path_request_style", KEY_PATH_STYLE),
+    FUSE_OPT_KEY("virtual_host", KEY_VHOST),
+    FUSE_OPT_KEY("insecure_tls", KEY_INSECURE),
+    FUSE_OPT_KEY("secret_key=", KEY_SECRET),
+    FUSE_OPT_KEY("secret_access_key=", KEY_SECRET),
+    FUSE_OPT_KEY("aws_secret_access_key=", KEY_SECRET),
+    FUSE_OPT_KEY("access_key=", KEY_SECRET),
+    FUSE_OPT_KEY("session_token=", KEY_SECRET),
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("rw", KEY_RW),
+    /* mount(8) and fstab noise that libfuse would reject */
+    FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_END,
+};
+
+static void set_bad(struct raw *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (r->bad)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&r->bad, fmt, ap) < 0)
+		r->bad = NULL;
+	va_end(ap);
+}
+
+static int on_key(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct raw *r = data;
+	struct fs_opts *o = r->o;
+
+	(void)outargs;
+	switch (key) {
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	case KEY_FOREGROUND:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->debug = 1;
+		o->foreground = 1;
+		return 0;
+	case KEY_PATH_STYLE:
+		o->path_style = 1;
+		return 0;
+	case KEY_VHOST:
+		o->path_style = 0;
+		return 0;
+	case KEY_INSECURE:
+		o->insecure_tls = 1;
+		return 0;
+	case KEY_SECRET:
+		set_bad(r, "credentials are not accepted on the command line (they would show in "
+			   "ps): use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or -o creds_file=PATH");
+		return 0;
+	case KEY_RO:
+		return 0; /* always read-only; added once below */
+	case KEY_RW:
+		set_bad(r, "modelfs mounts are read-only: option 'rw' is not supported");
+		return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		if (r->n_pos == 0) {
+			o->source = strdup(arg);
+		} else if (r->n_pos == 1) {
+			o->mountpoint = strdup(arg);
+		} else {
+			set_bad(r, "unexpected argument '%s' (usage: modelfs SOURCE MOUNTPOINT "
+				   "[-o opts])", arg);
+		}
+		r->n_pos++;
+		return 0;
+	default:
+		return 1; /* for libfuse */
+	}
+}
+
+static int parse_num(const char *name, const char *s, double min, double max, double *out,
+		     struct raw *r)
+{
+	char *e;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &e);
+	if (!*s || *e || errno || v < min || v > max) {
+		set_bad(r, "bad value for option %s: '%s' (expected a number from %g to %g)", name,
+			s, min, max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_int(const char *name, const char *s, long max, long *out, struct raw *r)
+{
+	char *e;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &e, 10);
+	if (!*s || *e || errno || v < 0 || v > max) {
+		set_bad(r, "bad value for option %s: '%s' (expected a whole number from 0 to %ld)",
+			name, s, max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Escape ',' and '\' for a -o value. */
+static char *escape_opt(const char *s)
+{
+	char *out = malloc(strlen(s) * 2 + 1), *p = out;
+
+	if (!out)
+		return NULL;
+	for (; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	return out;
+}
+
+static void free_raw(struct raw *r)
+{
+	free(r->uid);
+	free(r->gid);
+	free(r->umask);
+	free(r->attr_timeout);
+	free(r->entry_timeout);
+	free(r->retries);
+	free(r->connect_timeout);
+	free(r->request_timeout);
+	free(r->bad);
+}
+
+int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs, char *err,
+	       size_t err_len)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct raw r = {.o = o};
+	const char *env;
+	char *fsname = NULL, *esc = NULL;
+	double d;
+	long l;
+	int ret = -EINVAL;
+
+	memset(o, 0, sizeof(*o));
+	o->path_style = -1;
+	o->uid = getuid();
+	o->gid = getgid();
+	o->attr_timeout_s = 300;
+	o->entry_timeout_s = 300;
+	o->retries = 3;
+	o->connect_timeout_ms = 5000;
+	o->request_timeout_ms = 30000;
+
+	if (fuse_opt_parse(&args, o, str_spec, NULL) == -1 ||
+	    fuse_opt_parse(&args, &r, raw_spec, NULL) == -1 ||
+	    fuse_opt_parse(&args, &r, key_spec, on_key) == -1) {
+		snprintf(err, err_len, "cannot parse the command line");
+		goto out;
+	}
+	if (r.bad) {
+		snprintf(err, err_len, "%s", r.bad);
+		goto out;
+	}
+	if (o->show_help || o->show_version) {
+		ret = 0;
+		goto out;
+	}
+	if (!o->source || !o->mountpoint) {
+		snprintf(err, err_len, "usage: modelfs SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d]"
+				       " (modelfs --help for options)");
+		goto out;
+	}
+	if (r.uid && parse_int("uid", r.uid, UINT_MAX - 1, &l, &r) == 0)
+		o->uid = (uid_t)l;
+	if (r.gid && parse_int("gid", r.gid, UINT_MAX - 1, &l, &r) == 0)
+		o->gid = (gid_t)l;
+	if (r.umask) {
+		char *e;
+		errno = 0;
+		l = strtol(r.umask, &e, 8);
+		if (!*r.umask || *e || errno || l < 0 || l > 0777)
+			set_bad(&r, "bad value for option umask: '%s' (expected octal, e.g. 022)",
+				r.umask);
+		else
+			o->umask = (mode_t)l;
+	}
+	if (r.attr_timeout && parse_num("attr_timeout", r.attr_timeout, 0, 1e9, &d, &r) == 0)
+		o->attr_timeout_s = d;
+	if (r.entry_timeout && parse_num("entry_timeout", r.entry_timeout, 0, 1e9, &d, &r) == 0)
+		o->entry_timeout_s = d;
+	if (r.retries && parse_int("retries", r.retries, 20, &l, &r) == 0)
+		o->retries = (int)l;
+	if (r.connect_timeout &&
+	    parse_num("connect_timeout", r.connect_timeout, 0.1, 600, &d, &r) == 0)
+		o->connect_timeout_ms = (unsigned)(d * 1000);
+	if (r.request_timeout &&
+	    parse_num("request_timeout", r.request_timeout, 0.1, 3600, &d, &r) == 0)
+		o->request_timeout_ms = (unsigned)(d * 1000);
+	if (r.bad) {
+		snprintf(err, err_len, "%s", r.bad);
+		goto out;
+	}
+
+	if (!o->endpoint && (env = getenv("AWS_ENDPOINT_URL_S3")) && *env)
+		o->endpoint = strdup(env);
+	if (!o->endpoint && (env = getenv("AWS_ENDPOINT_URL")) && *env)
+		o->endpoint = strdup(env);
+	if (!o->region && (env = getenv("AWS_REGION")) && *env)
+		o->region = strdup(env);
+	if (!o->region && (env = getenv("AWS_DEFAULT_REGION")) && *env)
+		o->region = strdup(env);
+
+	esc = escape_opt(o->source);
+	if (!esc || asprintf(&fsname, "-ofsname=%s,subtype=modelfs,ro,default_permissions", esc) < 0) {
+		fsname = NULL;
+		snprintf(err, err_len, "out of memory");
+		goto out;
+	}
+	if (fuse_opt_add_arg(&args, fsname) == -1) {
+		snprintf(err, err_len, "out of memory");
+		goto out;
+	}
+	*fargs = args;
+	args.argv = NULL;
+	args.argc = 0;
+	ret = 0;
+out:
+	fuse_opt_free_args(&args);
+	free(fsname);
+	free(esc);
+	free_raw(&r);
+	return ret;
+}
+
+void opts_free(struct fs_opts *o)
+{
+	free(o->source);
+	free(o->mountpoint);
+	free(o->endpoint);
+	free(o->region);
+	free(o->creds_file);
+	free(o->profile);
+	free(o->ca_file);
+	memset(o, 0, sizeof(*o));
+}
+
+void opts_usage(const char *prog)
+{
+	printf("usage: %s SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
+	       "\n"
+	       "Mount an object-store bucket or prefix read-only.\n"
+	       "SOURCE: s3://BUCKET[/PREFIX]\n"
+	       "\n"
+	       "  -f                     stay in the foreground (log to stderr)\n"
+	       "  -d                     debug logging (implies -f)\n"
+	       "  -h, --help             this text\n"
+	       "  -V, --version          print the version\n"
+	       "\n"
+	       "Options (-o):\n"
+	       "  endpoint=URL           S3 endpoint (default $AWS_ENDPOINT_URL, else AWS for the region)\n"
+	       "  region=NAME            signing region (default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)\n"
+	       "  path_style             bucket in the URL path (default for IP and localhost endpoints)\n"
+	       "  virtual_host           bucket in the host name (default otherwise)\n"
+	       "  creds_file=PATH        AWS shared-credentials file (after the AWS_* environment)\n"
+	       "  profile=NAME           profile in the credentials file (default $AWS_PROFILE, default)\n"
+	       "  ca_file=PATH           CA bundle for TLS verification\n"
+	       "  insecure_tls           do not verify TLS certificates (logged as a warning)\n"
+	       "  uid=N, gid=N           owner of every file (default: the mounting user)\n"
+	       "  umask=OCTAL            cleared from modes 0444 (files) and 0555 (dirs) (default 0)\n"
+	       "  attr_timeout=SEC       kernel attribute cache time (default 300)\n"
+	       "  entry_timeout=SEC      kernel name cache time (default 300)\n"
+	       "  retries=N              extra attempts of a failed request (default 3)\n"
+	       "  connect_timeout=SEC    TCP/TLS connect timeout (default 5)\n"
+	       "  request_timeout=SEC    one request, start to end (default 30)\n"
+	       "  allow_other, ...       standard FUSE mount options are passed through\n"
+	       "\n"
+	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
+	       "creds_file, then ~/.aws/credentials; none means anonymous requests.\n",
+	       prog);
+}

@@ -1,0 +1,40 @@
+/* Command-line and -o option parsing. Our options are taken out; everything
+ * else is handed to libfuse (allow_other, max_read, ...), which rejects what
+ * it does not know. Secrets are refused here: credentials come from the
+ * environment or a credentials file, never from argv (visible in ps). */
+#ifndef MODELFS_OPTS_H
+#define MODELFS_OPTS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <fuse_opt.h>
+
+struct fs_opts {
+	char *source;     /* "s3://bucket/prefix" */
+	char *mountpoint;
+	char *endpoint, *region, *creds_file, *profile, *ca_file;
+	int path_style;   /* -1 auto, 0 virtual host, 1 path */
+	int insecure_tls;
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;
+	double attr_timeout_s, entry_timeout_s;
+	int retries;
+	unsigned connect_timeout_ms, request_timeout_ms;
+	int foreground, debug;
+	int show_help, show_version;
+};
+
+/* Parse @argc/@argv into @o (defaults filled first; environment fallbacks
+ * AWS_ENDPOINT_URL, AWS_REGION, AWS_DEFAULT_REGION applied) and @fargs (the
+ * arguments for libfuse, with ro, fsname and subtype added).
+ * @return 0, or -EINVAL with one human line in @err. */
+int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs, char *err,
+	       size_t err_len);
+void opts_free(struct fs_opts *o);
+
+/* The option list for --help. */
+void opts_usage(const char *prog);
+
+#endif

@@ -1,0 +1,454 @@
+/* The inode table (see tree.h).
+ *
+ * Nodes live in an array of pointers indexed by inode number, so lookup by
+ * inode is O(1) and a node's address never changes. Children are found
+ * through one open-addressing hash of (parent, name); each directory also
+ * keeps its children in insertion order, which gives readdir stable offsets
+ * even when a refresh appends new entries.
+ */
+#include "tree.h"
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node {
+	uint64_t ino, parent;
+	char *name;    /* last path component ("" for the root) */
+	char *relpath; /* path below the mounted prefix, no leading '/' */
+	int is_dir;
+	int removed;
+	uint64_t pass;  /* the listing pass that last saw it */
+	uint64_t size;
+	int64_t mtime;
+	char etag[BACKEND_ETAG_MAX];
+	uint32_t n_subdirs;
+	uint64_t *kids; /* directories: children in insertion order */
+	size_t n_kids, cap_kids;
+};
+
+struct tree {
+	pthread_rwlock_t lock;
+	struct node **nodes; /* nodes[ino]; nodes[0] unused */
+	size_t n_nodes, cap_nodes;
+	uint64_t *hash;      /* open addressing over (parent, name) -> ino; 0 = empty */
+	size_t hash_cap;     /* power of two */
+	uint64_t pass;
+	int64_t root_mtime;
+};
+
+static uint64_t hash_key(uint64_t parent, const char *name)
+{
+	uint64_t h = 1469598103934665603ULL ^ parent;
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 1099511628211ULL;
+	return h ^ (h >> 29);
+}
+
+static int hash_grow(struct tree *t)
+{
+	size_t ncap = t->hash_cap ? t->hash_cap * 2 : 1024;
+	uint64_t *nh = calloc(ncap, sizeof(*nh));
+
+	if (!nh)
+		return -ENOMEM;
+	for (size_t i = 1; i < t->n_nodes; i++) {
+		struct node *n = t->nodes[i];
+		size_t j;
+		if (n->ino == TREE_ROOT_INO)
+			continue;
+		for (j = hash_key(n->parent, n->name) & (ncap - 1); nh[j]; j = (j + 1) & (ncap - 1))
+			;
+		nh[j] = n->ino;
+	}
+	free(t->hash);
+	t->hash = nh;
+	t->hash_cap = ncap;
+	return 0;
+}
+
+static struct node *find_child(struct tree *t, uint64_t parent, const char *name)
+{
+	size_t j;
+
+	if (!t->hash_cap)
+		return NULL;
+	for (j = hash_key(parent, name) & (t->hash_cap - 1); t->hash[j];
+	     j = (j + 1) & (t->hash_cap - 1)) {
+		struct node *n = t->nodes[t->hash[j]];
+		if (n->parent == parent && strcmp(n->name, name) == 0)
+			return n;
+	}
+	return NULL;
+}
+
+static struct node *node_new(struct tree *t, struct node *parent, const char *name, size_t nlen,
+			     const char *relpath, size_t rlen, int is_dir)
+{
+	struct node *n;
+
+	if (t->n_nodes == t->cap_nodes) {
+		size_t ncap = t->cap_nodes * 2;
+		struct node **nn = realloc(t->nodes, ncap * sizeof(*nn));
+		if (!nn)
+			return NULL;
+		t->nodes = nn;
+		t->cap_nodes = ncap;
+	}
+	if ((t->n_nodes + 1) * 2 > t->hash_cap && hash_grow(t))
+		return NULL;
+	if (parent && parent->n_kids == parent->cap_kids) {
+		size_t ncap = parent->cap_kids ? parent->cap_kids * 2 : 4;
+		uint64_t *nk = realloc(parent->kids, ncap * sizeof(*nk));
+		if (!nk)
+			return NULL;
+		parent->kids = nk;
+		parent->cap_kids = ncap;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->name = strndup(name, nlen);
+	n->relpath = strndup(relpath, rlen);
+	if (!n->name || !n->relpath) {
+		free(n->name);
+		free(n->relpath);
+		free(n);
+		return NULL;
+	}
+	n->ino = t->n_nodes;
+	n->is_dir = is_dir;
+	n->pass = t->pass;
+	n->mtime = t->root_mtime;
+	t->nodes[t->n_nodes++] = n;
+	if (parent) {
+		size_t j;
+		n->parent = parent->ino;
+		parent->kids[parent->n_kids++] = n->ino;
+		if (is_dir)
+			parent->n_subdirs++;
+		for (j = hash_key(n->parent, n->name) & (t->hash_cap - 1); t->hash[j];
+		     j = (j + 1) & (t->hash_cap - 1))
+			;
+		t->hash[j] = n->ino;
+	}
+	return n;
+}
+
+int tree_new(int64_t root_mtime, struct tree **out)
+{
+	struct tree *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	pthread_rwlock_init(&t->lock, NULL);
+	t->cap_nodes = 64;
+	t->nodes = calloc(t->cap_nodes, sizeof(*t->nodes));
+	t->n_nodes = 1; /* inode 0 is not valid in FUSE */
+	t->root_mtime = root_mtime;
+	if (!t->nodes || hash_grow(t) || !node_new(t, NULL, "", 0, "", 0, 1)) {
+		tree_free(t);
+		return -ENOMEM;
+	}
+	*out = t;
+	return 0;
+}
+
+void tree_free(struct tree *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 1; i < t->n_nodes; i++) {
+		free(t->nodes[i]->name);
+		free(t->nodes[i]->relpath);
+		free(t->nodes[i]->kids);
+		free(t->nodes[i]);
+	}
+	free(t->nodes);
+	free(t->hash);
+	pthread_rwlock_destroy(&t->lock);
+	free(t);
+}
+
+void tree_pass_begin(struct tree *t)
+{
+	pthread_rwlock_wrlock(&t->lock);
+	t->pass++;
+	t->nodes[TREE_ROOT_INO]->pass = t->pass;
+	pthread_rwlock_unlock(&t->lock);
+}
+
+size_t tree_pass_end(struct tree *t)
+{
+	size_t removed = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
+		struct node *n = t->nodes[i];
+		if (!n->removed && n->pass != t->pass) {
+			n->removed = 1;
+			removed++;
+		}
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return removed;
+}
+
+/* Check a relative path; @return 0 or a reason it cannot be a path. */
+static const char *path_problem(const char *rel, size_t len)
+{
+	const char *seg = rel, *end = rel + len;
+
+	if (len == 0)
+		return "empty name";
+	while (seg < end) {
+		const char *slash = memchr(seg, '/', (size_t)(end - seg));
+		size_t n = slash ? (size_t)(slash - seg) : (size_t)(end - seg);
+		if (n == 0)
+			return "empty path segment";
+		if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return "'.' or '..' segment";
+		if (n > NAME_MAX)
+			return "segment longer than NAME_MAX";
+		seg += n + 1;
+	}
+	return NULL;
+}
+
+/* Make the node at @rel (@len bytes) a live directory of this pass; creating
+ * it and its parents as needed, turning a file into a directory if one is
+ * there (the directory wins). Called with the write lock held. */
+static struct node *ensure_dir(struct tree *t, const char *rel, size_t len)
+{
+	struct node *cur = t->nodes[TREE_ROOT_INO];
+	size_t pos = 0;
+
+	while (pos < len) {
+		const char *seg = rel + pos;
+		const char *slash = memchr(seg, '/', len - pos);
+		size_t n = slash ? (size_t)(slash - seg) : len - pos;
+		char name[NAME_MAX + 1];
+		struct node *kid;
+
+		memcpy(name, seg, n);
+		name[n] = '\0';
+		kid = find_child(t, cur->ino, name);
+		if (!kid) {
+			kid = node_new(t, cur, seg, n, rel, pos + n, 1);
+			if (!kid)
+				return NULL;
+		} else if (!kid->is_dir) {
+			if (!kid->removed && kid->pass == t->pass)
+				log_warn("key '%s' is hidden by directory '%s/' of the same name",
+					 kid->relpath, kid->relpath);
+			kid->is_dir = 1;
+			kid->size = 0;
+			kid->etag[0] = '\0';
+			cur->n_subdirs++;
+		}
+		if (kid->removed) {
+			kid->removed = 0;
+			kid->mtime = t->root_mtime;
+		}
+		kid->pass = t->pass;
+		cur = kid;
+		pos += n + 1;
+	}
+	return cur;
+}
+
+int tree_add_key(struct tree *t, const char *rel, const struct backend_object *obj)
+{
+	size_t len = strlen(rel);
+	int is_dir = obj == NULL || (len > 0 && rel[len - 1] == '/');
+	const char *why, *slash;
+	struct node *parent, *n;
+	int ret = 0;
+
+	if (is_dir && len > 0 && rel[len - 1] == '/')
+		len--;
+	if (is_dir && len == 0)
+		return 0; /* the prefix's own marker */
+	why = path_problem(rel, len);
+	if (why) {
+		log_warn("skipping key '%s': %s", rel, why);
+		return 1;
+	}
+
+	pthread_rwlock_wrlock(&t->lock);
+	if (is_dir) {
+		n = ensure_dir(t, rel, len);
+		if (!n) {
+			ret = -ENOMEM;
+		} else if (obj && obj->mtime) {
+			n->mtime = obj->mtime;
+		}
+		goto out;
+	}
+	slash = memrchr(rel, '/', len);
+	parent = slash ? ensure_dir(t, rel, (size_t)(slash - rel)) : t->nodes[TREE_ROOT_INO];
+	if (!parent) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	{
+		const char *name = slash ? slash + 1 : rel;
+		n = find_child(t, parent->ino, name);
+		if (n && n->is_dir && !n->removed) {
+			log_warn("key '%s' is hidden by directory '%s/' of the same name", rel, rel);
+			ret = 1;
+			goto out;
+		}
+		if (!n) {
+			n = node_new(t, parent, name, strlen(name), rel, len, 0);
+			if (!n) {
+				ret = -ENOMEM;
+				goto out;
+			}
+		}
+		if (n->is_dir) { /* a removed directory comes back as a file */
+			n->is_dir = 0;
+			parent->n_subdirs--;
+		}
+		n->removed = 0;
+		n->pass = t->pass;
+		n->size = obj->size;
+		n->mtime = obj->mtime;
+		memcpy(n->etag, obj->etag, sizeof(n->etag));
+	}
+out:
+	pthread_rwlock_unlock(&t->lock);
+	return ret;
+}
+
+static void fill_attr(const struct node *n, struct tree_attr *a)
+{
+	a->ino = n->ino;
+	a->is_dir = n->is_dir;
+	a->size = n->is_dir ? 0 : n->size;
+	a->mtime = n->mtime;
+	a->nlink = n->is_dir ? 2 + n->n_subdirs : 1;
+	memcpy(a->etag, n->etag, sizeof(a->etag));
+}
+
+static struct node *get_live(struct tree *t, uint64_t ino)
+{
+	if (ino == 0 || ino >= t->n_nodes || t->nodes[ino]->removed)
+		return NULL;
+	return t->nodes[ino];
+}
+
+int tree_lookup(struct tree *t, uint64_t parent, const char *name, struct tree_attr *out)
+{
+	struct node *p, *n;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	p = get_live(t, parent);
+	if (!p)
+		err = -ENOENT;
+	else if (!p->is_dir)
+		err = -ENOTDIR;
+	else if (!(n = find_child(t, parent, name)) || n->removed)
+		err = -ENOENT;
+	else
+		fill_attr(n, out);
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+int tree_getattr(struct tree *t, uint64_t ino, struct tree_attr *out)
+{
+	struct node *n;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = get_live(t, ino);
+	if (n)
+		fill_attr(n, out);
+	else
+		err = -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+int tree_relpath(struct tree *t, uint64_t ino, char *buf, size_t len)
+{
+	struct node *n;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = get_live(t, ino);
+	if (!n)
+		err = -ENOENT;
+	else if (n->is_dir)
+		err = -EISDIR;
+	else if (strlen(n->relpath) + 1 > len)
+		err = -ENAMETOOLONG;
+	else
+		memcpy(buf, n->relpath, strlen(n->relpath) + 1);
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+int tree_readdir(struct tree *t, uint64_t dir, uint64_t pos, tree_fill_fn fill, void *arg)
+{
+	struct tree_attr a;
+	struct node *d;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	d = get_live(t, dir);
+	if (!d) {
+		err = -ENOENT;
+		goto out;
+	}
+	if (!d->is_dir) {
+		err = -ENOTDIR;
+		goto out;
+	}
+	if (pos == 0) {
+		fill_attr(d, &a);
+		if (fill(arg, ".", &a, 1))
+			goto out;
+		pos = 1;
+	}
+	if (pos == 1) {
+		fill_attr(t->nodes[d->parent ? d->parent : TREE_ROOT_INO], &a);
+		if (fill(arg, "..", &a, 2))
+			goto out;
+		pos = 2;
+	}
+	for (uint64_t i = pos - 2; i < d->n_kids; i++) {
+		struct node *k = t->nodes[d->kids[i]];
+		if (k->removed)
+			continue;
+		fill_attr(k, &a);
+		if (fill(arg, k->name, &a, i + 3))
+			break;
+	}
+out:
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *bytes)
+{
+	*files = *dirs = *bytes = 0;
+	pthread_rwlock_rdlock(&t->lock);
+	for (size_t i = 1; i < t->n_nodes; i++) {
+		struct node *n = t->nodes[i];
+		if (n->removed)
+			continue;
+		if (n->is_dir) {
+			(*dirs)++;
+		} else {
+			(*files)++;
+			*bytes += n->size;
+		}
+	}
+	pthread_rwlock_unlock(&t->lock);
+}

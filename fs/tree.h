@@ -1,0 +1,74 @@
+/* The inode table: the mounted prefix's keys seen as a directory tree.
+ *
+ * Built from a listing (tree_add_key per key, tree_add_dir per common prefix
+ * or "dir/" marker). Inode numbers are assigned on first sight and never
+ * reused or renumbered for the life of the tree, so they are stable within a
+ * mount, across listing refreshes too. Nodes are never freed before
+ * tree_free(); a node whose key vanished in a refresh is marked removed and
+ * no longer found by lookups.
+ *
+ * Naming rules (docs/design.md): a key maps to a path by splitting on '/';
+ * keys with an empty, "." or ".." segment, or a segment longer than NAME_MAX,
+ * are skipped with one log line. When "a" is both an object and a prefix
+ * ("a" and "a/b"), the directory wins and the object is hidden (logged).
+ *
+ * Locking: one rwlock inside the tree. Readers copy what they need out in
+ * tree_lookup/tree_getattr/tree_readdir; writers are the listing code.
+ * Knows nothing of FUSE.
+ */
+#ifndef MODELFS_TREE_H
+#define MODELFS_TREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backend.h"
+
+#define TREE_ROOT_INO 1
+
+struct tree;
+
+/* A copy of one node's attributes. */
+struct tree_attr {
+	uint64_t ino;
+	int is_dir;
+	uint64_t size;
+	int64_t mtime;
+	uint32_t nlink;
+	char etag[BACKEND_ETAG_MAX];
+};
+
+int tree_new(int64_t root_mtime, struct tree **out);
+void tree_free(struct tree *t);
+
+/* Start a new listing pass: keys added from now on are "seen". */
+void tree_pass_begin(struct tree *t);
+/* Mark every file or directory not seen in this pass as removed.
+ * @return the number of nodes removed. */
+size_t tree_pass_end(struct tree *t);
+
+/* Add or update the object at @relpath (relative to the mounted prefix;
+ * a trailing '/' makes it a directory marker). @obj may be NULL for a common
+ * prefix. @return 0 when added or updated, 1 when skipped (logged), -ENOMEM. */
+int tree_add_key(struct tree *t, const char *relpath, const struct backend_object *obj);
+
+/* Look @name up in directory @parent. @return 0, -ENOENT, -ENOTDIR. */
+int tree_lookup(struct tree *t, uint64_t parent, const char *name, struct tree_attr *out);
+int tree_getattr(struct tree *t, uint64_t ino, struct tree_attr *out);
+
+/* The full key of file @ino (relative path joined to the prefix by the
+ * caller) into @buf. @return 0, -ENOENT, -EISDIR, -ENAMETOOLONG. */
+int tree_relpath(struct tree *t, uint64_t ino, char *buf, size_t len);
+
+/* Directory entries of @dir from position @pos (0 = first; "." and ".." are
+ * 0 and 1). Calls @fill with each entry and the position of the next one
+ * until @fill returns non-zero. @return 0, -ENOENT, -ENOTDIR. */
+typedef int (*tree_fill_fn)(void *arg, const char *name, const struct tree_attr *attr,
+			    uint64_t next_pos);
+int tree_readdir(struct tree *t, uint64_t dir, uint64_t pos, tree_fill_fn fill, void *arg);
+
+/* Counts for statfs and logs. */
+void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *bytes);
+
+#endif
