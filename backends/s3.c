@@ -395,6 +395,8 @@ static int s3_read(struct backend *be, const char *key, const char *etag, uint64
 		err = build_url(s, path, "", url, sizeof(url));
 	if (err)
 		return err;
+	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
+		  (unsigned long long)(off + len - 1));
 	err = http_perform(s->http, &req, 0, &resp);
 	if (err) {
 		log_warn("GET s3://%s/%s [%llu+%zu]: %s", s->bucket, key, (unsigned long long)off,

@@ -178,5 +178,6 @@ int main(int argc, char **argv)
 	backend_source_free(&src);
 	fuse_opt_free_args(&fargs);
 	opts_free(&o);
-	return ret ? 1 : 0;
+	/* a positive value is the signal that ended the loop: a clean exit */
+	return ret < 0 ? 1 : 0;
 }

@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# Helpers for the integration tests (sourced). Every test gets its own work
+# directory, its own s3rver on a free 127.0.0.1 port and its own mounts; the
+# EXIT trap unmounts and stops only what this test started, by PID, even when
+# the test fails.
+#
+#   MODELFS=path/to/modelfs   (first argument of each test script)
+
+set -u
+MODELFS=${1:?usage: $0 path/to/modelfs}
+MODELFS=$(readlink -f "$MODELFS")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+S3TOOL="python3 $HERE/s3tool.py"
+S3RVER=${S3RVER:-/opt/s3rver/node_modules/.bin/s3rver}
+export S3_KEY=S3RVER S3_SECRET=S3RVER S3_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+unset AWS_SESSION_TOKEN AWS_PROFILE AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION
+
+WORK=$(mktemp -d /var/tmp/modelfs-test.XXXXXX)
+PASS=0
+FAIL=0
+MOUNTS=()
+PIDS=()
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
+fail() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+# check DESCRIPTION COMMAND...: pass when COMMAND succeeds
+check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
+
+cleanup() {
+	local m p
+	for m in "${MOUNTS[@]}"; do
+		mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" 2>/dev/null
+		mountpoint -q "$m" 2>/dev/null && fusermount3 -uz "$m" 2>/dev/null
+	done
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	sleep 0.2
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	# sanitizer reports in daemon logs fail the test
+	if grep -l -E "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:" "$WORK"/*.log 2>/dev/null; then
+		echo "FAIL - sanitizer report in a daemon log"; FAIL=$((FAIL + 1))
+	fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# s3_start NAME [extra s3rver args...]: start s3rver on a free port with data in $WORK/NAME;
+# sets S3_PORT, S3_PID, S3_ENDPOINT. s3rver's continuation tokens use DES, which
+# OpenSSL 3 only has in its legacy provider: without it every truncated
+# listing (> max-keys) is an HTTP 500.
+s3_start() {
+	local name=$1 port=${S3_PORT_WANT:-$(free_port)} i
+	shift
+	mkdir -p "$WORK/$name"
+	NODE_OPTIONS=--openssl-legacy-provider setsid "$S3RVER" -d "$WORK/$name" -a 127.0.0.1 \
+		-p "$port" -s "$@" >>"$WORK/$name.s3rver.log" 2>&1 </dev/null &
+	S3_PID=$!
+	PIDS+=("$S3_PID")
+	S3_PORT=$port
+	S3_ENDPOINT=http://127.0.0.1:$port
+	export S3_ENDPOINT
+	for ((i = 0; i < 100; i++)); do
+		curl -s -o /dev/null --max-time 1 "$S3_ENDPOINT/" && return 0
+		sleep 0.1
+	done
+	echo "s3rver did not start" >&2
+	cat "$WORK/$name.s3rver.log" >&2
+	exit 1
+}
+s3_stop() { kill -9 "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null; }
+
+# mount_fs SOURCE DIR [OPTS] [extra args]: mount in the background (the daemon forks
+# once the mount is live), logging to $WORK/DIRNAME.log. Sets MNT_PID.
+mount_fs() {
+	local src=$1 dir=$2 opts=${3:-} log
+	shift 3 2>/dev/null || shift $#
+	log="$WORK/$(basename "$dir").log"
+	mkdir -p "$dir"
+	MOUNTS+=("$dir")
+	"$MODELFS" "$src" "$dir" -f -o "endpoint=$S3_ENDPOINT${opts:+,$opts}" "$@" >>"$log" 2>&1 &
+	MNT_PID=$!
+	PIDS+=("$MNT_PID")
+	local i
+	for ((i = 0; i < 300; i++)); do
+		mountpoint -q "$dir" && return 0
+		kill -0 "$MNT_PID" 2>/dev/null || { cat "$log" >&2; return 1; }
+		sleep 0.05
+	done
+	return 1
+}
+umount_fs() {
+	fusermount3 -u "$1" 2>/dev/null
+	wait "$MNT_PID" 2>/dev/null
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+finish() {
+	echo "$PASS passed, $FAIL failed"
+	[ "$FAIL" -eq 0 ]
+}
