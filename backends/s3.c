@@ -258,6 +258,7 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 	size_t q = 0;
 	int err;
 
+	memset(page, 0, sizeof(*page));
 	/* the bucket itself: "/bucket" path style, "/" virtual host */
 	snprintf(path, sizeof(path), "%s", *s->base_path ? s->base_path : "/");
 	if (token) {

@@ -145,7 +145,7 @@ int main(int argc, char **argv)
 
 	se = fuse_session_new(&fargs, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
-		die("bad mount options (see modelfs --help)");
+		exit(1); /* libfuse has said which option it did not take */
 	if (fuse_set_signal_handlers(se))
 		die("cannot install signal handlers");
 	if (fuse_session_mount(se, o.mountpoint))

@@ -102,3 +102,21 @@ finish() {
 	echo "$PASS passed, $FAIL failed"
 	[ "$FAIL" -eq 0 ]
 }
+
+# proxy_start: a signature-checking, fault-injecting proxy in front of the
+# current s3rver; sets PROXY_ENDPOINT. proxy_fault MODE [COUNT] [DELAY].
+proxy_start() {
+	local port i
+	port=$(free_port)
+	python3 "$HERE/s3proxy.py" "$port" "$S3_PORT" >>"$WORK/proxy.log" 2>&1 &
+	PIDS+=($!)
+	PROXY_PID=$!
+	PROXY_ENDPOINT=http://127.0.0.1:$port
+	for ((i = 0; i < 100; i++)); do
+		curl -s -o /dev/null --max-time 1 "$PROXY_ENDPOINT/__fault" && return 0
+		sleep 0.1
+	done
+	echo "the proxy did not start" >&2
+	exit 1
+}
+proxy_fault() { curl -s "$PROXY_ENDPOINT/__fault?mode=$1&count=${2:--1}&delay=${3:-0}"; }

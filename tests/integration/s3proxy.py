@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""A checking and fault-injecting HTTP proxy in front of the test S3 server.
+
+s3rver checks the access key id but not the SigV4 signature itself, so this
+proxy recomputes every request's signature from what arrived on the wire
+(method, raw path, query, signed headers) with the known secret and answers
+403 SignatureDoesNotMatch when it differs. It also injects faults, set at run
+time with a request to the proxy itself:
+
+  GET /__fault?mode=MODE[&count=N][&delay=SEC]
+    none       forward everything (default)
+    error500   answer N requests (default: all) with HTTP 500
+    stall      hold N requests for SEC seconds before forwarding
+    reset      close the connection of N requests without an answer
+
+  s3proxy.py LISTEN_PORT UPSTREAM_PORT [PORTFILE]
+Credentials: S3_KEY / S3_SECRET (default S3RVER / S3RVER).
+"""
+import hashlib
+import hmac
+import http.client
+import http.server
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+
+KEYS = {os.environ.get("S3_KEY", "S3RVER"): os.environ.get("S3_SECRET", "S3RVER")}
+UPSTREAM = ("127.0.0.1", int(sys.argv[2]))
+fault = {"mode": "none", "count": -1, "delay": 0.0}
+lock = threading.Lock()
+stats = {"requests": 0, "bad_signatures": 0}
+
+
+def enc(s):
+    return urllib.parse.quote(s, safe="-_.~")
+
+
+def canonical_query(raw):
+    pairs = []
+    for part in raw.split("&") if raw else []:
+        k, _, v = part.partition("=")
+        pairs.append((enc(urllib.parse.unquote(k)), enc(urllib.parse.unquote(v))))
+    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
+
+
+def check_signature(method, raw_path, headers):
+    auth = headers.get("Authorization")
+    if not auth:
+        return True  # anonymous
+    try:
+        algo, rest = auth.split(" ", 1)
+        fields = dict(p.strip().split("=", 1) for p in rest.split(","))
+        cred = fields["Credential"].split("/")
+        signed = fields["SignedHeaders"].split(";")
+        secret = KEYS.get(cred[0])
+        if algo != "AWS4-HMAC-SHA256" or secret is None:
+            return False
+        path, _, query = raw_path.partition("?")
+        canon_headers = "".join(
+            f"{h}:{' '.join(headers.get(h, '').split())}\n" for h in signed)
+        creq = "\n".join([method, path, canonical_query(query), canon_headers,
+                          fields["SignedHeaders"], headers.get("x-amz-content-sha256", "")])
+        amz = headers.get("x-amz-date", "")
+        scope = "/".join(cred[1:])
+        sts = "\n".join([algo, amz, scope, hashlib.sha256(creq.encode()).hexdigest()])
+        k = ("AWS4" + secret).encode()
+        for part in cred[1:]:
+            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+        want = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(want, fields["Signature"])
+    except (KeyError, ValueError, IndexError):
+        return False
+
+
+def take_fault():
+    with lock:
+        if fault["mode"] == "none" or fault["count"] == 0:
+            return "none", 0
+        if fault["count"] > 0:
+            fault["count"] -= 1
+        return fault["mode"], fault["delay"]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_control(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        with lock:
+            if "mode" in q:
+                fault["mode"] = q["mode"][0]
+                fault["count"] = int(q.get("count", ["-1"])[0])
+                fault["delay"] = float(q.get("delay", ["0"])[0])
+            body = (f"mode={fault['mode']} count={fault['count']} "
+                    f"requests={stats['requests']} bad_signatures={stats['bad_signatures']}\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def forward(self):
+        if self.path.startswith("/__fault"):
+            return self.do_control()
+        with lock:
+            stats["requests"] += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if not check_signature(self.command, self.path, self.headers):
+            with lock:
+                stats["bad_signatures"] += 1
+            msg = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch'
+                   b'</Code><Message>The request signature we calculated does not match the '
+                   b'signature you provided.</Message></Error>')
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
+        mode, delay = take_fault()
+        if mode == "error500":
+            msg = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
+        if mode == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            self.close_connection = True
+            return
+        if mode == "stall":
+            time.sleep(delay)
+        up = http.client.HTTPConnection(*UPSTREAM, timeout=120)
+        hdrs = {k: v for k, v in self.headers.items()}
+        up.request(self.command, self.path, body=body, headers=hdrs)
+        resp = up.getresponse()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "keep-alive", "date", "server"):
+                self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+        up.close()
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_POST = forward
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+if __name__ == "__main__":
+    srv = Server(("127.0.0.1", int(sys.argv[1])), Handler)
+    srv.serve_forever()
