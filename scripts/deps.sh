@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what modelfs needs to build and test on Debian 12: compilers and
+# libraries from apt, and s3rver 3 (the local S3 server of the tests) from npm
+# into /opt/s3rver. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev libssl-dev
+      liblmdb-dev lmdb-utils libzstd-dev zstd python3 curl openssl attr psmisc procps util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "deps: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+S3RVER_HOME=${S3RVER_HOME:-/opt/s3rver}
+if [ ! -x "$S3RVER_HOME/node_modules/.bin/s3rver" ]; then
+	echo "deps: installing s3rver@3 into $S3RVER_HOME" >&2
+	mkdir -p "$S3RVER_HOME"
+	npm install --prefix "$S3RVER_HOME" --no-audit --no-fund --silent s3rver@3 >/dev/null
+fi
+[ -e /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts will fail" >&2; exit 1; }
