@@ -1,39 +1,769 @@
-/* Pass-through cache: every read goes to the backend. Kept as its own layer so
- * fs/ already talks to the interface the chunk cache will implement. */
+/* The chunk cache.
+ *
+ * Layout under the cache directory:
+ *   index/          LMDB (index.c): chunk records, objects, usage, counters
+ *   data/XX/ID      one sparse file per object version; chunk i at offset
+ *                   i x chunk_size; evicted chunks are punched out
+ *   meta/           listing snapshots (snapshot.c)
+ *   users.lock      flock(LOCK_SH) by every process using the cache
+ *   evict.lock      flock(LOCK_EX) by the one process evicting right now
+ *
+ * Fetch: take an OFD write lock on the chunk's byte range of its data file
+ * (this is the single-flight: threads of this process and other processes
+ * sharing the directory queue on it, and a killed holder releases it), look
+ * the chunk up again, else GET it, write it, then record it in the index. A
+ * record is only ever added after its data was written, so a crash leaves at
+ * worst unrecorded bytes (never served: invisible to the index).
+ *
+ * Hit: look the chunk up, read the blocks that cover the request, check each
+ * against its CRC-32C. No lock: if eviction punched the chunk out meanwhile,
+ * or the disk flipped a bit, the check fails and the chunk is fetched again.
+ *
+ * Evict: in a background thread, when usage passes high x quota, oldest
+ * chunks first down to low x quota; a chunk whose range lock is held (being
+ * fetched) is skipped; punch the hole, then drop the record.
+ */
 #include "cache.h"
+#include "crc32c.h"
+#include "evict.h"
+#include "index.h"
+#include "log.h"
+#include "snapshot.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#define TOUCH_MAX 65536
+#define EVICT_BATCH 64
+#define STORE_PAUSE_MS 10000
 
 struct cache {
 	struct backend *be; /* not owned */
+	struct index *ix;   /* NULL: no disk tier */
+	char *dir;
+	int data_fd;        /* dir/data */
+	int users_fd, evict_fd;
+	uint32_t chunk_size;
+	uint64_t quota;
+	double high, low;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;      /* bg wakeups and fetch slots */
+	unsigned fetching;        /* protected by lock */
+	unsigned max_fetches;
+	struct index_touch *touch; /* protected by lock */
+	size_t n_touch;           /* protected by lock */
+	uint64_t pend_hits, pend_misses; /* protected by lock */
+	int stop, evict_wanted;   /* protected by lock */
+	pthread_t bg;
+	int bg_started;
+
+	_Atomic uint64_t hits, misses, backend_bytes, refetches, uncached;
+	_Atomic uint64_t store_pause_until_ms;
 };
 
-int cache_open(struct backend *be, struct cache **out)
+static uint64_t now_ms(void)
 {
-	struct cache *c = calloc(1, sizeof(*c));
+	struct timespec ts;
 
-	if (!c)
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int objid_of(const struct cache_object *o, uint8_t id[OBJID_LEN])
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	size_t ls = strlen(o->source), lk = strlen(o->key), le = strlen(o->etag);
+	char *buf = malloc(ls + lk + le + 32);
+	int n;
+
+	if (!buf)
 		return -ENOMEM;
-	c->be = be;
-	*out = c;
+	/* NULs separate the fields: no two identities hash the same input */
+	memcpy(buf, o->source, ls + 1);
+	memcpy(buf + ls + 1, o->key, lk + 1);
+	memcpy(buf + ls + lk + 2, o->etag, le + 1);
+	n = snprintf(buf + ls + lk + le + 3, 29, "%llu", (unsigned long long)o->size);
+	SHA256((const unsigned char *)buf, ls + lk + le + 3 + (size_t)n, md);
+	free(buf);
+	memcpy(id, md, OBJID_LEN);
 	return 0;
 }
 
-void cache_close(struct cache *c) { free(c); }
+static void objid_path(const uint8_t *id, char out[64])
+{
+	char hex[2 * OBJID_LEN + 1];
+
+	for (int i = 0; i < OBJID_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", id[i]);
+	snprintf(out, 64, "%.2s/%s", hex, hex);
+}
+
+static int open_data(struct cache *c, const uint8_t *id, int flags)
+{
+	char rel[64];
+	int fd;
+
+	objid_path(id, rel);
+	fd = openat(c->data_fd, rel, flags | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ENOENT && (flags & O_CREAT)) {
+		char sub[3] = {rel[0], rel[1], '\0'};
+		if (mkdirat(c->data_fd, sub, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(c->data_fd, rel, flags | O_CLOEXEC, 0600);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+/* OFD byte-range lock on [off, off + len) (len 0: to the end of the file). */
+static int range_lock(int fd, short type, uint64_t off, uint64_t len, int wait)
+{
+	struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)off,
+			   .l_len = (off_t)len};
+
+	while (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/* ---- hits ---- */
+
+static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk)
+{
+	atomic_fetch_add(&c->hits, 1);
+	pthread_mutex_lock(&c->lock);
+	c->pend_hits++;
+	if (c->n_touch > 0) {
+		struct index_touch *last = &c->touch[c->n_touch - 1];
+		if (last->chunk == chunk && memcmp(last->objid, id, OBJID_LEN) == 0) {
+			last->when_ms = now_ms();
+			pthread_mutex_unlock(&c->lock);
+			return;
+		}
+	}
+	if (c->n_touch < TOUCH_MAX) {
+		memcpy(c->touch[c->n_touch].objid, id, OBJID_LEN);
+		c->touch[c->n_touch].chunk = chunk;
+		c->touch[c->n_touch].when_ms = now_ms();
+		c->n_touch++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Read [a, a + n) of a recorded chunk from its data file, checking every
+ * block it touches. @return 0, -ENOENT (no file), -EBADMSG (check failed or
+ * short: damaged or evicted), other -errno. */
+static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
+			 const struct index_chunk *rec, uint32_t a, uint32_t n, char *dst)
+{
+	uint32_t b0 = a / INDEX_BLOCK, b1 = (a + n - 1) / INDEX_BLOCK;
+	uint32_t span_off = b0 * INDEX_BLOCK;
+	uint32_t span_end = (b1 + 1) * INDEX_BLOCK < rec->len ? (b1 + 1) * INDEX_BLOCK : rec->len;
+	uint32_t span = span_end - span_off;
+	char *buf;
+	ssize_t r;
+	int fd, err = 0;
+
+	if (b1 >= rec->nblocks || a + n > rec->len)
+		return -EBADMSG;
+	fd = open_data(c, id, O_RDONLY);
+	if (fd < 0)
+		return fd;
+	buf = malloc(span);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r = pread(fd, buf, span, (off_t)((uint64_t)chunk * c->chunk_size + span_off));
+	close(fd);
+	if (r != (ssize_t)span) {
+		err = r < 0 ? -errno : -EBADMSG;
+		goto out;
+	}
+	for (uint32_t b = b0; b <= b1; b++) {
+		uint32_t bo = (b - b0) * INDEX_BLOCK;
+		uint32_t bl = span - bo < INDEX_BLOCK ? span - bo : INDEX_BLOCK;
+		if (crc32c(0, buf + bo, bl) != rec->crc[b]) {
+			err = -EBADMSG;
+			goto out;
+		}
+	}
+	memcpy(dst, buf + (a - span_off), n);
+out:
+	free(buf);
+	return err;
+}
+
+/* Try to serve from disk. @return 0, or -ENOENT/-EBADMSG (fetch it). */
+static int try_disk(struct cache *c, const uint8_t *id, uint32_t chunk, uint32_t clen, uint32_t a,
+		    uint32_t n, char *dst, struct index_chunk *rec)
+{
+	int err = index_chunk_get(c->ix, id, chunk, rec);
+
+	if (err)
+		return err;
+	if (rec->len != clen)
+		return -EBADMSG;
+	return read_recorded(c, id, chunk, rec, a, n, dst);
+}
+
+/* ---- misses ---- */
+
+static void fetch_slot_get(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->fetching >= c->max_fetches)
+		pthread_cond_wait(&c->cond, &c->lock);
+	c->fetching++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void fetch_slot_put(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->fetching--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void want_eviction(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->evict_wanted = 1;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* May a new chunk of @len bytes be stored? Not past the quota: usage stays
+ * within the quota plus the chunks in flight. */
+static int may_store(struct cache *c, uint32_t len)
+{
+	struct index_stats st;
+
+	if (now_ms() < atomic_load(&c->store_pause_until_ms))
+		return 0;
+	if (index_stats(c->ix, &st))
+		return 0;
+	if (evict_needed(st.usage + len, c->quota, c->high))
+		want_eviction(c);
+	if (st.usage + len > c->quota) {
+		log_once(LOG_LVL_WARN, "cache %s is full (quota %llu MiB): serving from the backend "
+			 "without caching until eviction makes room", c->dir,
+			 (unsigned long long)(c->quota >> 20));
+		return 0;
+	}
+	return 1;
+}
+
+static void store_failed(struct cache *c, int err)
+{
+	atomic_store(&c->store_pause_until_ms, now_ms() + STORE_PAUSE_MS);
+	log_once(LOG_LVL_WARN, "cannot write to the cache in %s (%s): serving from the backend "
+		 "without caching for now", c->dir, strerror(-err));
+	if (err == -ENOSPC)
+		want_eviction(c);
+}
+
+/* Fetch chunk @chunk (@clen bytes) into the cache and copy [a, a + n) out. */
+static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id,
+		       uint32_t chunk, uint32_t clen, uint32_t a, uint32_t n, char *dst,
+		       int refetch)
+{
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+	struct index_chunk *rec = malloc(sizeof(*rec));
+	char *buf = NULL;
+	size_t got = 0;
+	int fd, err;
+
+	if (!rec)
+		return -ENOMEM;
+	fd = open_data(c, id, O_RDWR | O_CREAT);
+	if (fd < 0) {
+		store_failed(c, fd);
+	} else if ((err = range_lock(fd, F_WRLCK, coff, c->chunk_size, 1)) != 0) {
+		close(fd);
+		fd = -1;
+		store_failed(c, err);
+	} else if (try_disk(c, id, chunk, clen, a, n, dst, rec) == 0) {
+		/* another thread or process fetched it while we waited */
+		note_hit(c, id, chunk);
+		err = 0;
+		goto out;
+	}
+
+	buf = malloc(clen);
+	if (!buf) {
+		err = -ENOMEM;
+		goto out;
+	}
+	fetch_slot_get(c);
+	err = c->be->ops->read(c->be, o->key, o->etag, coff, clen, buf, &got);
+	fetch_slot_put(c);
+	if (!err && got != clen)
+		err = -ESTALE; /* shorter than the listing said: another version */
+	if (err)
+		goto out;
+	atomic_fetch_add(&c->backend_bytes, clen);
+	atomic_fetch_add(&c->misses, 1);
+	if (refetch)
+		atomic_fetch_add(&c->refetches, 1);
+	pthread_mutex_lock(&c->lock);
+	c->pend_misses++;
+	pthread_mutex_unlock(&c->lock);
+
+	if (fd >= 0 && may_store(c, clen)) {
+		ssize_t w = pwrite(fd, buf, clen, (off_t)coff);
+		if (w != (ssize_t)clen) {
+			store_failed(c, w < 0 ? -errno : -ENOSPC);
+		} else {
+			rec->len = clen;
+			rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
+			rec->last_use_ms = now_ms();
+			for (uint32_t b = 0; b < rec->nblocks; b++) {
+				uint32_t bl = clen - b * INDEX_BLOCK < INDEX_BLOCK
+						  ? clen - b * INDEX_BLOCK
+						  : INDEX_BLOCK;
+				rec->crc[b] = crc32c(0, buf + (size_t)b * INDEX_BLOCK, bl);
+			}
+			char name[1024];
+			snprintf(name, sizeof(name), "%s/%s", o->source, o->key);
+			err = index_chunk_put(c->ix, id, chunk, rec, name, o->size);
+			if (err)
+				store_failed(c, err);
+			err = 0;
+		}
+	} else if (fd >= 0) {
+		atomic_fetch_add(&c->uncached, 1);
+	}
+	memcpy(dst, buf + a, n);
+out:
+	if (fd >= 0)
+		close(fd); /* releases the range lock */
+	free(buf);
+	free(rec);
+	return err;
+}
+
+static int read_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id,
+		      uint32_t chunk, uint32_t a, uint32_t n, char *dst)
+{
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+	uint32_t clen = o->size - coff < c->chunk_size ? (uint32_t)(o->size - coff) : c->chunk_size;
+	struct index_chunk *rec = malloc(sizeof(*rec));
+	int err;
+
+	if (!rec)
+		return -ENOMEM;
+	err = try_disk(c, id, chunk, clen, a, n, dst, rec);
+	free(rec);
+	if (err == 0) {
+		note_hit(c, id, chunk);
+		return 0;
+	}
+	if (err == -EBADMSG)
+		log_info("cached chunk %u of %s/%s failed its check (damaged or evicted): "
+			 "fetching it again", chunk, o->source, o->key);
+	return fetch_chunk(c, o, id, chunk, clen, a, n, dst, err == -EBADMSG);
+}
 
 int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
 	       void *buf, size_t *got)
 {
-	size_t want;
-	int err;
+	uint8_t id[OBJID_LEN];
+	size_t want, done = 0;
+	int err = 0;
 
 	*got = 0;
 	if (off >= obj->size || len == 0)
 		return 0;
 	want = obj->size - off < len ? (size_t)(obj->size - off) : len;
-	err = c->be->ops->read(c->be, obj->key, obj->etag, off, want, buf, got);
-	if (!err && *got != want)
-		err = -ESTALE; /* the object is shorter than its listing said */
+	if (!c->ix) {
+		err = c->be->ops->read(c->be, obj->key, obj->etag, off, want, buf, got);
+		if (!err && *got != want)
+			err = -ESTALE; /* the object is shorter than its listing said */
+		return err;
+	}
+	err = objid_of(obj, id);
+	if (err)
+		return err;
+	while (done < want) {
+		uint64_t pos = off + done;
+		uint32_t chunk = (uint32_t)(pos / c->chunk_size);
+		uint32_t a = (uint32_t)(pos % c->chunk_size);
+		uint32_t n = c->chunk_size - a < want - done ? c->chunk_size - a : (uint32_t)(want - done);
+		err = read_chunk(c, obj, id, chunk, a, n, (char *)buf + done);
+		if (err)
+			return err;
+		done += n;
+	}
+	*got = done;
+	return 0;
+}
+
+int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes)
+{
+	uint8_t id[OBJID_LEN];
+	struct index_object io;
+	int err;
+
+	*bytes = 0;
+	if (!c->ix)
+		return -ENODATA;
+	err = objid_of(obj, id);
+	if (!err)
+		err = index_object_get(c->ix, id, &io);
+	if (err == -ENOENT)
+		return 0;
+	if (!err)
+		*bytes = io.cached_bytes;
 	return err;
+}
+
+void cache_counters(struct cache *c, struct cache_counters *out)
+{
+	out->hits = atomic_load(&c->hits);
+	out->misses = atomic_load(&c->misses);
+	out->backend_bytes = atomic_load(&c->backend_bytes);
+	out->refetches = atomic_load(&c->refetches);
+	out->uncached = atomic_load(&c->uncached);
+}
+
+/* ---- eviction ---- */
+
+struct cand_list {
+	struct evict_cand *v;
+	size_t n, cap;
+	int err;
+};
+
+static int collect_cand(void *arg, const uint8_t *id, uint32_t chunk, const struct index_chunk *rec)
+{
+	struct cand_list *l = arg;
+
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 1024;
+		struct evict_cand *nv = realloc(l->v, ncap * sizeof(*nv));
+		if (!nv) {
+			l->err = -ENOMEM;
+			return 1;
+		}
+		l->v = nv;
+		l->cap = ncap;
+	}
+	memcpy(l->v[l->n].objid, id, OBJID_LEN);
+	l->v[l->n].chunk = chunk;
+	l->v[l->n].len = rec->len;
+	l->v[l->n].last_use_ms = rec->last_use_ms;
+	l->n++;
+	return 0;
+}
+
+struct emptied_list {
+	uint8_t (*ids)[OBJID_LEN];
+	size_t n;
+};
+
+static void on_emptied(void *arg, const uint8_t *id)
+{
+	struct emptied_list *e = arg;
+
+	memcpy(e->ids[e->n++], id, OBJID_LEN);
+}
+
+/* Remove an object's data file once no chunk of it is recorded, unless
+ * someone holds a lock in it (a fetch in progress). */
+static void unlink_if_idle(struct cache *c, const uint8_t *id)
+{
+	char rel[64];
+	int fd = open_data(c, id, O_RDWR);
+
+	if (fd < 0)
+		return;
+	if (range_lock(fd, F_WRLCK, 0, 0, 0) == 0) {
+		objid_path(id, rel);
+		unlinkat(c->data_fd, rel, 0);
+	}
+	close(fd);
+}
+
+static void evict_round(struct cache *c)
+{
+	struct cand_list l = {0};
+	struct index_stats st;
+	uint64_t freed_total = 0, before;
+	size_t k, done = 0, skipped = 0;
+
+	if (flock(c->evict_fd, LOCK_EX | LOCK_NB) < 0)
+		return; /* another process is evicting */
+	if (index_stats(c->ix, &st) || !evict_needed(st.usage, c->quota, c->high))
+		goto out;
+	before = st.usage;
+	index_scan_chunks(c->ix, collect_cand, &l);
+	if (l.err)
+		goto out;
+	k = evict_choose(l.v, l.n, st.usage, c->quota, c->low);
+
+	for (size_t i = 0; i < k;) {
+		uint8_t ids[EVICT_BATCH][OBJID_LEN];
+		uint8_t empty_ids[EVICT_BATCH][OBJID_LEN];
+		struct emptied_list em = {empty_ids, 0};
+		uint32_t chunks[EVICT_BATCH];
+		int fds[EVICT_BATCH];
+		size_t nb = 0;
+		uint64_t freed = 0;
+
+		for (; i < k && nb < EVICT_BATCH; i++) {
+			struct evict_cand *v = &l.v[i];
+			uint64_t coff = (uint64_t)v->chunk * c->chunk_size;
+			int fd = open_data(c, v->objid, O_RDWR);
+			if (fd >= 0 && range_lock(fd, F_WRLCK, coff, c->chunk_size, 0) != 0) {
+				close(fd); /* being fetched right now: leave it */
+				skipped++;
+				continue;
+			}
+			if (fd >= 0)
+				fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff,
+					  v->len);
+			memcpy(ids[nb], v->objid, OBJID_LEN);
+			chunks[nb] = v->chunk;
+			fds[nb++] = fd;
+		}
+		index_chunks_del(c->ix, (const uint8_t(*)[OBJID_LEN])ids, chunks, nb, &freed,
+				 on_emptied, &em);
+		for (size_t j = 0; j < nb; j++)
+			if (fds[j] >= 0)
+				close(fds[j]);
+		for (size_t j = 0; j < em.n; j++)
+			unlink_if_idle(c, empty_ids[j]);
+		freed_total += freed;
+		done += nb;
+	}
+	index_stats(c->ix, &st);
+	log_info("cache eviction: %zu chunks (%llu MiB) removed%s%zu skipped in use; usage %llu -> "
+		 "%llu MiB (quota %llu MiB, high %.2f, low %.2f)",
+		 done, (unsigned long long)(freed_total >> 20), ", ", skipped,
+		 (unsigned long long)(before >> 20), (unsigned long long)(st.usage >> 20),
+		 (unsigned long long)(c->quota >> 20), c->high, c->low);
+out:
+	free(l.v);
+	flock(c->evict_fd, LOCK_UN);
+}
+
+static void flush_touches(struct cache *c)
+{
+	struct index_touch *t;
+	size_t n;
+	uint64_t h, m;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->n_touch;
+	h = c->pend_hits;
+	m = c->pend_misses;
+	if (n == 0 && h == 0 && m == 0) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	t = malloc(n ? n * sizeof(*t) : 1);
+	if (t) {
+		memcpy(t, c->touch, n * sizeof(*t));
+		c->n_touch = 0;
+		c->pend_hits = c->pend_misses = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (t) {
+		index_touch(c->ix, t, n, h, m);
+		free(t);
+	}
+}
+
+static void *bg_main(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		struct timespec ts;
+		int evict;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (!c->evict_wanted)
+			pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+		evict = c->evict_wanted;
+		c->evict_wanted = 0;
+		pthread_mutex_unlock(&c->lock);
+
+		flush_touches(c);
+		{
+			struct index_stats st;
+			if (evict || (index_stats(c->ix, &st) == 0 &&
+				      evict_needed(st.usage, c->quota, c->high)))
+				evict_round(c);
+		}
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	flush_touches(c);
+	return NULL;
+}
+
+/* ---- open / close ---- */
+
+int cache_parse_size(const char *s, uint64_t *bytes, double *pct)
+{
+	char *end;
+	double v;
+	uint64_t mult = 1;
+
+	*bytes = 0;
+	*pct = 0;
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno || v < 0)
+		return -EINVAL;
+	if (strcmp(end, "%") == 0) {
+		if (v <= 0 || v > 100)
+			return -EINVAL;
+		*pct = v;
+		return 0;
+	}
+	switch (*end) {
+	case 'k': case 'K': mult = 1ULL << 10; end++; break;
+	case 'm': case 'M': mult = 1ULL << 20; end++; break;
+	case 'g': case 'G': mult = 1ULL << 30; end++; break;
+	case 't': case 'T': mult = 1ULL << 40; end++; break;
+	default: break;
+	}
+	if (*end == 'i' && mult > 1)
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || v * (double)mult > 1.8e19)
+		return -EINVAL;
+	*bytes = (uint64_t)(v * (double)mult);
+	return *bytes ? 0 : -EINVAL;
+}
+
+/* Open the disk tier; on failure the cache runs without it. */
+static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg, size_t msg_len)
+{
+	char path[4096];
+	struct statvfs sv;
+	int err;
+
+	if (mkdir(cfg->dir, 0700) < 0 && errno != EEXIST) {
+		err = -errno;
+		snprintf(msg, msg_len, "cannot create %s: %s", cfg->dir, strerror(-err));
+		return err;
+	}
+	snprintf(path, sizeof(path), "%s/data", cfg->dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		err = -errno;
+		snprintf(msg, msg_len, "cannot create %.400s: %s", path, strerror(-err));
+		return err;
+	}
+	c->data_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "%s/users.lock", cfg->dir);
+	c->users_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	snprintf(path, sizeof(path), "%s/evict.lock", cfg->dir);
+	c->evict_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (c->data_fd < 0 || c->users_fd < 0 || c->evict_fd < 0) {
+		err = -errno;
+		snprintf(msg, msg_len, "cannot open files in %s: %s", cfg->dir, strerror(-err));
+		return err;
+	}
+	flock(c->users_fd, LOCK_SH);
+	snprintf(path, sizeof(path), "%s/index", cfg->dir);
+	err = index_open(path, cfg->chunk_size ? cfg->chunk_size : CACHE_DEFAULT_CHUNK,
+			 &c->chunk_size, &c->ix, msg, msg_len);
+	if (err)
+		return err;
+	if (cfg->chunk_size && cfg->chunk_size != c->chunk_size)
+		log_warn("cache %s was created with chunk_size %u KiB: using that, not %u KiB",
+			 cfg->dir, c->chunk_size >> 10, cfg->chunk_size >> 10);
+	if (statvfs(cfg->dir, &sv) < 0) {
+		err = -errno;
+		snprintf(msg, msg_len, "statvfs %s: %s", cfg->dir, strerror(-err));
+		return err;
+	}
+	{
+		uint64_t fs_bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
+		double pct = cfg->quota_percent > 0 ? cfg->quota_percent : 50;
+		c->quota = cfg->quota_bytes ? cfg->quota_bytes : (uint64_t)(fs_bytes * pct / 100);
+	}
+	c->high = cfg->high > 0 ? cfg->high : CACHE_DEFAULT_HIGH;
+	c->low = cfg->low > 0 ? cfg->low : CACHE_DEFAULT_LOW;
+	index_set_quota(c->ix, c->quota, c->high, c->low);
+	return 0;
+}
+
+int cache_open(struct backend *be, const struct cache_config *cfg, struct cache **out)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	char msg[512] = "";
+
+	if (!c)
+		return -ENOMEM;
+	c->be = be;
+	c->data_fd = c->users_fd = c->evict_fd = -1;
+	c->max_fetches = cfg->max_fetches ? cfg->max_fetches : 16;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	if (cfg->dir) {
+		c->dir = strdup(cfg->dir);
+		c->touch = calloc(TOUCH_MAX, sizeof(*c->touch));
+		if (!c->dir || !c->touch || open_disk(c, cfg, msg, sizeof(msg))) {
+			log_warn("no disk cache: %s", *msg ? msg : "out of memory");
+			index_close(c->ix);
+			c->ix = NULL;
+		}
+	}
+	if (c->ix) {
+		if (pthread_create(&c->bg, NULL, bg_main, c) == 0)
+			c->bg_started = 1;
+		log_info("cache %s: quota %llu MiB, watermarks %.2f/%.2f, chunk %u KiB", c->dir,
+			 (unsigned long long)(c->quota >> 20), c->high, c->low, c->chunk_size >> 10);
+	}
+	*out = c;
+	return 0;
+}
+
+void cache_close(struct cache *c)
+{
+	if (!c)
+		return;
+	if (c->bg_started) {
+		pthread_mutex_lock(&c->lock);
+		c->stop = 1;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->bg, NULL);
+	}
+	index_close(c->ix);
+	if (c->data_fd >= 0)
+		close(c->data_fd);
+	if (c->users_fd >= 0)
+		close(c->users_fd);
+	if (c->evict_fd >= 0)
+		close(c->evict_fd);
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
+	free(c->touch);
+	free(c->dir);
+	free(c);
 }

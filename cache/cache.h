@@ -1,9 +1,14 @@
-/* The cache layer: sits between fs/ and a backend and wraps the backend's
- * read. Today it is a pass-through that only clamps reads to the object's
- * size; the chunk cache on local disk replaces its inside, not its interface.
+/* The chunk cache: wraps a backend's reads with a persistent cache of fixed
+ * size chunks on local disk (see docs/design.md, "Chunk cache").
  *
- * Objects are named by identity (key, ETag, size) so a cache can never hand
- * out another version's bytes. Thread-safe. Knows nothing of FUSE.
+ * Objects are named by identity (source, key, ETag, size): another version of
+ * a key is another object, so the cache can never hand out another version's
+ * bytes. Every block served from disk is checked against the CRC-32C recorded
+ * when it was fetched; a block that does not match is fetched again.
+ * Several processes may share one cache directory (one index, one quota).
+ *
+ * Thread safety: every function may be called from any thread.
+ * Knows nothing of FUSE.
  */
 #ifndef MODELFS_CACHE_H
 #define MODELFS_CACHE_H
@@ -17,12 +22,29 @@ struct cache;
 
 /* The identity of one object version. */
 struct cache_object {
-	const char *key;  /* full backend key */
-	const char *etag; /* "" when the backend gave none */
+	const char *source; /* "s3://bucket" (with the endpoint when not the default) */
+	const char *key;    /* full backend key */
+	const char *etag;   /* "" when the backend gave none */
 	uint64_t size;
 };
 
-int cache_open(struct backend *be, struct cache **out);
+struct cache_config {
+	const char *dir;      /* NULL: no disk cache, reads go to the backend */
+	uint64_t quota_bytes; /* 0: the default (half of the cache filesystem) */
+	double quota_percent; /* > 0: quota as a percentage of the cache filesystem */
+	double high, low;     /* watermarks, fractions of the quota */
+	uint32_t chunk_size;  /* power of two; used when the cache is created */
+	unsigned max_fetches; /* chunk fetches in flight at once (memory bound) */
+};
+
+#define CACHE_DEFAULT_CHUNK (4u << 20)
+#define CACHE_DEFAULT_HIGH 0.95
+#define CACHE_DEFAULT_LOW 0.70
+
+/* Open the cache over @be. If the cache directory cannot be used, the cache
+ * runs without a disk tier (said once in the log) and this still returns 0.
+ * @return 0 or -ENOMEM. */
+int cache_open(struct backend *be, const struct cache_config *cfg, struct cache **out);
 void cache_close(struct cache *c);
 
 /* Read up to @len bytes at @off of @obj into @buf; *@got is short only at the
@@ -30,5 +52,26 @@ void cache_close(struct cache *c);
  * object is no longer this version). */
 int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
 	       void *buf, size_t *got);
+
+/* Bytes of @obj held in the disk cache. @return 0, -ENODATA without a disk tier. */
+int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes);
+
+/* Counters of this process since cache_open. */
+struct cache_counters {
+	uint64_t hits, misses;          /* chunk reads served from disk / fetched */
+	uint64_t backend_bytes;         /* bytes fetched from the backend */
+	uint64_t refetches;             /* damaged or vanished chunks fetched again */
+	uint64_t uncached;              /* fetches not stored (quota or disk full) */
+};
+void cache_counters(struct cache *c, struct cache_counters *out);
+
+/* Offline tools for "modelfs cache stat|verify|clear DIR" (print to stdout).
+ * @return 0, or -errno (and a message on stderr). */
+int cache_cmd_stat(const char *dir);
+int cache_cmd_verify(const char *dir); /* -EIO when damaged chunks were found (and dropped) */
+int cache_cmd_clear(const char *dir);
+
+/* Parse "100G", "512M", "1.5T", "80%": bytes (*pct 0) or a percentage. */
+int cache_parse_size(const char *s, uint64_t *bytes, double *pct);
 
 #endif

@@ -5,6 +5,9 @@
 
 #include <fuse_lowlevel.h>
 
+#include <stdatomic.h>
+#include <stdint.h>
+
 #include "backend.h"
 #include "cache.h"
 #include "opts.h"
@@ -17,13 +20,17 @@ struct fs {
 	struct backend *be;
 	struct cache *cache;
 	struct tree *tree;
-	const char *prefix; /* "" or "dir/": prepended to tree paths to get keys */
+	const char *prefix;    /* "" or "dir/": prepended to tree paths to get keys */
+	const char *source_ns; /* identity of the bucket for the cache: "s3://bucket[@endpoint]" */
+	const char *cache_dir; /* NULL: no snapshots */
+	const char *snap_id;   /* names this mount's snapshot in the cache dir */
+	_Atomic uint64_t backend_down_ms; /* CLOCK_MONOTONIC of the last failed HEAD */
 };
 
 extern const struct fuse_lowlevel_ops fs_ops;
 
-/* List the whole mounted prefix into @fs->tree (one listing pass).
- * @return 0 or the backend's -errno. */
+/* List the whole mounted prefix into @fs->tree (one listing pass) and save
+ * the snapshot. @return 0 or the backend's -errno. */
 int fs_load_listing(struct fs *fs);
 
 #endif

@@ -9,8 +9,10 @@
 #include "creds.h"
 #include "fs.h"
 #include "log.h"
+#include "snapshot.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +62,72 @@ static void die_check(int err, const char *url, const struct backend_source *src
 	}
 }
 
+/* "modelfs cache stat|verify|clear DIR" */
+static int cache_command(int argc, char **argv)
+{
+	int err;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: modelfs cache stat|verify|clear CACHE_DIR\n");
+		return 2;
+	}
+	if (strcmp(argv[2], "stat") == 0)
+		err = cache_cmd_stat(argv[3]);
+	else if (strcmp(argv[2], "verify") == 0)
+		err = cache_cmd_verify(argv[3]);
+	else if (strcmp(argv[2], "clear") == 0)
+		err = cache_cmd_clear(argv[3]);
+	else {
+		fprintf(stderr, "modelfs: unknown cache command '%s' (stat, verify, clear)\n",
+			argv[2]);
+		return 2;
+	}
+	return err ? 1 : 0;
+}
+
+static int transport_error(int err)
+{
+	return err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ETIMEDOUT || err == -EIO;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Started from a snapshot with the backend down: list again every 10 s until
+ * it answers. The tree takes its own lock; readers go on meanwhile. */
+static pthread_mutex_t relist_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t relist_cond = PTHREAD_COND_INITIALIZER;
+static int relist_stop; /* protected by relist_lock */
+
+static void *relist_main(void *arg)
+{
+	struct fs *fs = arg;
+
+	pthread_mutex_lock(&relist_lock);
+	while (!relist_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 10;
+		pthread_cond_timedwait(&relist_cond, &relist_lock, &ts);
+		if (relist_stop)
+			break;
+		pthread_mutex_unlock(&relist_lock);
+		if (fs_load_listing(fs) == 0) {
+			log_info("the backend answers again: listing refreshed");
+			atomic_store(&fs->backend_down_ms, 0);
+			return NULL;
+		}
+		pthread_mutex_lock(&relist_lock);
+	}
+	pthread_mutex_unlock(&relist_lock);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct fs_opts o;
@@ -75,6 +143,13 @@ int main(int argc, char **argv)
 	uint64_t files, dirs, bytes;
 	int err, ret;
 
+	struct cache_config cc = {0};
+	char *source_ns = NULL, *snap_id = NULL, *cache_dir = NULL;
+	pthread_t relist;
+	int offline = 0;
+
+	if (argc >= 2 && strcmp(argv[1], "cache") == 0)
+		return cache_command(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
 		die("%s", msg);
 	if (o.show_help) {
@@ -127,16 +202,57 @@ int main(int argc, char **argv)
 	if (err)
 		die("cannot set up the %s client: %s", src.ops->scheme, strerror(-err));
 
-	msg[0] = '\0';
-	err = fs.be->ops->check(fs.be, src.prefix, msg, sizeof(msg));
-	if (err)
-		die_check(err, o.source, &src, endpoint, msg);
+	/* The cache directory, and this mount's names in it. */
+	if (!o.no_cache) {
+		const char *home = getenv("HOME");
+		if (o.cache_dir)
+			cache_dir = strdup(o.cache_dir);
+		else if (geteuid() == 0 || !home)
+			cache_dir = strdup("/var/cache/modelfs");
+		else if (asprintf(&cache_dir, "%s/.cache/modelfs", home) < 0)
+			cache_dir = NULL;
+		if (cache_dir && mkdir(cache_dir, 0700) < 0 && errno != EEXIST) {
+			log_warn("no disk cache: cannot create %s: %s", cache_dir, strerror(errno));
+			free(cache_dir);
+			cache_dir = NULL;
+		}
+	}
+	if (asprintf(&source_ns, "%s://%s%s%s", src.ops->scheme, src.bucket, o.endpoint ? "@" : "",
+		     o.endpoint ? o.endpoint : "") < 0 ||
+	    asprintf(&snap_id, "%s/%s", source_ns, src.prefix) < 0)
+		die("out of memory");
 
 	fs.opts = &o;
 	fs.prefix = src.prefix;
-	if (tree_new(time(NULL), &fs.tree) || cache_open(fs.be, &fs.cache))
+	fs.source_ns = source_ns;
+	fs.cache_dir = cache_dir;
+	fs.snap_id = snap_id;
+	if (tree_new(time(NULL), &fs.tree))
 		die("out of memory");
-	err = fs_load_listing(&fs);
+
+	msg[0] = '\0';
+	err = fs.be->ops->check(fs.be, src.prefix, msg, sizeof(msg));
+	if (err == 0)
+		err = fs_load_listing(&fs);
+	if (err && transport_error(err) && cache_dir) {
+		/* The backend is unreachable: a snapshot of an earlier listing lets
+		 * the mount start and serve what the cache holds. */
+		void *snap;
+		size_t len;
+		if (snapshot_load(cache_dir, snap_id, &snap, &len) == 0) {
+			if (tree_load(fs.tree, snap, len) == 0) {
+				log_warn("%s is unreachable (%s): mounting the listing saved in %s; "
+					 "serving cached data until it answers",
+					 endpoint, *msg ? msg : strerror(-err), cache_dir);
+				offline = 1;
+				atomic_store(&fs.backend_down_ms, mono_ms());
+				err = 0;
+			}
+			free(snap);
+		}
+	}
+	if (err && *msg)
+		die_check(err, o.source, &src, endpoint, msg);
 	if (err)
 		die("listing %s failed: %s", o.source, strerror(-err));
 	tree_counts(fs.tree, &files, &dirs, &bytes);
@@ -161,6 +277,18 @@ int main(int argc, char **argv)
 		die("cannot go to the background");
 	}
 
+	/* LMDB and threads do not survive fork(): the cache opens after it. */
+	cc.dir = cache_dir;
+	cc.quota_bytes = o.cache_size_bytes;
+	cc.quota_percent = o.cache_size_pct;
+	cc.high = o.cache_high;
+	cc.low = o.cache_low;
+	cc.chunk_size = o.chunk_size;
+	if (cache_open(fs.be, &cc, &fs.cache))
+		die("out of memory");
+	if (offline && pthread_create(&relist, NULL, relist_main, &fs) != 0)
+		offline = 0;
+
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
 	fuse_loop_cfg_set_max_threads(lc, 64);
@@ -172,12 +300,22 @@ int main(int argc, char **argv)
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	if (offline) {
+		pthread_mutex_lock(&relist_lock);
+		relist_stop = 1;
+		pthread_cond_signal(&relist_cond);
+		pthread_mutex_unlock(&relist_lock);
+		pthread_join(relist, NULL);
+	}
 	cache_close(fs.cache);
 	tree_free(fs.tree);
 	fs.be->ops->close(fs.be);
 	backend_source_free(&src);
 	fuse_opt_free_args(&fargs);
 	opts_free(&o);
+	free(source_ns);
+	free(snap_id);
+	free(cache_dir);
 	/* a positive value is the signal that ended the loop: a clean exit */
 	return ret < 0 ? 1 : 0;
 }

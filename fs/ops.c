@@ -8,22 +8,28 @@
  */
 #include "fs.h"
 #include "log.h"
+#include "snapshot.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 /* What an open file reads: the object version it was opened on. */
 struct open_file {
 	struct cache_object obj;
-	char key[PATH_MAX * 2];
+	char key[PATH_MAX];
 	char etag[BACKEND_ETAG_MAX];
 };
+
+#define XATTR_CACHED "user.modelfs.cached"
+#define FS_BACKEND_DOWN_MS 30000
 
 static struct fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
 
@@ -115,25 +121,59 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_attr(req, &st, fs->opts->attr_timeout_s);
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Confirm file @ino's identity with a HEAD when the listing is older than
+ * metadata_ttl. @return 1 when the object changed (and the tree now has the
+ * new identity), 0 when not or when the backend cannot be asked (the cached
+ * identity stays: the disk cache can still serve it), -ENOENT when the
+ * object is gone. */
+static int revalidate(struct fs *fs, fuse_ino_t ino, const char *key)
+{
+	struct backend_object o;
+	uint64_t seen;
+	int err;
+
+	if (tree_validated_ms(fs->tree, ino, &seen) < 0)
+		return -ENOENT;
+	if (seen && mono_ms() - seen < (uint64_t)(fs->opts->metadata_ttl_s * 1000))
+		return 0;
+	/* While the backend is down, do not make every open wait for retries. */
+	if (atomic_load(&fs->backend_down_ms) &&
+	    mono_ms() - atomic_load(&fs->backend_down_ms) < FS_BACKEND_DOWN_MS)
+		return 0;
+	err = fs->be->ops->stat(fs->be, key, &o);
+	if (err == -ENOENT)
+		return -ENOENT;
+	if (err) {
+		atomic_store(&fs->backend_down_ms, mono_ms());
+		log_once(LOG_LVL_WARN, "cannot confirm objects with the backend (%s): serving the "
+			 "versions last seen", strerror(-err));
+		return 0;
+	}
+	err = tree_update_file(fs->tree, ino, &o);
+	if (err == 1)
+		log_info("%s changed (ETag %s, %llu bytes): new opens read the new version", key,
+			 o.etag, (unsigned long long)o.size);
+	return err;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct open_file *of;
 	struct tree_attr a;
 	char rel[PATH_MAX];
-	int err;
+	int err, changed = 0;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		fuse_reply_err(req, EROFS);
-		return;
-	}
-	err = tree_getattr(fs->tree, ino, &a);
-	if (!err && a.is_dir)
-		err = -EISDIR;
-	if (!err)
-		err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
-	if (err) {
-		fuse_reply_err(req, -err);
 		return;
 	}
 	of = calloc(1, sizeof(*of));
@@ -141,15 +181,28 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	snprintf(of->key, sizeof(of->key), "%s%s", fs->prefix, rel);
+	err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
+	if (!err && (size_t)snprintf(of->key, sizeof(of->key), "%s%s", fs->prefix, rel) >=
+			    sizeof(of->key))
+		err = -ENAMETOOLONG;
+	if (!err)
+		err = changed = revalidate(fs, ino, of->key);
+	if (err >= 0)
+		err = tree_getattr(fs->tree, ino, &a);
+	if (err < 0) {
+		free(of);
+		fuse_reply_err(req, err == -ENOENT && changed ? ESTALE : -err);
+		return;
+	}
 	memcpy(of->etag, a.etag, sizeof(of->etag));
+	of->obj.source = fs->source_ns;
 	of->obj.key = of->key;
 	of->obj.etag = of->etag;
 	of->obj.size = a.size;
 	fi->fh = (uint64_t)(uintptr_t)of;
-	/* Same object version for as long as the snapshot holds it: the pages
-	 * the kernel already has stay valid across opens. */
-	fi->keep_cache = 1;
+	/* Pages the kernel holds stay valid while the object is the same
+	 * version; a new version drops them. */
+	fi->keep_cache = !changed;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		free(of); /* interrupted: release will not come */
 }
@@ -293,21 +346,60 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* user.modelfs.cached: "CACHED_BYTES/SIZE" of a file in the disk cache. */
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	(void)ino;
-	(void)name;
-	(void)size;
-	fuse_reply_err(req, ENODATA);
+	struct fs *fs = fs_of(req);
+	struct cache_object obj;
+	struct tree_attr a;
+	char key[PATH_MAX], rel[PATH_MAX], val[64];
+	uint64_t cached;
+	int err, n;
+
+	if (strcmp(name, XATTR_CACHED) != 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	err = tree_getattr(fs->tree, ino, &a);
+	if (!err && a.is_dir)
+		err = -ENODATA;
+	if (!err)
+		err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	snprintf(key, sizeof(key), "%s%s", fs->prefix, rel);
+	obj = (struct cache_object){fs->source_ns, key, a.etag, a.size};
+	err = cache_cached_bytes(fs->cache, &obj, &cached);
+	if (err) {
+		fuse_reply_err(req, err == -ENODATA ? ENODATA : -err);
+		return;
+	}
+	n = snprintf(val, sizeof(val), "%llu/%llu", (unsigned long long)cached,
+		     (unsigned long long)a.size);
+	if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else if (size < (size_t)n)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, val, (size_t)n);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	(void)ino;
+	struct fs *fs = fs_of(req);
+	struct tree_attr a;
+	size_t n = sizeof(XATTR_CACHED);
+
+	if (tree_getattr(fs->tree, ino, &a) < 0 || a.is_dir)
+		n = 0;
 	if (size == 0)
-		fuse_reply_xattr(req, 0);
+		fuse_reply_xattr(req, n);
+	else if (size < n)
+		fuse_reply_err(req, ERANGE);
 	else
-		fuse_reply_buf(req, NULL, 0);
+		fuse_reply_buf(req, XATTR_CACHED, n);
 }
 
 /* ---- everything that would change the tree ---- */
@@ -441,5 +533,16 @@ int fs_load_listing(struct fs *fs)
 	if (err)
 		return err; /* keep what we had: no pass_end */
 	tree_pass_end(fs->tree);
+	if (fs->cache_dir) {
+		char *buf;
+		size_t len;
+		if (tree_serialize(fs->tree, &buf, &len) == 0) {
+			err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
+			if (err)
+				log_once(LOG_LVL_WARN, "cannot save the listing snapshot in %s: %s",
+					 fs->cache_dir, strerror(-err));
+			free(buf);
+		}
+	}
 	return 0;
 }

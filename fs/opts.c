@@ -2,6 +2,7 @@
  * and validated here, so a bad value gets a sentence naming the option rather
  * than libfuse's generic complaint. */
 #include "opts.h"
+#include "cache.h"
 
 #include <errno.h>
 #include <float.h>
@@ -23,6 +24,7 @@ enum {
 	KEY_SECRET,
 	KEY_RO,
 	KEY_RW,
+	KEY_NO_CACHE,
 };
 
 /* Raw string values as matched; validated after fuse_opt_parse. */
@@ -30,6 +32,7 @@ struct raw {
 	struct fs_opts *o;
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
+	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
 };
@@ -46,6 +49,11 @@ static const struct fuse_opt raw_spec[] = {
     OPT("retries=%s", retries),
     OPT("connect_timeout=%s", connect_timeout),
     OPT("request_timeout=%s", request_timeout),
+    OPT("cache_size=%s", cache_size),
+    OPT("cache_high=%s", cache_high),
+    OPT("cache_low=%s", cache_low),
+    OPT("chunk_size=%s", chunk_size),
+    OPT("metadata_ttl=%s", metadata_ttl),
     FUSE_OPT_END,
 };
 
@@ -55,6 +63,7 @@ static const struct fuse_opt str_spec[] = {
     OOPT("creds_file=%s", creds_file),
     OOPT("profile=%s", profile),
     OOPT("ca_file=%s", ca_file),
+    OOPT("cache_dir=%s", cache_dir),
     FUSE_OPT_END,
 };
 
@@ -70,6 +79,7 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("use_path_request_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("virtual_host", KEY_VHOST),
     FUSE_OPT_KEY("insecure_tls", KEY_INSECURE),
+    FUSE_OPT_KEY("no_cache", KEY_NO_CACHE),
     FUSE_OPT_KEY("secret_key=", KEY_SECRET),
     FUSE_OPT_KEY("secret_access_key=", KEY_SECRET),
     FUSE_OPT_KEY("aws_secret_access_key=", KEY_SECRET),
@@ -128,6 +138,9 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		return 0;
 	case KEY_INSECURE:
 		o->insecure_tls = 1;
+		return 0;
+	case KEY_NO_CACHE:
+		o->no_cache = 1;
 		return 0;
 	case KEY_SECRET:
 		set_bad(r, "credentials are not accepted on the command line (they would show in "
@@ -213,6 +226,11 @@ static void free_raw(struct raw *r)
 	free(r->retries);
 	free(r->connect_timeout);
 	free(r->request_timeout);
+	free(r->cache_size);
+	free(r->cache_high);
+	free(r->cache_low);
+	free(r->chunk_size);
+	free(r->metadata_ttl);
 	free(r->bad);
 }
 
@@ -236,6 +254,9 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	o->retries = 3;
 	o->connect_timeout_ms = 5000;
 	o->request_timeout_ms = 30000;
+	o->cache_high = 0.95;
+	o->cache_low = 0.70;
+	o->metadata_ttl_s = 60;
 
 	if (fuse_opt_parse(&args, o, str_spec, NULL) == -1 ||
 	    fuse_opt_parse(&args, &r, raw_spec, NULL) == -1 ||
@@ -282,6 +303,29 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	if (r.request_timeout &&
 	    parse_num("request_timeout", r.request_timeout, 0.1, 3600, &d, &r) == 0)
 		o->request_timeout_ms = (unsigned)(d * 1000);
+	if (r.cache_size && cache_parse_size(r.cache_size, &o->cache_size_bytes,
+					     &o->cache_size_pct) < 0)
+		set_bad(&r, "bad value for option cache_size: '%s' (expected a size like 100G, "
+			    "512M, 1.5T, or a percentage like 80%%)", r.cache_size);
+	if (r.cache_high && parse_num("cache_high", r.cache_high, 0.01, 1, &d, &r) == 0)
+		o->cache_high = d;
+	if (r.cache_low && parse_num("cache_low", r.cache_low, 0, 1, &d, &r) == 0)
+		o->cache_low = d;
+	if (!r.bad && o->cache_low >= o->cache_high)
+		set_bad(&r, "cache_low (%g) must be below cache_high (%g)", o->cache_low,
+			o->cache_high);
+	if (r.chunk_size) {
+		uint64_t b;
+		double pct;
+		if (cache_parse_size(r.chunk_size, &b, &pct) < 0 || pct > 0 || b < (64u << 10) ||
+		    b > (64u << 20) || (b & (b - 1)))
+			set_bad(&r, "bad value for option chunk_size: '%s' (a power of two from 64K "
+				    "to 64M)", r.chunk_size);
+		else
+			o->chunk_size = (uint32_t)b;
+	}
+	if (r.metadata_ttl && parse_num("metadata_ttl", r.metadata_ttl, 0, 1e9, &d, &r) == 0)
+		o->metadata_ttl_s = d;
 	if (r.bad) {
 		snprintf(err, err_len, "%s", r.bad);
 		goto out;
@@ -327,6 +371,7 @@ void opts_free(struct fs_opts *o)
 	free(o->creds_file);
 	free(o->profile);
 	free(o->ca_file);
+	free(o->cache_dir);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -358,9 +403,18 @@ void opts_usage(const char *prog)
 	       "  retries=N              extra attempts of a failed request (default 3)\n"
 	       "  connect_timeout=SEC    TCP/TLS connect timeout (default 5)\n"
 	       "  request_timeout=SEC    one request, start to end (default 30)\n"
+	       "  cache_dir=DIR          local chunk cache (default /var/cache/modelfs)\n"
+	       "  cache_size=SIZE        cache quota: 100G, 512M, ... or 80%% of its filesystem (default 50%%)\n"
+	       "  cache_high=R           start evicting above R x quota (default 0.95)\n"
+	       "  cache_low=R            evict down to R x quota (default 0.70)\n"
+	       "  chunk_size=SIZE        cache chunk, a power of two 64K..64M (default 4M; set at creation)\n"
+	       "  no_cache               no disk cache: every read goes to the backend\n"
+	       "  metadata_ttl=SEC       re-check an object's ETag on open after SEC (default 60)\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n"
 	       "\n"
 	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
-	       "creds_file, then ~/.aws/credentials; none means anonymous requests.\n",
-	       prog);
+	       "creds_file, then ~/.aws/credentials; none means anonymous requests.\n"
+	       "\n"
+	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n",
+	       prog, prog);
 }

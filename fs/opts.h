@@ -6,6 +6,7 @@
 #define MODELFS_OPTS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <fuse_opt.h>
@@ -22,6 +23,14 @@ struct fs_opts {
 	double attr_timeout_s, entry_timeout_s;
 	int retries;
 	unsigned connect_timeout_ms, request_timeout_ms;
+	/* cache */
+	char *cache_dir;           /* NULL: the default directory */
+	int no_cache;
+	uint64_t cache_size_bytes; /* 0: not given */
+	double cache_size_pct;     /* > 0: a percentage of the cache filesystem */
+	double cache_high, cache_low;
+	uint32_t chunk_size;       /* 0: the cache's own or the default */
+	double metadata_ttl_s;     /* revalidate a file's identity on open after this */
 	int foreground, debug;
 	int show_help, show_version;
 };

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct node {
 	uint64_t ino, parent;
@@ -25,6 +26,7 @@ struct node {
 	uint64_t size;
 	int64_t mtime;
 	char etag[BACKEND_ETAG_MAX];
+	uint64_t validated_ms; /* CLOCK_MONOTONIC: when the backend last confirmed it */
 	uint32_t n_subdirs;
 	uint64_t *kids; /* directories: children in insertion order */
 	size_t n_kids, cap_kids;
@@ -38,7 +40,16 @@ struct tree {
 	size_t hash_cap;     /* power of two */
 	uint64_t pass;
 	int64_t root_mtime;
+	int loading; /* adding from a snapshot: nothing is validated */
 };
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static uint64_t hash_key(uint64_t parent, const char *name)
 {
@@ -318,6 +329,7 @@ int tree_add_key(struct tree *t, const char *rel, const struct backend_object *o
 		n->size = obj->size;
 		n->mtime = obj->mtime;
 		memcpy(n->etag, obj->etag, sizeof(n->etag));
+		n->validated_ms = t->loading ? 0 : mono_ms();
 	}
 out:
 	pthread_rwlock_unlock(&t->lock);
@@ -433,6 +445,162 @@ int tree_readdir(struct tree *t, uint64_t dir, uint64_t pos, tree_fill_fn fill, 
 out:
 	pthread_rwlock_unlock(&t->lock);
 	return err;
+}
+
+int tree_update_file(struct tree *t, uint64_t ino, const struct backend_object *obj)
+{
+	struct node *n;
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	n = get_live(t, ino);
+	if (!n) {
+		ret = -ENOENT;
+	} else if (n->is_dir) {
+		ret = -EISDIR;
+	} else {
+		ret = n->size != obj->size || strcmp(n->etag, obj->etag) != 0;
+		n->size = obj->size;
+		n->mtime = obj->mtime;
+		memcpy(n->etag, obj->etag, sizeof(n->etag));
+		n->validated_ms = mono_ms();
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return ret;
+}
+
+int tree_validated_ms(struct tree *t, uint64_t ino, uint64_t *ms)
+{
+	struct node *n;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = get_live(t, ino);
+	if (n)
+		*ms = n->validated_ms;
+	else
+		err = -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+/* Snapshot records: u8 kind (1 file, 2 dir), u16 path length, path, and for
+ * files u64 size, i64 mtime, u8 etag length, etag. Host byte order: a
+ * snapshot is read back on the machine that wrote it. */
+struct wbuf {
+	char *p;
+	size_t len, cap;
+	int err;
+};
+
+static void wput(struct wbuf *w, const void *d, size_t n)
+{
+	if (w->err)
+		return;
+	if (w->len + n > w->cap) {
+		size_t ncap = w->cap ? w->cap * 2 : 4096;
+		char *np;
+		while (ncap < w->len + n)
+			ncap *= 2;
+		np = realloc(w->p, ncap);
+		if (!np) {
+			w->err = -ENOMEM;
+			return;
+		}
+		w->p = np;
+		w->cap = ncap;
+	}
+	memcpy(w->p + w->len, d, n);
+	w->len += n;
+}
+
+int tree_serialize(struct tree *t, char **buf, size_t *len)
+{
+	struct wbuf w = {0};
+
+	pthread_rwlock_rdlock(&t->lock);
+	wput(&w, "MFSTREE1", 8);
+	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
+		struct node *n = t->nodes[i];
+		uint8_t kind = n->is_dir ? 2 : 1;
+		uint16_t plen = (uint16_t)strlen(n->relpath);
+		if (n->removed)
+			continue;
+		wput(&w, &kind, 1);
+		wput(&w, &plen, 2);
+		wput(&w, n->relpath, plen);
+		if (!n->is_dir) {
+			uint8_t elen = (uint8_t)strlen(n->etag);
+			wput(&w, &n->size, 8);
+			wput(&w, &n->mtime, 8);
+			wput(&w, &elen, 1);
+			wput(&w, n->etag, elen);
+		}
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (w.err) {
+		free(w.p);
+		return w.err;
+	}
+	*buf = w.p;
+	*len = w.len;
+	return 0;
+}
+
+int tree_load(struct tree *t, const char *buf, size_t len)
+{
+	const char *p = buf, *end = buf + len;
+	char path[PATH_MAX + 2];
+	int err = 0;
+
+	if (len < 8 || memcmp(buf, "MFSTREE1", 8) != 0)
+		return -EPROTO;
+	p += 8;
+	t->loading = 1;
+	while (p < end && !err) {
+		struct backend_object o = {0};
+		uint8_t kind, elen;
+		uint16_t plen;
+
+		if (end - p < 3)
+			goto bad;
+		kind = (uint8_t)*p;
+		memcpy(&plen, p + 1, 2);
+		p += 3;
+		if (plen == 0 || plen > PATH_MAX || end - p < plen)
+			goto bad;
+		memcpy(path, p, plen);
+		path[plen] = '\0';
+		p += plen;
+		if (kind == 2) {
+			path[plen] = '/';
+			path[plen + 1] = '\0';
+			err = tree_add_key(t, path, NULL);
+			if (err > 0)
+				err = 0;
+			continue;
+		}
+		if (kind != 1 || end - p < 17)
+			goto bad;
+		memcpy(&o.size, p, 8);
+		memcpy(&o.mtime, p + 8, 8);
+		elen = (uint8_t)p[16];
+		p += 17;
+		if (end - p < elen || elen >= sizeof(o.etag))
+			goto bad;
+		memcpy(o.etag, p, elen);
+		o.etag[elen] = '\0';
+		p += elen;
+		o.key = path;
+		err = tree_add_key(t, path, &o);
+		if (err > 0)
+			err = 0;
+	}
+	t->loading = 0;
+	return err < 0 ? err : 0;
+bad:
+	t->loading = 0;
+	return -EPROTO;
 }
 
 void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *bytes)

@@ -68,6 +68,19 @@ typedef int (*tree_fill_fn)(void *arg, const char *name, const struct tree_attr 
 			    uint64_t next_pos);
 int tree_readdir(struct tree *t, uint64_t dir, uint64_t pos, tree_fill_fn fill, void *arg);
 
+/* Replace file @ino's identity after a HEAD (size, mtime, ETag).
+ * @return 1 when it changed, 0 when not, -ENOENT/-EISDIR. */
+int tree_update_file(struct tree *t, uint64_t ino, const struct backend_object *obj);
+
+/* When file @ino's metadata was last confirmed by the backend (ms, CLOCK_MONOTONIC). */
+int tree_validated_ms(struct tree *t, uint64_t ino, uint64_t *ms);
+
+/* Serialize every live node (for the metadata snapshot) into a malloc'd
+ * buffer, and rebuild a tree from one (keys added as by tree_add_key).
+ * @return 0, -ENOMEM, -EPROTO (malformed buffer). */
+int tree_serialize(struct tree *t, char **buf, size_t *len);
+int tree_load(struct tree *t, const char *buf, size_t len);
+
 /* Counts for statfs and logs. */
 void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *bytes);
 
