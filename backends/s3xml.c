@@ -292,7 +292,9 @@ long long s3xml_parse_time(const char *s)
 		while (*rest >= '0' && *rest <= '9')
 			rest++;
 	}
-	if (*rest != 'Z' && *rest != '\0')
+	if (*rest == 'Z')
+		rest++;
+	if (*rest != '\0')
 		return -1;
 	t = timegm(&tm);
 	return (long long)t;
@@ -397,6 +399,8 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 			s->obj.etag[n] = '\0';
 		}
 	} else if (s->in_prefixes && strcmp(name, "Prefix") == 0) {
+		if (strlen(text) != len)
+			return -EPROTO; /* embedded NUL */
 		s->page->n_keys++;
 		return s->cb(s->arg, text, NULL);
 	}
@@ -413,12 +417,12 @@ int s3xml_parse_list(const char *xml, size_t len, backend_list_cb cb, void *arg,
 	memset(page, 0, sizeof(*page));
 	err = xml_walk(xml, len, &ev);
 	free(s.key);
+	if (!err && page->truncated && (!page->next_token || !*page->next_token))
+		err = -EPROTO; /* would loop forever */
 	if (err) {
 		free(page->next_token);
 		page->next_token = NULL;
 	}
-	if (!err && page->truncated && !page->next_token)
-		err = -EPROTO; /* would loop forever */
 	return err;
 }
 

@@ -166,8 +166,8 @@ static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk)
 }
 
 /* Read [a, a + n) of a recorded chunk from its data file, checking every
- * block it touches. @return 0, -ENOENT (no file), -EBADMSG (check failed or
- * short: damaged or evicted), other -errno. */
+ * block it touches. @return 0, -EBADMSG (check failed, short, or no file:
+ * damaged or evicted), other -errno. */
 static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
 			 const struct index_chunk *rec, uint32_t a, uint32_t n, char *dst)
 {
@@ -183,7 +183,7 @@ static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
 		return -EBADMSG;
 	fd = open_data(c, id, O_RDONLY);
 	if (fd < 0)
-		return fd;
+		return fd == -ENOENT ? -EBADMSG : fd; /* recorded, but the file is gone */
 	buf = malloc(span);
 	if (!buf) {
 		close(fd);
@@ -554,11 +554,11 @@ static void evict_round(struct cache *c)
 		done += nb;
 	}
 	index_stats(c->ix, &st);
-	log_info("cache eviction: %zu chunks (%llu MiB) removed%s%zu skipped in use; usage %llu -> "
-		 "%llu MiB (quota %llu MiB, high %.2f, low %.2f)",
-		 done, (unsigned long long)(freed_total >> 20), ", ", skipped,
-		 (unsigned long long)(before >> 20), (unsigned long long)(st.usage >> 20),
-		 (unsigned long long)(c->quota >> 20), c->high, c->low);
+	log_info("cache eviction: %zu chunks (%llu KiB) removed, %zu skipped in use; usage %llu -> "
+		 "%llu KiB (quota %llu KiB, high %.2f, low %.2f)",
+		 done, (unsigned long long)(freed_total >> 10), skipped,
+		 (unsigned long long)(before >> 10), (unsigned long long)(st.usage >> 10),
+		 (unsigned long long)(c->quota >> 10), c->high, c->low);
 out:
 	free(l.v);
 	flock(c->evict_fd, LOCK_UN);

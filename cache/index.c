@@ -201,6 +201,7 @@ int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 	struct obj_rec *orec = NULL;
 	size_t name_len = strlen(name);
 	uint64_t usage;
+	uint32_t old_len;
 	int rc, existed;
 
 	chunk_key(key, objid, chunk);
@@ -210,15 +211,16 @@ int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 	{
 		MDB_val old;
 		existed = mdb_get(txn, ix->chunks, &k, &old) == 0;
+		old_len = existed ? ((const struct index_chunk *)old.mv_data)->len : 0;
 	}
 	rc = mdb_put(txn, ix->chunks, &k, &d, 0);
-	if (rc || existed)
+	if (rc || (existed && old_len == rec->len))
 		goto out;
 
-	/* a new chunk: count it in usage and in its object */
+	/* a new chunk (or a new length): count it in usage and in its object */
 	rc = meta_get_u64(txn, ix->meta, "usage", &usage);
 	if (!rc)
-		rc = meta_put_u64(txn, ix->meta, "usage", usage + rec->len);
+		rc = meta_put_u64(txn, ix->meta, "usage", usage - old_len + rec->len);
 	if (rc)
 		goto out;
 	if (name_len > 1023)
@@ -233,8 +235,9 @@ int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 	} else {
 		orec->size = obj_size;
 	}
-	orec->cached_bytes += rec->len;
-	orec->cached_chunks++;
+	orec->cached_bytes = orec->cached_bytes - old_len + rec->len;
+	if (!existed)
+		orec->cached_chunks++;
 	orec->name_len = (uint32_t)name_len;
 	memcpy(orec + 1, name, name_len);
 	od.mv_size = sizeof(*orec) + name_len;

@@ -175,7 +175,7 @@ static int parse_num(const char *name, const char *s, double min, double max, do
 
 	errno = 0;
 	v = strtod(s, &e);
-	if (!*s || *e || errno || v < min || v > max) {
+	if (!*s || *e || errno || !(v >= min && v <= max)) {
 		set_bad(r, "bad value for option %s: '%s' (expected a number from %g to %g)", name,
 			s, min, max);
 		return -EINVAL;

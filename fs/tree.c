@@ -201,6 +201,8 @@ size_t tree_pass_end(struct tree *t)
 		struct node *n = t->nodes[i];
 		if (!n->removed && n->pass != t->pass) {
 			n->removed = 1;
+			if (n->is_dir)
+				t->nodes[n->parent]->n_subdirs--;
 			removed++;
 		}
 	}
@@ -215,6 +217,8 @@ static const char *path_problem(const char *rel, size_t len)
 
 	if (len == 0)
 		return "empty name";
+	if (rel[len - 1] == '/')
+		return "empty path segment";
 	while (seg < end) {
 		const char *slash = memchr(seg, '/', (size_t)(end - seg));
 		size_t n = slash ? (size_t)(slash - seg) : (size_t)(end - seg);
@@ -258,11 +262,13 @@ static struct node *ensure_dir(struct tree *t, const char *rel, size_t len)
 			kid->is_dir = 1;
 			kid->size = 0;
 			kid->etag[0] = '\0';
-			cur->n_subdirs++;
+			if (!kid->removed)
+				cur->n_subdirs++;
 		}
-		if (kid->removed) {
+		if (kid->removed) { /* n_subdirs counts live directories only */
 			kid->removed = 0;
 			kid->mtime = t->root_mtime;
+			cur->n_subdirs++;
 		}
 		kid->pass = t->pass;
 		cur = kid;
@@ -308,7 +314,7 @@ int tree_add_key(struct tree *t, const char *rel, const struct backend_object *o
 	{
 		const char *name = slash ? slash + 1 : rel;
 		n = find_child(t, parent->ino, name);
-		if (n && n->is_dir && !n->removed) {
+		if (n && n->is_dir && !n->removed && n->pass == t->pass) {
 			log_warn("key '%s' is hidden by directory '%s/' of the same name", rel, rel);
 			ret = 1;
 			goto out;
@@ -320,9 +326,10 @@ int tree_add_key(struct tree *t, const char *rel, const struct backend_object *o
 				goto out;
 			}
 		}
-		if (n->is_dir) { /* a removed directory comes back as a file */
+		if (n->is_dir) { /* a directory not seen in this pass becomes a file */
 			n->is_dir = 0;
-			parent->n_subdirs--;
+			if (!n->removed)
+				parent->n_subdirs--;
 		}
 		n->removed = 0;
 		n->pass = t->pass;

@@ -45,20 +45,35 @@ t0=$(date +%s.%N)
 python3 tests/integration/s3tool.py putdir models llama-demo "$WORK/model"
 echo "uploaded in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 
-say "mounting: build/modelfs s3://models/llama-demo $WORK/mnt -o endpoint=$S3_ENDPOINT"
-build/modelfs s3://models/llama-demo "$WORK/mnt" -o "endpoint=$S3_ENDPOINT"
+CACHE=$WORK/cache
+rm -rf "$CACHE"
+OPTS="endpoint=$S3_ENDPOINT,cache_dir=$CACHE,cache_size=4G"
+say "mounting: build/modelfs s3://models/llama-demo $WORK/mnt -o $OPTS"
+build/modelfs s3://models/llama-demo "$WORK/mnt" -o "$OPTS"
 mount | grep " $WORK/mnt "
 ls -l "$WORK/mnt"
 df -h "$WORK/mnt"
 
-say "loading the model through the mount (page cache dropped first)"
+say "cold load: from the object store (page cache dropped)"
 sync; echo 3 >/proc/sys/vm/drop_caches
 python3 scripts/load_model.py "$WORK/mnt"
-say "loading it again (now from the kernel page cache)"
+say "hot load: again at once, from the kernel page cache"
 python3 scripts/load_model.py "$WORK/mnt"
+say "warm load: page cache dropped, from the local chunk cache"
+sync; echo 3 >/proc/sys/vm/drop_caches
+python3 scripts/load_model.py "$WORK/mnt"
+build/modelfs cache stat "$CACHE"
 
 say "checking every file's sha256 against the source"
 (cd "$WORK/mnt" && sha256sum -c --quiet "$WORK/model.sha256") && echo "all $(wc -l <"$WORK/model.sha256") files match"
+
+say "restart with the object store down: unmount, stop s3rver, mount again, load"
+fusermount3 -u "$WORK/mnt"
+kill "$S3PID"; wait "$S3PID" 2>/dev/null || true; S3PID=""
+build/modelfs s3://models/llama-demo "$WORK/mnt" -o "$OPTS"
+sync; echo 3 >/proc/sys/vm/drop_caches
+python3 scripts/load_model.py "$WORK/mnt"
+(cd "$WORK/mnt" && sha256sum -c --quiet "$WORK/model.sha256") && echo "all $(wc -l <"$WORK/model.sha256") files match, served from the cache alone"
 
 say "unmounting"
 fusermount3 -u "$WORK/mnt"

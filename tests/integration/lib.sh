@@ -21,6 +21,7 @@ PASS=0
 FAIL=0
 MOUNTS=()
 PIDS=()
+TMPFS_MOUNTS=()
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
@@ -35,6 +36,7 @@ cleanup() {
 		mountpoint -q "$m" 2>/dev/null && fusermount3 -uz "$m" 2>/dev/null
 	done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for m in "${TMPFS_MOUNTS[@]}"; do umount "$m" 2>/dev/null; done
 	sleep 0.2
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
 	# sanitizer reports in daemon logs fail the test
@@ -81,6 +83,8 @@ mount_fs() {
 	log="$WORK/$(basename "$dir").log"
 	mkdir -p "$dir"
 	MOUNTS+=("$dir")
+	# every test keeps its cache in its own work directory
+	case ",$opts," in *,cache_dir=*|*,no_cache,*) ;; *) opts="cache_dir=$WORK/cache${opts:+,$opts}" ;; esac
 	"$MODELFS" "$src" "$dir" -f -o "endpoint=$S3_ENDPOINT${opts:+,$opts}" "$@" >>"$log" 2>&1 &
 	MNT_PID=$!
 	PIDS+=("$MNT_PID")

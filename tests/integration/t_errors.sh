@@ -85,7 +85,8 @@ umount_fs "$MNT"
 check "no secret in the daemon's logs" bash -c "! grep -rq 'S3RVER\$\|aws_secret' '$WORK'/mnt.log"
 
 # AWS_ENDPOINT_URL instead of -o endpoint
-AWS_ENDPOINT_URL=$S3_ENDPOINT timeout 20 "$MODELFS" s3://models/m "$MNT" && MOUNTS+=("$MNT")
+AWS_ENDPOINT_URL=$S3_ENDPOINT timeout 20 "$MODELFS" s3://models/m "$MNT" -o "cache_dir=$WORK/cache" &&
+	MOUNTS+=("$MNT")
 check "AWS_ENDPOINT_URL is used when no endpoint= is given" grep -qx hello "$MNT/hello.txt"
 fusermount3 -u "$MNT"
 
@@ -95,9 +96,9 @@ fusermount3 -u "$MNT"
 helper_in=$(dirname "$MODELFS")/mount.fuse.modelfs
 if [ -f "$helper_in" ]; then
 	sed "s|^exec \"[^\"]*\"|exec \"$MODELFS\"|" "$helper_in" >"$WORK/mount.fuse.modelfs"
-	sh "$WORK/mount.fuse.modelfs" s3://models/m "$MNT" -f -o "endpoint=$S3_ENDPOINT"
+	sh "$WORK/mount.fuse.modelfs" s3://models/m "$MNT" -f -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/cache"
 	check "mount helper: -f (fake) mounts nothing" bash -c "! mountpoint -q '$MNT'"
-	sh "$WORK/mount.fuse.modelfs" s3://models/m "$MNT" -n -o "endpoint=$S3_ENDPOINT,nofail" -o ro &&
+	sh "$WORK/mount.fuse.modelfs" s3://models/m "$MNT" -n -o "endpoint=$S3_ENDPOINT,nofail" -o "ro,cache_dir=$WORK/cache" &&
 		MOUNTS+=("$MNT")
 	check "mount helper: mounts with fstab-style options and reads" grep -qx hello "$MNT/hello.txt"
 	fusermount3 -u "$MNT"

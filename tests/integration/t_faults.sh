@@ -17,7 +17,7 @@ proxy_start
 read_sha() { drop_caches; sha256sum <"$1" | cut -d' ' -f1; }
 want_small=$(sha256sum <"$SRC/small.bin" | cut -d' ' -f1)
 
-S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" "retries=3,request_timeout=2"
+S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" "no_cache,retries=3,request_timeout=2"
 
 proxy_fault error500 2 >/dev/null
 check "two HTTP 500s are retried and the read succeeds" [ "$(read_sha "$MNT/small.bin")" = "$want_small" ]

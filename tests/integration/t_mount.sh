@@ -26,7 +26,7 @@ $S3TOOL put models llama-not-a-child "$WORK/conflict"    # shares the prefix's f
 log "mounting"
 mkdir -p "$MNT"
 t0=$(date +%s.%N)
-"$MODELFS" s3://models/llama "$MNT" -o "endpoint=$S3_ENDPOINT" 2>"$WORK/mount-stderr.log" &&
+"$MODELFS" s3://models/llama "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/cache" 2>"$WORK/mount-stderr.log" &&
 	MOUNTS+=("$MNT")
 rc=$?
 t1=$(date +%s.%N)
@@ -88,18 +88,27 @@ PY
 fusermount3 -u "$MNT"
 check "fusermount3 -u unmounts the daemonized mount" bash -c "! mountpoint -q '$MNT'"
 
-# --- one small read far into a big file is one small ranged GET
-mount_fs s3://models/llama "$MNT" "" -d || fail "debug mount"
-python3 -c '
+# --- one small read far into a big file is one small ranged GET: one chunk
+# (4 MiB) through the cache, the 4 KiB itself without it
+small_read() {
+	: >"$WORK/mnt.log"
+	mount_fs s3://models/llama "$MNT" "$1" -d || fail "debug mount"
+	python3 -c '
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 data = os.pread(fd, 4096, 2 * 2**30 - 4096)
 assert len(data) == 4096' "$MNT/big/model-big.safetensors"
-gets=$(grep -c "GET s3://models/llama/big/model-big.safetensors bytes=" "$WORK/mnt.log")
-bytes=$(grep -o "GET s3://models/llama/big/model-big.safetensors bytes=[0-9]*-[0-9]*" "$WORK/mnt.log" |
-	sed 's/.*bytes=//' | awk -F- '{s += $2 - $1 + 1} END {print s + 0}')
-check "4 KiB at offset 2 GiB: $gets GET(s), $bytes bytes fetched (<= 1 MiB)" \
-	[ "$gets" -ge 1 ] && [ "$bytes" -le 1048576 ]
+	gets=$(grep -c "GET s3://models/llama/big/model-big.safetensors bytes=" "$WORK/mnt.log")
+	bytes=$(grep -o "GET s3://models/llama/big/model-big.safetensors bytes=[0-9]*-[0-9]*" "$WORK/mnt.log" |
+		sed 's/.*bytes=//' | awk -F- '{s += $2 - $1 + 1} END {print s + 0}')
+}
+small_read "cache_dir=$WORK/cache-small"
+check "4 KiB at offset 2 GiB through the cache: $gets GET, $bytes bytes (one 4 MiB chunk)" \
+	[ "$gets" -eq 1 ] && [ "$bytes" -le $((4 << 20)) ]
+umount_fs "$MNT"
+small_read "no_cache"
+check "4 KiB at offset 2 GiB with no_cache: $gets GET, $bytes bytes" \
+	[ "$gets" -eq 1 ] && [ "$bytes" -le 131072 ]
 
 # --- read-only
 for op in "touch $MNT/new" "mkdir $MNT/newdir" "rm -f $MNT/config.json" "mv $MNT/config.json $MNT/x" \
