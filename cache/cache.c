@@ -49,6 +49,17 @@
 #define TOUCH_MAX 65536
 #define EVICT_BATCH 64
 #define STORE_PAUSE_MS 10000
+#define CACHE_RA_THREADS 8
+#define RA_QUEUE_MAX 512
+#define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
+#define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
+
+struct ra_job {
+	struct ra_job *next;
+	uint32_t chunk;
+	uint64_t size;
+	char *source, *key, *etag; /* one allocation: source\0key\0etag\0 */
+};
 
 struct cache {
 	struct backend *be; /* not owned */
@@ -70,6 +81,14 @@ struct cache {
 	int stop, evict_wanted;   /* protected by lock */
 	pthread_t bg;
 	int bg_started;
+
+	/* readahead: a FIFO of chunk fetches run by ra_threads workers; they
+	 * take at most ra_threads of the max_fetches slots, so reads that a
+	 * user waits for always find a free one */
+	struct ra_job *ra_head, *ra_tail; /* protected by lock */
+	unsigned ra_queued;               /* protected by lock */
+	pthread_t ra[CACHE_RA_THREADS];
+	unsigned n_ra;
 
 	_Atomic uint64_t hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
@@ -299,9 +318,11 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		close(fd);
 		fd = -1;
 		store_failed(c, err);
-	} else if (try_disk(c, id, chunk, clen, a, n, dst, rec) == 0) {
+	} else if (dst ? try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
+		       : index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen) {
 		/* another thread or process fetched it while we waited */
-		note_hit(c, id, chunk);
+		if (dst)
+			note_hit(c, id, chunk);
 		err = 0;
 		goto out;
 	}
@@ -350,7 +371,8 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	} else if (fd >= 0) {
 		atomic_fetch_add(&c->uncached, 1);
 	}
-	memcpy(dst, buf + a, n);
+	if (dst)
+		memcpy(dst, buf + a, n);
 out:
 	if (fd >= 0)
 		close(fd); /* releases the range lock */
@@ -413,6 +435,138 @@ int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, si
 	}
 	*got = done;
 	return 0;
+}
+
+/* ---- readahead ---- */
+
+/* Bring one chunk in ahead of its reader: fetch it when missing, or ask the
+ * kernel to read a cached one from disk into the page cache. */
+static void ra_run(struct cache *c, const struct ra_job *j)
+{
+	struct cache_object o = {j->source, j->key, j->etag, j->size};
+	uint64_t coff = (uint64_t)j->chunk * c->chunk_size;
+	uint32_t clen = o.size - coff < c->chunk_size ? (uint32_t)(o.size - coff) : c->chunk_size;
+	struct index_chunk *rec = malloc(sizeof(*rec));
+	uint8_t id[OBJID_LEN];
+
+	if (!rec || objid_of(&o, id)) {
+		free(rec);
+		return;
+	}
+	if (index_chunk_get(c->ix, id, j->chunk, rec) == 0 && rec->len == clen) {
+		int fd = open_data(c, id, O_RDONLY);
+		if (fd >= 0) {
+			posix_fadvise(fd, (off_t)coff, clen, POSIX_FADV_WILLNEED);
+			close(fd);
+		}
+	} else {
+		fetch_chunk(c, &o, id, j->chunk, clen, 0, 0, NULL, 0);
+	}
+	free(rec);
+}
+
+static void *ra_main(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		struct ra_job *j;
+		while (!c->stop && !c->ra_head)
+			pthread_cond_wait(&c->cond, &c->lock);
+		if (c->stop)
+			break;
+		j = c->ra_head;
+		c->ra_head = j->next;
+		if (!c->ra_head)
+			c->ra_tail = NULL;
+		c->ra_queued--;
+		pthread_mutex_unlock(&c->lock);
+		ra_run(c, j);
+		free(j->source);
+		free(j);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk)
+{
+	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
+	struct ra_job *j = calloc(1, sizeof(*j));
+	char *names = malloc(ls + lk + le);
+
+	if (!j || !names) {
+		free(j);
+		free(names);
+		return;
+	}
+	memcpy(names, o->source, ls);
+	memcpy(names + ls, o->key, lk);
+	memcpy(names + ls + lk, o->etag, le);
+	j->source = names;
+	j->key = names + ls;
+	j->etag = names + ls + lk;
+	j->chunk = chunk;
+	j->size = o->size;
+	pthread_mutex_lock(&c->lock);
+	if (c->ra_queued >= RA_QUEUE_MAX || c->stop) {
+		pthread_mutex_unlock(&c->lock);
+		free(names);
+		free(j);
+		return;
+	}
+	if (c->ra_tail)
+		c->ra_tail->next = j;
+	else
+		c->ra_head = j;
+	c->ra_tail = j;
+	c->ra_queued++;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_stream_init(struct cache_stream *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+}
+
+void cache_stream_destroy(struct cache_stream *s) { pthread_mutex_destroy(&s->lock); }
+
+void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
+		     uint64_t off, size_t len)
+{
+	uint64_t end = off + len, last_chunk, cur, from, to;
+
+	if (!c->ix || c->n_ra == 0 || obj->size == 0)
+		return;
+	last_chunk = (obj->size - 1) / c->chunk_size;
+	cur = (end ? end - 1 : 0) / c->chunk_size;
+	pthread_mutex_lock(&s->lock);
+	/* The kernel sends a sequential reader's requests in order, a few at
+	 * once: within one chunk of where the last one ended is sequential. */
+	if (s->seen && off + c->chunk_size >= s->next_off && off <= s->next_off + c->chunk_size) {
+		s->window = s->window ? s->window * 2 : RA_WINDOW_MIN;
+		if (s->window > RA_WINDOW_MAX)
+			s->window = RA_WINDOW_MAX;
+	} else {
+		s->window = 0; /* random access: no readahead until it looks sequential */
+		s->ahead_until = cur + 1;
+	}
+	s->seen = 1;
+	if (end > s->next_off)
+		s->next_off = end;
+	from = s->ahead_until > cur + 1 ? s->ahead_until : cur + 1;
+	to = cur + s->window;
+	if (to > last_chunk)
+		to = last_chunk;
+	if (to >= from)
+		s->ahead_until = to + 1;
+	pthread_mutex_unlock(&s->lock);
+	for (uint64_t k = from; k <= to; k++)
+		ra_enqueue(c, obj, (uint32_t)k);
 }
 
 int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes)
@@ -736,6 +890,9 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 	if (c->ix) {
 		if (pthread_create(&c->bg, NULL, bg_main, c) == 0)
 			c->bg_started = 1;
+		while (c->n_ra < CACHE_RA_THREADS && c->n_ra < c->max_fetches / 2 &&
+		       pthread_create(&c->ra[c->n_ra], NULL, ra_main, c) == 0)
+			c->n_ra++;
 		log_info("cache %s: quota %llu MiB, watermarks %.2f/%.2f, chunk %u KiB", c->dir,
 			 (unsigned long long)(c->quota >> 20), c->high, c->low, c->chunk_size >> 10);
 	}
@@ -747,12 +904,19 @@ void cache_close(struct cache *c)
 {
 	if (!c)
 		return;
-	if (c->bg_started) {
-		pthread_mutex_lock(&c->lock);
-		c->stop = 1;
-		pthread_cond_broadcast(&c->cond);
-		pthread_mutex_unlock(&c->lock);
+	pthread_mutex_lock(&c->lock);
+	c->stop = 1;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	if (c->bg_started)
 		pthread_join(c->bg, NULL);
+	for (unsigned i = 0; i < c->n_ra; i++)
+		pthread_join(c->ra[i], NULL);
+	while (c->ra_head) {
+		struct ra_job *j = c->ra_head;
+		c->ra_head = j->next;
+		free(j->source);
+		free(j);
 	}
 	index_close(c->ix);
 	if (c->data_fd >= 0)

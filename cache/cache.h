@@ -13,6 +13,7 @@
 #ifndef MODELFS_CACHE_H
 #define MODELFS_CACHE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,26 @@ void cache_close(struct cache *c);
  * object is no longer this version). */
 int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
 	       void *buf, size_t *got);
+
+/* Sequential-read state of one open file, owned by the caller (one per open
+ * file; its own lock, so concurrent reads of one file are fine). */
+struct cache_stream {
+	pthread_mutex_t lock;
+	int seen;
+	uint64_t next_off;    /* where a sequential reader goes on */
+	uint64_t ahead_until; /* first chunk not yet scheduled */
+	uint32_t window;      /* chunks kept ahead: grows while sequential */
+};
+void cache_stream_init(struct cache_stream *s);
+void cache_stream_destroy(struct cache_stream *s);
+
+/* Note a read of [off, off + len) of @obj and, while its reader is
+ * sequential, schedule the chunks ahead of it (a window that doubles up to 16
+ * chunks and drops to none on a random read). Fetches run in background
+ * workers that take at most half of the fetch slots; chunks already on disk
+ * are handed to the kernel's readahead of the data file instead. */
+void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
+		     uint64_t off, size_t len);
 
 /* Bytes of @obj held in the disk cache. @return 0, -ENODATA without a disk tier. */
 int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes);

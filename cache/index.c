@@ -66,6 +66,26 @@ static size_t chunk_rec_size(uint32_t nblocks)
 	return offsetof(struct index_chunk, crc) + nblocks * sizeof(uint32_t);
 }
 
+/* The fixed part of a stored chunk record. LMDB aligns values to 2 bytes
+ * only, so a record is never read in place through a struct pointer. */
+struct rec_head {
+	uint32_t len, nblocks;
+	uint64_t last_use_ms;
+};
+
+static int rec_head_get(const MDB_val *d, struct rec_head *h)
+{
+	if (d->mv_size < chunk_rec_size(0))
+		return -1;
+	memcpy(&h->len, (const char *)d->mv_data + offsetof(struct index_chunk, len), 4);
+	memcpy(&h->nblocks, (const char *)d->mv_data + offsetof(struct index_chunk, nblocks), 4);
+	memcpy(&h->last_use_ms, (const char *)d->mv_data + offsetof(struct index_chunk, last_use_ms),
+	       8);
+	if (h->nblocks > INDEX_MAX_BLOCKS || d->mv_size != chunk_rec_size(h->nblocks))
+		return -1;
+	return 0;
+}
+
 static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v)
 {
 	MDB_val k = {strlen(name), (void *)name}, d;
@@ -180,12 +200,11 @@ int index_chunk_get(struct index *ix, const uint8_t *objid, uint32_t chunk, stru
 		return map_mdb(rc, "read");
 	rc = mdb_get(txn, ix->chunks, &k, &d);
 	if (rc == 0) {
-		const struct index_chunk *r = d.mv_data;
-		if (d.mv_size < chunk_rec_size(0) || r->nblocks > INDEX_MAX_BLOCKS ||
-		    d.mv_size != chunk_rec_size(r->nblocks))
+		struct rec_head h;
+		if (rec_head_get(&d, &h) < 0)
 			rc = MDB_NOTFOUND; /* a damaged record is a miss */
 		else
-			memcpy(out, r, d.mv_size);
+			memcpy(out, d.mv_data, d.mv_size);
 	}
 	mdb_txn_abort(txn);
 	return map_mdb(rc, "read");
@@ -210,8 +229,9 @@ int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 		return map_mdb(rc, "write");
 	{
 		MDB_val old;
-		existed = mdb_get(txn, ix->chunks, &k, &old) == 0;
-		old_len = existed ? ((const struct index_chunk *)old.mv_data)->len : 0;
+		struct rec_head h = {0};
+		existed = mdb_get(txn, ix->chunks, &k, &old) == 0 && rec_head_get(&old, &h) == 0;
+		old_len = existed ? h.len : 0;
 	}
 	rc = mdb_put(txn, ix->chunks, &k, &d, 0);
 	if (rc || (existed && old_len == rec->len))
@@ -273,12 +293,14 @@ int index_chunks_del(struct index *ix, const uint8_t (*objids)[OBJID_LEN], const
 	for (size_t i = 0; i < n && !rc; i++) {
 		uint8_t key[OBJID_LEN + 4];
 		MDB_val k = {sizeof(key), key}, d, ok = {OBJID_LEN, (void *)objids[i]}, od;
+		struct rec_head h = {0};
 		uint32_t len;
 
 		chunk_key(key, objids[i], chunks[i]);
 		if (mdb_get(txn, ix->chunks, &k, &d) != 0)
 			continue; /* already gone */
-		len = ((const struct index_chunk *)d.mv_data)->len;
+		rec_head_get(&d, &h);
+		len = h.len;
 		rc = mdb_del(txn, ix->chunks, &k, NULL);
 		if (rc)
 			break;
@@ -341,9 +363,10 @@ int index_touch(struct index *ix, const struct index_touch *t, size_t n, uint64_
 		MDB_val k = {sizeof(key), key}, d;
 
 		chunk_key(key, t[i].objid, t[i].chunk);
-		if (mdb_get(txn, ix->chunks, &k, &d) != 0)
+		struct rec_head h;
+		if (mdb_get(txn, ix->chunks, &k, &d) != 0 || rec_head_get(&d, &h) < 0)
 			continue;
-		if (((const struct index_chunk *)d.mv_data)->last_use_ms >= t[i].when_ms)
+		if (h.last_use_ms >= t[i].when_ms)
 			continue;
 		{
 			struct index_chunk *copy = malloc(d.mv_size);
@@ -449,11 +472,10 @@ int index_scan_chunks(struct index *ix,
 	}
 	for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-		const struct index_chunk *r = d.mv_data;
-		if (k.mv_size != OBJID_LEN + 4 || d.mv_size < chunk_rec_size(0) ||
-		    r->nblocks > INDEX_MAX_BLOCKS || d.mv_size != chunk_rec_size(r->nblocks))
+		struct rec_head h;
+		if (k.mv_size != OBJID_LEN + 4 || rec_head_get(&d, &h) < 0)
 			continue;
-		memcpy(rec, r, d.mv_size);
+		memcpy(rec, d.mv_data, d.mv_size);
 		ret = cb(arg, k.mv_data, key_chunk(k.mv_data), rec);
 		if (ret)
 			break;

@@ -25,7 +25,17 @@ struct fs {
 	const char *cache_dir; /* NULL: no snapshots */
 	const char *snap_id;   /* names this mount's snapshot in the cache dir */
 	_Atomic uint64_t backend_down_ms; /* CLOCK_MONOTONIC of the last failed HEAD */
+	char bdi[32];          /* "0:N", the mount's backing device in /sys/class/bdi */
+	atomic_int bdi_tuned;
 };
+
+/* Kernel readahead of the mount, in KiB: large enough that a sequential
+ * reader's FUSE requests are the kernel's largest (max_pages, 1 MiB) and a
+ * few are in flight; the cache's own readahead goes deeper. */
+#define FS_KERNEL_READAHEAD_KB 4096
+
+/* Find the mount's "major:minor" in /proc/self/mountinfo. @return 0 or -ENOENT. */
+int fs_find_bdi(const char *mountpoint, char *out, size_t len);
 
 extern const struct fuse_lowlevel_ops fs_ops;
 

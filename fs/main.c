@@ -267,6 +267,8 @@ int main(int argc, char **argv)
 	if (fuse_session_mount(se, o.mountpoint))
 		die("cannot mount on %s (is it already mounted, and is /dev/fuse usable?)",
 		    o.mountpoint);
+	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
+		fs.bdi[0] = '\0';
 	log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
 		 o.mountpoint, (unsigned long long)files, (unsigned long long)dirs - 1,
 		 (double)bytes / (1 << 30));

@@ -24,6 +24,7 @@
 /* What an open file reads: the object version it was opened on. */
 struct open_file {
 	struct cache_object obj;
+	struct cache_stream stream;
 	char key[PATH_MAX];
 	char etag[BACKEND_ETAG_MAX];
 };
@@ -78,9 +79,57 @@ static int read_errno(int err)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
-	/* The tree never changes under an open file: let the kernel keep pages. */
+	/* Several reads of one file in flight at once: the kernel's readahead
+	 * and our chunk fetches overlap. */
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+}
+
+int fs_find_bdi(const char *mountpoint, char *out, size_t len)
+{
+	char line[8192], mp[4096];
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	int err = -ENOENT;
+
+	if (!f)
+		return -errno;
+	if (!realpath(mountpoint, mp))
+		snprintf(mp, sizeof(mp), "%s", mountpoint);
+	while (fgets(line, sizeof(line), f)) {
+		char dev[32], path[4096];
+		/* id parent major:minor root mountpoint ...; the last match wins
+		 * (a mount stacked on an older one) */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, path) == 2 && strcmp(path, mp) == 0 &&
+		    strstr(line, " - fuse.modelfs ")) {
+			snprintf(out, len, "%s", dev);
+			err = 0;
+		}
+	}
+	fclose(f);
+	return err;
+}
+
+/* Raise the mount's kernel readahead (it starts at 128 KiB, which makes the
+ * kernel send 128 KiB reads although it allows 1 MiB). The INIT reply caps
+ * it, so this runs at the first open, after INIT. Needs root; harmless
+ * without. */
+static void tune_bdi(struct fs *fs)
+{
+	char path[96];
+	FILE *f;
+
+	if (!fs->bdi[0] || atomic_exchange(&fs->bdi_tuned, 1))
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", fs->bdi);
+	f = fopen(path, "w");
+	if (!f) {
+		log_debug("cannot raise %s: %s", path, strerror(errno));
+		return;
+	}
+	fprintf(f, "%d\n", FS_KERNEL_READAHEAD_KB);
+	fclose(f);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -176,6 +225,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	tune_bdi(fs);
 	of = calloc(1, sizeof(*of));
 	if (!of) {
 		fuse_reply_err(req, ENOMEM);
@@ -199,12 +249,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	of->obj.key = of->key;
 	of->obj.etag = of->etag;
 	of->obj.size = a.size;
+	cache_stream_init(&of->stream);
 	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Pages the kernel holds stay valid while the object is the same
 	 * version; a new version drops them. */
 	fi->keep_cache = !changed;
-	if (fuse_reply_open(req, fi) == -ENOENT)
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		cache_stream_destroy(&of->stream);
 		free(of); /* interrupted: release will not come */
+	}
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -230,6 +283,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
 	err = cache_read(fs->cache, &of->obj, (uint64_t)off, size, buf, &got);
 	if (err)
 		fuse_reply_err(req, read_errno(err));
@@ -240,8 +294,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+
 	(void)ino;
-	free((struct open_file *)(uintptr_t)fi->fh);
+	cache_stream_destroy(&of->stream);
+	free(of);
 	fuse_reply_err(req, 0);
 }
 
