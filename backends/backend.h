@@ -68,6 +68,14 @@ struct backend_ops {
 	 * version fails with -ESTALE instead of returning its bytes. */
 	int (*read)(struct backend *be, const char *key, const char *etag, uint64_t off,
 		    size_t len, void *buf, size_t *got);
+	/* The same as read, but the bytes go to @sink in pieces as they
+	 * arrive (memory stays small whatever @len). @reset is called before
+	 * every attempt: the bytes start over from @off. A non-zero return of
+	 * @sink ends the read with that error. Short only at the object's end
+	 * (the caller counts the bytes). */
+	int (*read_stream)(struct backend *be, const char *key, const char *etag, uint64_t off,
+			   uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
+			   void (*reset)(void *arg), void *arg);
 };
 
 /* Every backend instance starts with this header. */

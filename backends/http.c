@@ -91,8 +91,37 @@ static void handle_put(struct http *h, CURL *c)
 struct sink {
 	const struct http_request *req;
 	struct http_response *resp;
+	CURL *c;
 	int overflow;
+	int checked;  /* streaming: status and ETag looked at */
+	int sink_err; /* streaming: why the transfer was ended */
 };
+
+/* Streaming body: check once that this is the answer we asked for, then hand
+ * the bytes on. @return 1 when consumed, 0 to fall back to the error body. */
+static int stream_body(struct sink *s, const char *data, size_t n)
+{
+	const struct http_request *q = s->req;
+	long st = 0;
+
+	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &st);
+	if (st < 200 || st >= 300)
+		return 0;
+	if (!s->checked) {
+		s->checked = 1;
+		if (q->expect_etag && *q->expect_etag && s->resp->etag[0] &&
+		    strcmp(q->expect_etag, s->resp->etag) != 0) {
+			s->sink_err = -ESTALE;
+			return -1;
+		}
+		if (st == 200 && q->has_range && q->range_off > 0) {
+			s->sink_err = -EPROTO; /* Range ignored */
+			return -1;
+		}
+	}
+	s->sink_err = q->sink(q->sink_arg, data, n);
+	return s->sink_err ? -1 : 1;
+}
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -100,6 +129,15 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 	struct http_response *r = s->resp;
 
+	if (s->req->sink) {
+		int used = stream_body(s, data, n);
+		if (used < 0)
+			return 0; /* aborts the transfer */
+		if (used > 0) {
+			r->body_len += n;
+			return n;
+		}
+	}
 	if (s->req->buf) {
 		if (r->body_len + n > s->req->buf_len) {
 			s->overflow = 1;
@@ -223,7 +261,7 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 {
 	struct http_headers hd = {0};
 	struct curl_slist *list = NULL;
-	struct sink s = {req, resp, 0};
+	struct sink s = {req, resp, c, 0, 0, 0};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char range[64];
 	CURLcode rc;
@@ -231,6 +269,8 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 
 	free(resp->body);
 	memset(resp, 0, sizeof(*resp));
+	if (req->sink_reset)
+		req->sink_reset(req->sink_arg);
 
 	if (req->prepare) {
 		err = req->prepare(req->prepare_arg, &hd);
@@ -276,6 +316,10 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(list);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+	if (rc == CURLE_WRITE_ERROR && s.sink_err) {
+		snprintf(resp->error, sizeof(resp->error), "%s", strerror(-s.sink_err));
+		return s.sink_err;
+	}
 	if (rc == CURLE_WRITE_ERROR && s.overflow) {
 		snprintf(resp->error, sizeof(resp->error), "response body larger than expected");
 		return -EMSGSIZE;
@@ -318,7 +362,8 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		c = curl_easy_init();
 		if (!c)
 			return -ENOMEM;
-		if (err == -EMSGSIZE || err == -ENOMEM || err == -EPROTO)
+		if (err == -EMSGSIZE || err == -ENOMEM || err == -EPROTO || err == -ESTALE ||
+		    err == -ENOSPC)
 			break;
 	}
 	handle_put(h, c);

@@ -47,6 +47,16 @@ struct http_request {
 	void *buf;
 	size_t buf_len;
 	size_t body_max;
+	/* Or a streaming sink: a 2xx body goes to @sink piece by piece (an
+	 * error answer's body still goes to resp->body, up to body_max).
+	 * @sink_reset runs before every attempt: the bytes start over. A
+	 * non-zero return of @sink ends the request with that error. */
+	int (*sink)(void *arg, const char *data, size_t n);
+	void (*sink_reset)(void *arg);
+	void *sink_arg;
+	/* With a sink: fail with -ESTALE, before the first byte reaches it,
+	 * when the answer's ETag is not this one. */
+	const char *expect_etag;
 };
 
 struct http_response {

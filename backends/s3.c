@@ -428,6 +428,44 @@ out:
 	return err;
 }
 
+static int s3_read_stream(struct backend *be, const char *key, const char *etag, uint64_t off,
+			  uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
+			  void (*reset)(void *arg), void *arg)
+{
+	struct s3 *s = (struct s3 *)be;
+	char path[4096], url[S3_URL_MAX], msg[512];
+	struct s3_req r = {s, "GET", path, "", etag};
+	struct http_request req = {.method = "GET", .url = url, .prepare = s3_prepare,
+				   .prepare_arg = &r, .has_range = 1, .range_off = off,
+				   .range_len = len, .body_max = 1 << 16, .sink = sink,
+				   .sink_reset = reset, .sink_arg = arg, .expect_etag = etag};
+	struct http_response resp;
+	int err;
+
+	if (len == 0)
+		return 0;
+	err = build_path(s, key, path, sizeof(path));
+	if (!err)
+		err = build_url(s, path, "", url, sizeof(url));
+	if (err)
+		return err;
+	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
+		  (unsigned long long)(off + len - 1));
+	err = http_perform(s->http, &req, 0, &resp);
+	if (err) {
+		if (err != -ESTALE)
+			log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key,
+				 (unsigned long long)off, (unsigned long long)len, resp.error);
+		goto out;
+	}
+	err = map_status(&resp, msg, sizeof(msg));
+	if (err && err != -ESTALE)
+		log_warn("GET s3://%s/%s: %s", s->bucket, key, msg);
+out:
+	http_response_free(&resp);
+	return err;
+}
+
 const struct backend_ops backend_s3 = {
     .scheme = "s3",
     .open = s3_open,
@@ -436,4 +474,5 @@ const struct backend_ops backend_s3 = {
     .list = s3_list,
     .stat = s3_stat,
     .read = s3_read,
+    .read_stream = s3_read_stream,
 };

@@ -56,7 +56,7 @@
 
 struct ra_job {
 	struct ra_job *next;
-	uint32_t chunk;
+	uint32_t chunk, count; /* chunks [chunk, chunk + count) */
 	uint64_t size;
 	char *source, *key, *etag; /* one allocation: source\0key\0etag\0 */
 };
@@ -203,7 +203,9 @@ static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
 	fd = open_data(c, id, O_RDONLY);
 	if (fd < 0)
 		return fd == -ENOENT ? -EBADMSG : fd; /* recorded, but the file is gone */
-	buf = malloc(span);
+	/* A request on block boundaries (the kernel's reads are) goes straight
+	 * into the caller's buffer: one copy less. */
+	buf = span_off == a && span == n ? dst : malloc(span);
 	if (!buf) {
 		close(fd);
 		return -ENOMEM;
@@ -222,9 +224,11 @@ static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
 			goto out;
 		}
 	}
-	memcpy(dst, buf + (a - span_off), n);
+	if (buf != dst)
+		memcpy(dst, buf + (a - span_off), n);
 out:
-	free(buf);
+	if (buf != dst)
+		free(buf);
 	return err;
 }
 
@@ -437,6 +441,173 @@ int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, si
 	return 0;
 }
 
+/* ---- streaming fetch of a run of chunks (readahead) ----
+ *
+ * One GET for many chunks: object stores (and s3rver above all) serve one
+ * long ranged GET much faster than many short ones. The bytes go to the data
+ * file block by block as they arrive (64 KiB of memory, whatever the run's
+ * length); each chunk is recorded and its range lock released as soon as it
+ * is complete, so a reader waiting on it goes on at once. */
+
+struct stream_fetch {
+	struct cache *c;
+	const struct cache_object *o;
+	const uint8_t *id;
+	int fd;
+	uint32_t first, count; /* the run */
+	uint64_t start, total; /* its bytes in the object */
+	uint64_t pos;          /* bytes received in this attempt */
+	uint64_t done;         /* bytes of chunks recorded or dropped (any attempt) */
+	char *block;           /* the 64 KiB block being filled */
+	uint32_t blen;
+	int store;             /* the current chunk can still be stored */
+	struct index_chunk *rec;
+	char name[1024];
+};
+
+static uint32_t chunk_len(const struct cache *c, uint64_t size, uint32_t chunk)
+{
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+
+	return size - coff < c->chunk_size ? (uint32_t)(size - coff) : c->chunk_size;
+}
+
+static void stream_reset(void *arg)
+{
+	struct stream_fetch *f = arg;
+
+	f->pos = 0;
+	f->blen = 0;
+	f->store = 1;
+}
+
+/* A chunk of the run is complete: record it (or drop its bytes when it may
+ * not be stored) and let waiting readers at it. */
+static void stream_chunk_done(struct stream_fetch *f, uint32_t chunk, uint32_t clen)
+{
+	struct cache *c = f->c;
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+	uint64_t end = coff + clen - f->start;
+
+	if (end > f->done) {
+		f->rec->len = clen;
+		f->rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
+		f->rec->last_use_ms = now_ms();
+		if (!f->store || !may_store(c, clen) ||
+		    index_chunk_put(c->ix, f->id, chunk, f->rec, f->name, f->o->size) != 0) {
+			fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff, clen);
+			atomic_fetch_add(&c->uncached, 1);
+		}
+		atomic_fetch_add(&c->misses, 1);
+		atomic_fetch_add(&c->backend_bytes, clen);
+		pthread_mutex_lock(&c->lock);
+		c->pend_misses++;
+		pthread_mutex_unlock(&c->lock);
+		f->done = end;
+	}
+	{
+		struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = (off_t)coff,
+				   .l_len = c->chunk_size};
+		fcntl(f->fd, F_OFD_SETLK, &fl);
+	}
+}
+
+static int stream_sink(void *arg, const char *data, size_t n)
+{
+	struct stream_fetch *f = arg;
+	struct cache *c = f->c;
+
+	while (n > 0) {
+		uint64_t at = f->start + f->pos;
+		uint32_t chunk = (uint32_t)(at / c->chunk_size);
+		uint32_t within = (uint32_t)(at % c->chunk_size);
+		uint32_t clen = chunk_len(c, f->o->size, chunk);
+		uint32_t b = within / INDEX_BLOCK;
+		uint32_t blk = clen - b * INDEX_BLOCK < INDEX_BLOCK ? clen - b * INDEX_BLOCK
+								    : INDEX_BLOCK;
+		size_t take = blk - f->blen < n ? blk - f->blen : n;
+
+		if (f->pos >= f->total)
+			return -EMSGSIZE; /* more than we asked for */
+		if (within == 0 && f->blen == 0)
+			f->store = 1;
+		memcpy(f->block + f->blen, data, take);
+		f->blen += (uint32_t)take;
+		f->pos += take;
+		data += take;
+		n -= take;
+		if (f->blen < blk)
+			continue;
+		f->rec->crc[b] = crc32c(0, f->block, blk);
+		if (f->store && pwrite(f->fd, f->block, blk,
+				       (off_t)((uint64_t)chunk * c->chunk_size + b * INDEX_BLOCK)) !=
+				    (ssize_t)blk) {
+			store_failed(c, errno ? -errno : -ENOSPC);
+			f->store = 0;
+		}
+		f->blen = 0;
+		if (b * INDEX_BLOCK + blk == clen)
+			stream_chunk_done(f, chunk, clen);
+	}
+	return 0;
+}
+
+/* Fetch the missing chunks of [first, first + count) of @o, one streaming
+ * GET per run of missing chunks. */
+static void fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
+		      uint32_t first, uint32_t count)
+{
+	uint64_t start = (uint64_t)first * c->chunk_size;
+	struct stream_fetch f = {.c = c, .o = o, .id = id};
+	uint32_t i = 0;
+	int err;
+
+	f.fd = open_data(c, id, O_RDWR | O_CREAT);
+	f.block = malloc(INDEX_BLOCK);
+	f.rec = malloc(sizeof(*f.rec));
+	if (f.fd < 0 || !f.block || !f.rec ||
+	    range_lock(f.fd, F_WRLCK, start, (uint64_t)count * c->chunk_size, 1) != 0)
+		goto out;
+	snprintf(f.name, sizeof(f.name), "%s/%s", o->source, o->key);
+	while (i < count) {
+		uint32_t j = i;
+		/* a run of chunks not on disk */
+		while (j < count && (index_chunk_get(c->ix, id, first + j, f.rec) != 0 ||
+				     f.rec->len != chunk_len(c, o->size, first + j)))
+			j++;
+		if (j == i) {
+			struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET,
+					   .l_start = (off_t)((uint64_t)(first + i) * c->chunk_size),
+					   .l_len = c->chunk_size};
+			fcntl(f.fd, F_OFD_SETLK, &fl);
+			i++;
+			continue;
+		}
+		f.first = first + i;
+		f.count = j - i;
+		f.start = (uint64_t)f.first * c->chunk_size;
+		f.total = (uint64_t)(f.count - 1) * c->chunk_size + chunk_len(c, o->size, first + j - 1);
+		f.done = 0;
+		fetch_slot_get(c);
+		err = c->be->ops->read_stream(c->be, o->key, o->etag, f.start, f.total, stream_sink,
+					      stream_reset, &f);
+		fetch_slot_put(c);
+		if (!err && f.pos != f.total)
+			err = -ESTALE; /* shorter than the listing said */
+		if (err && f.done < f.total) /* bytes written but never recorded */
+			fallocate(f.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				  (off_t)(f.start + f.done), (off_t)(f.total - f.done));
+		if (err)
+			break; /* the reader will meet the error itself */
+		i = j;
+	}
+out:
+	if (f.fd >= 0)
+		close(f.fd); /* releases what is still locked */
+	free(f.block);
+	free(f.rec);
+}
+
 /* ---- readahead ---- */
 
 /* Bring one chunk in ahead of its reader: fetch it when missing, or ask the
@@ -444,25 +615,38 @@ int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, si
 static void ra_run(struct cache *c, const struct ra_job *j)
 {
 	struct cache_object o = {j->source, j->key, j->etag, j->size};
-	uint64_t coff = (uint64_t)j->chunk * c->chunk_size;
-	uint32_t clen = o.size - coff < c->chunk_size ? (uint32_t)(o.size - coff) : c->chunk_size;
 	struct index_chunk *rec = malloc(sizeof(*rec));
 	uint8_t id[OBJID_LEN];
+	uint32_t missing = 0;
+	int fd;
 
 	if (!rec || objid_of(&o, id)) {
 		free(rec);
 		return;
 	}
-	if (index_chunk_get(c->ix, id, j->chunk, rec) == 0 && rec->len == clen) {
-		int fd = open_data(c, id, O_RDONLY);
-		if (fd >= 0) {
-			posix_fadvise(fd, (off_t)coff, clen, POSIX_FADV_WILLNEED);
-			close(fd);
+	/* cached chunks: have the kernel read them from disk ahead of the reader */
+	fd = open_data(c, id, O_RDONLY);
+	for (uint32_t k = j->chunk; k < j->chunk + j->count; k++) {
+		uint32_t clen = chunk_len(c, o.size, k);
+		if (index_chunk_get(c->ix, id, k, rec) == 0 && rec->len == clen) {
+			if (fd >= 0)
+				posix_fadvise(fd, (off_t)((uint64_t)k * c->chunk_size), clen,
+					      POSIX_FADV_WILLNEED);
+		} else {
+			missing++;
 		}
-	} else {
-		fetch_chunk(c, &o, id, j->chunk, clen, 0, 0, NULL, 0);
 	}
+	if (fd >= 0)
+		close(fd);
 	free(rec);
+	if (missing == 0)
+		return;
+	if (c->be->ops->read_stream) {
+		fetch_run(c, &o, id, j->chunk, j->count);
+	} else {
+		for (uint32_t k = j->chunk; k < j->chunk + j->count; k++)
+			fetch_chunk(c, &o, id, k, chunk_len(c, o.size, k), 0, 0, NULL, 0);
+	}
 }
 
 static void *ra_main(void *arg)
@@ -491,7 +675,8 @@ static void *ra_main(void *arg)
 	return NULL;
 }
 
-static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk)
+static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
+		       uint32_t count)
 {
 	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
 	struct ra_job *j = calloc(1, sizeof(*j));
@@ -509,6 +694,7 @@ static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t c
 	j->key = names + ls;
 	j->etag = names + ls + lk;
 	j->chunk = chunk;
+	j->count = count;
 	j->size = o->size;
 	pthread_mutex_lock(&c->lock);
 	if (c->ra_queued >= RA_QUEUE_MAX || c->stop) {
@@ -562,11 +748,15 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	to = cur + s->window;
 	if (to > last_chunk)
 		to = last_chunk;
-	if (to >= from)
-		s->ahead_until = to + 1;
+	/* Refill in runs of at least half a window (one GET each), not a chunk
+	 * at a time, unless the object ends sooner. */
+	if (to < from || (to - from + 1 < (s->window + 1) / 2 && to < last_chunk)) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	s->ahead_until = to + 1;
 	pthread_mutex_unlock(&s->lock);
-	for (uint64_t k = from; k <= to; k++)
-		ra_enqueue(c, obj, (uint32_t)k);
+	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1));
 }
 
 int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes)

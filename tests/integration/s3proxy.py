@@ -47,6 +47,10 @@ def canonical_query(raw):
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
+def self_headers_lower(headers):
+    return {k.lower() for k in headers.keys()}
+
+
 def check_signature(method, raw_path, headers):
     auth = headers.get("Authorization")
     if not auth:
@@ -54,6 +58,9 @@ def check_signature(method, raw_path, headers):
     try:
         algo, rest = auth.split(" ", 1)
         fields = dict(p.strip().split("=", 1) for p in rest.split(","))
+        if "x-amz-security-token" in self_headers_lower(headers) and \
+                "x-amz-security-token" not in fields["SignedHeaders"].split(";"):
+            return False  # a token must be signed
         cred = fields["Credential"].split("/")
         signed = fields["SignedHeaders"].split(";")
         secret = KEYS.get(cred[0])

@@ -67,6 +67,11 @@ check "signed listing of 1100 keys through the checking proxy" [ "$(ls "$MNT/man
 check "special-character keys read through the checking proxy" \
 	diff -r "$WORK/sig/special" "$MNT/special"
 umount_fs "$MNT"
+# a session token is sent and signed (x-amz-security-token); the proxy checks it
+AWS_SESSION_TOKEN="FQoGZXIvYXdzE+token/with=special" S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/sig "$MNT" ""
+check "session token: signed requests with x-amz-security-token are accepted" \
+	diff -r "$WORK/sig/special" "$MNT/special"
+umount_fs "$MNT"
 check "the proxy saw exactly one bad signature (the deliberate wrong secret)" bash -c "curl -s '$PROXY_ENDPOINT/__fault' | grep -q 'bad_signatures=1\$'"
 
 check "--help lists the options" bash -c "'$MODELFS' --help | grep -q 'endpoint=URL'"
