@@ -41,6 +41,7 @@ struct backend_config {
 	const char *session_token;
 	const char *ca_file;      /* NULL: system trust store */
 	int insecure_tls;         /* skip TLS verification (logged loudly by the caller) */
+	int no_etag_match;        /* reads do not check the ETag (see no_etag_match in --help) */
 	int retries;              /* extra attempts after a retryable failure */
 	unsigned connect_timeout_ms;
 	unsigned request_timeout_ms; /* one attempt, start to end */

@@ -32,6 +32,7 @@ struct s3 {
 	char *region;
 	char *access_key, *secret_key, *session_token; /* NULL: anonymous */
 	int path_style;
+	int no_etag_match;
 	char host_hdr[300]; /* Host header value, with the bucket when virtual-host */
 	char base_url[600]; /* scheme://host[:port] */
 	char base_path[600]; /* "/bucket" (path style) or "" plus the endpoint's path */
@@ -183,6 +184,7 @@ static int s3_open(const struct backend_config *cfg, const char *bucket, struct 
 	if (err)
 		goto out_err;
 	s->path_style = cfg->path_style;
+	s->no_etag_match = cfg->no_etag_match;
 	if (s->path_style < 0)
 		s->path_style = uri_host_is_ip_or_local(s->ep.host);
 	if (!s->path_style && (strchr(bucket, '.') && s->ep.https))
@@ -381,10 +383,14 @@ static int s3_read(struct backend *be, const char *key, const char *etag, uint64
 {
 	struct s3 *s = (struct s3 *)be;
 	char path[4096], url[S3_URL_MAX], msg[512];
-	struct s3_req r = {s, "GET", path, "", etag};
+	struct s3_req r = {s, "GET", path, "", NULL};
 	struct http_request req = {.method = "GET", .url = url, .prepare = s3_prepare,
 				   .prepare_arg = &r, .has_range = 1, .range_off = off,
 				   .range_len = len, .buf = buf, .buf_len = len};
+
+	if (s->no_etag_match)
+		etag = NULL;
+	r.if_match = etag;
 	struct http_response resp;
 	int err;
 
@@ -434,11 +440,16 @@ static int s3_read_stream(struct backend *be, const char *key, const char *etag,
 {
 	struct s3 *s = (struct s3 *)be;
 	char path[4096], url[S3_URL_MAX], msg[512];
-	struct s3_req r = {s, "GET", path, "", etag};
+	struct s3_req r = {s, "GET", path, "", NULL};
 	struct http_request req = {.method = "GET", .url = url, .prepare = s3_prepare,
 				   .prepare_arg = &r, .has_range = 1, .range_off = off,
 				   .range_len = len, .body_max = 1 << 16, .sink = sink,
-				   .sink_reset = reset, .sink_arg = arg, .expect_etag = etag};
+				   .sink_reset = reset, .sink_arg = arg};
+
+	if (s->no_etag_match)
+		etag = NULL;
+	r.if_match = etag;
+	req.expect_etag = etag;
 	struct http_response resp;
 	int err;
 

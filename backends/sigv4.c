@@ -185,7 +185,8 @@ int sigv4_canonical_query(const char *query, char *out, size_t out_len)
 		if (*p == '&')
 			p++;
 	}
-	qsort(ps, np, sizeof(*ps), qparam_cmp);
+	if (np > 1)
+		qsort(ps, np, sizeof(*ps), qparam_cmp);
 	for (size_t i = 0; i < np; i++) {
 		if (i)
 			sb_putc(&b, '&');

@@ -189,6 +189,7 @@ int main(int argc, char **argv)
 	    .session_token = cr.session_token,
 	    .ca_file = o.ca_file,
 	    .insecure_tls = o.insecure_tls,
+	    .no_etag_match = o.no_etag_match,
 	    .retries = o.retries,
 	    .connect_timeout_ms = o.connect_timeout_ms,
 	    .request_timeout_ms = o.request_timeout_ms,

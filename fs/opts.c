@@ -25,6 +25,7 @@ enum {
 	KEY_RO,
 	KEY_RW,
 	KEY_NO_CACHE,
+	KEY_NO_ETAG,
 };
 
 /* Raw string values as matched; validated after fuse_opt_parse. */
@@ -80,6 +81,7 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("virtual_host", KEY_VHOST),
     FUSE_OPT_KEY("insecure_tls", KEY_INSECURE),
     FUSE_OPT_KEY("no_cache", KEY_NO_CACHE),
+    FUSE_OPT_KEY("no_etag_match", KEY_NO_ETAG),
     FUSE_OPT_KEY("secret_key=", KEY_SECRET),
     FUSE_OPT_KEY("secret_access_key=", KEY_SECRET),
     FUSE_OPT_KEY("aws_secret_access_key=", KEY_SECRET),
@@ -141,6 +143,9 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		return 0;
 	case KEY_NO_CACHE:
 		o->no_cache = 1;
+		return 0;
+	case KEY_NO_ETAG:
+		o->no_etag_match = 1;
 		return 0;
 	case KEY_SECRET:
 		set_bad(r, "credentials are not accepted on the command line (they would show in "
@@ -410,6 +415,8 @@ void opts_usage(const char *prog)
 	       "  chunk_size=SIZE        cache chunk, a power of two 64K..64M (default 4M; set at creation)\n"
 	       "  no_cache               no disk cache: every read goes to the backend\n"
 	       "  metadata_ttl=SEC       re-check an object's ETag on open after SEC (default 60)\n"
+	       "  no_etag_match          reads neither send If-Match nor compare ETags: for endpoints\n"
+	       "                         whose GETs come from another server (a CDN or cache in front)\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n"
 	       "\n"
 	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"

@@ -17,6 +17,7 @@ struct fs_opts {
 	char *endpoint, *region, *creds_file, *profile, *ca_file;
 	int path_style;   /* -1 auto, 0 virtual host, 1 path */
 	int insecure_tls;
+	int no_etag_match;
 	uid_t uid;
 	gid_t gid;
 	mode_t umask;
