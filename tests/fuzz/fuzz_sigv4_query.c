@@ -34,34 +34,6 @@ static int canon_exact(const char *q, size_t out_len, char **res)
 	return err;
 }
 
-static int skip_known;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	const char *e = getenv("MFS_FUZZ_SKIP_KNOWN");
-
-	(void)argc;
-	(void)argv;
-	skip_known = e && *e == '1';
-	return 0;
-}
-
-/* Known finding (tests/fuzz/README.md, "Findings"; reproducer
- * crashes/fuzz_sigv4_query-qsort-null-ampersand-only): a non-empty query
- * with no non-empty parameter ("&", "&&&") makes sigv4_canonical_query call
- * qsort(NULL, 0, ...), undefined behaviour that UBSan aborts on. With
- * MFS_FUZZ_SKIP_KNOWN=1 such inputs are skipped so that fuzzing can go on
- * past it. Remove once sigv4.c is fixed. */
-static int is_known_bug(const char *q)
-{
-	if (!*q)
-		return 0;
-	for (; *q; q++)
-		if (*q != '&')
-			return 0;
-	return 1;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *q = fuzz_cstr(data, size);
@@ -69,10 +41,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n;
 	int err;
 
-	if (skip_known && is_known_bug(q)) {
-		free(q);
-		return 0;
-	}
 	err = canon_exact(q, BIG, &out);
 	FUZZ_CHECK(err == 0 || err == -EINVAL || err == -ENAMETOOLONG || err == -ENOMEM);
 	/* The tiny sizes: 0 must be refused without a write, 1 fits only "". */
