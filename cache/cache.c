@@ -92,6 +92,7 @@ struct cache {
 
 	_Atomic uint64_t hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
+	atomic_int cancelled;
 };
 
 static uint64_t now_ms(void)
@@ -757,6 +758,67 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	s->ahead_until = to + 1;
 	pthread_mutex_unlock(&s->lock);
 	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1));
+}
+
+int cache_prefetch(struct cache *c, const struct cache_object *obj)
+{
+	uint32_t n_chunks, run = RA_WINDOW_MAX;
+	uint8_t id[OBJID_LEN];
+	uint64_t cached = 0;
+	int err;
+
+	if (!c->ix)
+		return -ENODATA;
+	if (obj->size == 0)
+		return 0;
+	err = objid_of(obj, id);
+	if (err)
+		return err;
+	n_chunks = (uint32_t)((obj->size + c->chunk_size - 1) / c->chunk_size);
+	for (uint32_t k = 0; k < n_chunks; k += run) {
+		uint32_t count = n_chunks - k < run ? n_chunks - k : run;
+		if (atomic_load(&c->cancelled))
+			return -ECANCELED;
+		if (c->be->ops->read_stream)
+			fetch_run(c, obj, id, k, count);
+		else
+			for (uint32_t j = k; j < k + count; j++)
+				fetch_chunk(c, obj, id, j, chunk_len(c, obj->size, j), 0, 0, NULL, 0);
+	}
+	/* what counts is what is on disk and recorded now */
+	err = cache_cached_bytes(c, obj, &cached);
+	if (err)
+		return err;
+	if (cached == obj->size)
+		return 0;
+	/* Say why: a chunk still missing either fails to fetch (the backend's
+	 * error) or was fetched but not stored (no room). */
+	for (uint32_t k = 0; k < n_chunks; k++) {
+		struct index_chunk *rec = malloc(sizeof(*rec));
+		char one;
+		size_t got;
+		int missing = !rec || index_chunk_get(c->ix, id, k, rec) != 0;
+		free(rec);
+		if (missing && (err = cache_read(c, obj, (uint64_t)k * c->chunk_size, 1, &one, &got)))
+			return err;
+	}
+	return -ENOSPC;
+}
+
+void cache_cancel(struct cache *c) { atomic_store(&c->cancelled, 1); }
+
+int cache_quota(struct cache *c, uint64_t *quota, uint64_t *usage, double *high)
+{
+	struct index_stats st;
+
+	if (!c->ix)
+		return -ENODATA;
+	if (index_stats(c->ix, &st))
+		return -EIO;
+	*quota = c->quota;
+	*usage = st.usage;
+	*high = c->high;
+	return 0;
 }
 
 int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes)

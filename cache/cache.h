@@ -74,6 +74,20 @@ void cache_stream_destroy(struct cache_stream *s);
 void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
 		     uint64_t off, size_t len);
 
+/* Bring all of @obj into the disk cache now, in runs of 16 chunks (one
+ * streaming GET each), taking one fetch slot at a time, so reads that users
+ * wait for go first. @return 0 when every byte is cached and checked,
+ * -ENODATA without a disk tier, -ENOSPC when it could not all be stored
+ * (quota), or the backend's error. */
+int cache_prefetch(struct cache *c, const struct cache_object *obj);
+
+/* Make running and later cache_prefetch calls return -ECANCELED at their next
+ * run boundary (the daemon is unmounting). */
+void cache_cancel(struct cache *c);
+
+/* The quota in force and the usage now. @return 0, -ENODATA without a disk tier. */
+int cache_quota(struct cache *c, uint64_t *quota, uint64_t *usage, double *high);
+
 /* Bytes of @obj held in the disk cache. @return 0, -ENODATA without a disk tier. */
 int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t *bytes);
 

@@ -5,6 +5,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -33,6 +34,15 @@ struct fs {
  * reader's FUSE requests are the kernel's largest (max_pages, 1 MiB) and a
  * few are in flight; the cache's own readahead goes deeper. */
 #define FS_KERNEL_READAHEAD_KB 4096
+
+/* Prefetch (prefetch=) and readiness (ready_file=, systemd READY=1): called
+ * once the mount is live and the cache open. @return 1 when a prefetch thread
+ * was started in *@th (join it before the cache closes), 0 when the mount is
+ * ready at once, -errno. */
+int fs_ready_start(struct fs *fs, pthread_t *th);
+
+/* Send a state line to systemd's NOTIFY_SOCKET, if there is one. */
+void fs_notify(const char *state);
 
 /* Find the mount's "major:minor" in /proc/self/mountinfo. @return 0 or -ENOENT. */
 int fs_find_bdi(const char *mountpoint, char *out, size_t len);

@@ -65,6 +65,8 @@ static const struct fuse_opt str_spec[] = {
     OOPT("profile=%s", profile),
     OOPT("ca_file=%s", ca_file),
     OOPT("cache_dir=%s", cache_dir),
+    OOPT("prefetch=%s", prefetch),
+    OOPT("ready_file=%s", ready_file),
     FUSE_OPT_END,
 };
 
@@ -377,6 +379,8 @@ void opts_free(struct fs_opts *o)
 	free(o->profile);
 	free(o->ca_file);
 	free(o->cache_dir);
+	free(o->prefetch);
+	free(o->ready_file);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -415,6 +419,9 @@ void opts_usage(const char *prog)
 	       "  chunk_size=SIZE        cache chunk, a power of two 64K..64M (default 4M; set at creation)\n"
 	       "  no_cache               no disk cache: every read goes to the backend\n"
 	       "  metadata_ttl=SEC       re-check an object's ETag on open after SEC (default 60)\n"
+	       "  prefetch=GLOB[:GLOB]   warm matching files into the cache right after mounting\n"
+	       "                         (fnmatch on the path below the mount; '*' spans '/')\n"
+	       "  ready_file=PATH        created when the prefetch is done (readiness probes)\n"
 	       "  no_etag_match          reads neither send If-Match nor compare ETags: for endpoints\n"
 	       "                         whose GETs come from another server (a CDN or cache in front)\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n"

@@ -32,6 +32,8 @@ struct fs_opts {
 	double cache_high, cache_low;
 	uint32_t chunk_size;       /* 0: the cache's own or the default */
 	double metadata_ttl_s;     /* revalidate a file's identity on open after this */
+	char *prefetch;            /* ':'-separated globs to warm at mount, NULL: none */
+	char *ready_file;          /* created once the prefetch is done, NULL: none */
 	int foreground, debug;
 	int show_help, show_version;
 };

@@ -610,6 +610,25 @@ bad:
 	return -EPROTO;
 }
 
+int tree_foreach_file(struct tree *t,
+		      int (*cb)(void *arg, const char *relpath, const struct tree_attr *a),
+		      void *arg)
+{
+	struct tree_attr a;
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes && !ret; i++) {
+		struct node *n = t->nodes[i];
+		if (n->removed || n->is_dir)
+			continue;
+		fill_attr(n, &a);
+		ret = cb(arg, n->relpath, &a);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return ret;
+}
+
 void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *bytes)
 {
 	*files = *dirs = *bytes = 0;

@@ -81,6 +81,13 @@ int tree_validated_ms(struct tree *t, uint64_t ino, uint64_t *ms);
 int tree_serialize(struct tree *t, char **buf, size_t *len);
 int tree_load(struct tree *t, const char *buf, size_t len);
 
+/* Call @cb for every live file (inode, path below the prefix, attributes)
+ * until it returns non-zero. The tree is read-locked meanwhile: @cb must not
+ * call back into the tree. */
+int tree_foreach_file(struct tree *t,
+		      int (*cb)(void *arg, const char *relpath, const struct tree_attr *a),
+		      void *arg);
+
 /* Counts for statfs and logs. */
 void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *bytes);
 
