@@ -27,6 +27,7 @@ struct fs {
 	const char *snap_id;   /* names this mount's snapshot in the cache dir */
 	_Atomic uint64_t backend_down_ms; /* CLOCK_MONOTONIC of the last failed HEAD */
 	char bdi[32];          /* "0:N", the mount's backing device in /sys/class/bdi */
+	struct fs_prefetch *pf; /* prefetch.c */
 	atomic_int bdi_tuned;
 };
 
@@ -35,11 +36,25 @@ struct fs {
  * few are in flight; the cache's own readahead goes deeper. */
 #define FS_KERNEL_READAHEAD_KB 4096
 
-/* Prefetch (prefetch=) and readiness (ready_file=, systemd READY=1): called
- * once the mount is live and the cache open. @return 1 when a prefetch thread
- * was started in *@th (join it before the cache closes), 0 when the mount is
- * ready at once, -errno. */
-int fs_ready_start(struct fs *fs, pthread_t *th);
+/* Prefetch (prefetch=, `modelfs prefetch`) and readiness (ready_file=,
+ * systemd READY=1, `modelfs status`): started once the mount is live and the
+ * cache open, stopped before the cache closes. @return 0 or -errno (the
+ * mount-time prefetch could not start: said in the log; the mount goes on). */
+int fs_ready_start(struct fs *fs);
+void fs_ready_stop(struct fs *fs);
+
+/* Queue every file whose path below the mount is @under (@exact) or starts
+ * with @under, and matches @globs (NULL: all). @return 0, -ENODATA (no disk
+ * cache), -ENOSPC (larger than the cache quota: nothing queued), -ENOMEM. */
+int fs_prefetch_add(struct fs *fs, const char *under, int exact, const char *globs,
+		    size_t *n_files, uint64_t *n_bytes);
+
+/* "key=value" lines: ready, files and bytes done/total, rate. @return length. */
+int fs_prefetch_status(struct fs *fs, char *buf, size_t len);
+
+/* "modelfs prefetch ..." and "modelfs status ..." (control.c). @return the exit code. */
+int ctl_prefetch(int argc, char **argv);
+int ctl_status(int argc, char **argv);
 
 /* Send a state line to systemd's NOTIFY_SOCKET, if there is one. */
 void fs_notify(const char *state);

@@ -145,11 +145,15 @@ int main(int argc, char **argv)
 
 	struct cache_config cc = {0};
 	char *source_ns = NULL, *snap_id = NULL, *cache_dir = NULL;
-	pthread_t relist, prefetch_th;
-	int offline = 0, prefetching = 0;
+	pthread_t relist;
+	int offline = 0;
 
 	if (argc >= 2 && strcmp(argv[1], "cache") == 0)
 		return cache_command(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "prefetch") == 0)
+		return ctl_prefetch(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "status") == 0)
+		return ctl_status(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
 		die("%s", msg);
 	if (o.show_help) {
@@ -291,7 +295,7 @@ int main(int argc, char **argv)
 		die("out of memory");
 	if (offline && pthread_create(&relist, NULL, relist_main, &fs) != 0)
 		offline = 0;
-	prefetching = fs_ready_start(&fs, &prefetch_th) == 1;
+	fs_ready_start(&fs);
 
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
@@ -304,10 +308,7 @@ int main(int argc, char **argv)
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
-	if (prefetching) {
-		cache_cancel(fs.cache); /* a prefetch in flight stops at its next 64 MiB */
-		pthread_join(prefetch_th, NULL);
-	}
+	fs_ready_stop(&fs);
 	if (offline) {
 		pthread_mutex_lock(&relist_lock);
 		relist_stop = 1;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 /* What an open file reads: the object version it was opened on. */
 struct open_file {
@@ -30,6 +31,8 @@ struct open_file {
 };
 
 #define XATTR_CACHED "user.modelfs.cached"
+#define XATTR_STATUS "user.modelfs.status"
+#define XATTR_PREFETCH "user.modelfs.prefetch"
 #define FS_BACKEND_DOWN_MS 30000
 
 static struct fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
@@ -403,6 +406,64 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+static void reply_xattr_text(fuse_req_t req, const char *val, size_t n, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, n);
+	else if (size < n)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, val, n);
+}
+
+/* The control channel of `modelfs prefetch` and `modelfs status`: reading
+ * user.modelfs.status gives the prefetch state; reading user.modelfs.prefetch
+ * of a file or directory queues it for prefetch and answers what was queued.
+ * An xattr rather than setxattr or a socket: the VFS refuses setxattr on a
+ * read-only mount, and the mount itself names the daemon, with the kernel's
+ * own credentials of the caller. Only root and the mount's owner may queue. */
+static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char val[512], rel[PATH_MAX];
+	struct tree_attr a;
+	size_t files;
+	uint64_t bytes;
+	int n, err;
+
+	if (strcmp(name, XATTR_STATUS) == 0) {
+		n = fs_prefetch_status(fs, val, sizeof(val));
+		reply_xattr_text(req, val, (size_t)n, size);
+		return;
+	}
+	if (ctx->uid != 0 && ctx->uid != getuid()) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (size == 0) { /* a size probe must not queue anything */
+		fuse_reply_xattr(req, 128);
+		return;
+	}
+	err = tree_getattr(fs->tree, ino, &a);
+	if (!err && a.is_dir) {
+		err = ino == TREE_ROOT_INO ? 0 : tree_dirpath(fs->tree, ino, rel, sizeof(rel));
+		if (ino == TREE_ROOT_INO)
+			rel[0] = '\0';
+	} else if (!err) {
+		err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
+	}
+	if (!err)
+		err = fs_prefetch_add(fs, rel, !a.is_dir, NULL, &files, &bytes);
+	if (err) {
+		fuse_reply_err(req, err == -ENODATA ? ENOTSUP : -err);
+		return;
+	}
+	n = snprintf(val, sizeof(val), "queued %zu files, %llu bytes\n", files,
+		     (unsigned long long)bytes);
+	reply_xattr_text(req, val, (size_t)n, size);
+}
+
 /* user.modelfs.cached: "CACHED_BYTES/SIZE" of a file in the disk cache. */
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
@@ -413,6 +474,10 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	uint64_t cached;
 	int err, n;
 
+	if (strcmp(name, XATTR_STATUS) == 0 || strcmp(name, XATTR_PREFETCH) == 0) {
+		control_xattr(req, ino, name, size);
+		return;
+	}
 	if (strcmp(name, XATTR_CACHED) != 0) {
 		fuse_reply_err(req, ENODATA);
 		return;

@@ -429,6 +429,8 @@ void opts_usage(const char *prog)
 	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
 	       "creds_file, then ~/.aws/credentials; none means anonymous requests.\n"
 	       "\n"
-	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n",
-	       prog, prog);
+	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n"
+	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"
+	       "                 %s status [--ready] MOUNTPOINT\n",
+	       prog, prog, prog, prog);
 }

@@ -33,15 +33,22 @@ struct pf_file {
 	uint64_t size;
 };
 
-struct pf {
+/* The prefetch service of one mount: a queue of files and 4 workers. The
+ * mount-time globs and `modelfs prefetch` requests both feed the queue. */
+struct fs_prefetch {
 	struct fs *fs;
-	struct pf_file *files;
-	size_t n, cap;
-	_Atomic size_t next, done_files;
-	_Atomic uint64_t done_bytes;
-	atomic_int failed;
-	uint64_t total;
-	int err;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct pf_file *q;   /* protected by lock */
+	size_t qn, qcap, qhead;
+	uint64_t bytes_total, bytes_done;
+	size_t files_total, files_done, files_failed;
+	size_t startup_end;  /* files_total after the mount-time globs; 0: none */
+	int ready;           /* the mount-time prefetch is done (or there was none) */
+	int stop;
+	pthread_t th[PREFETCH_THREADS], waiter;
+	int n_th, has_waiter;
+	double t0;
 };
 
 void fs_notify(const char *state)
@@ -105,52 +112,6 @@ static int matches(const char *patterns, const char *relpath)
 	return 0;
 }
 
-static int collect(void *arg, const char *relpath, const struct tree_attr *a)
-{
-	struct pf *pf = arg;
-	struct pf_file *f;
-
-	if (!matches(pf->fs->opts->prefetch, relpath))
-		return 0;
-	if (pf->n == pf->cap) {
-		size_t ncap = pf->cap ? pf->cap * 2 : 16;
-		struct pf_file *nf = realloc(pf->files, ncap * sizeof(*nf));
-		if (!nf)
-			return -ENOMEM;
-		pf->files = nf;
-		pf->cap = ncap;
-	}
-	f = &pf->files[pf->n];
-	if (asprintf(&f->key, "%s%s", pf->fs->prefix, relpath) < 0)
-		return -ENOMEM;
-	memcpy(f->etag, a->etag, sizeof(f->etag));
-	f->size = a->size;
-	pf->total += a->size;
-	pf->n++;
-	return 0;
-}
-
-static void *pf_worker(void *arg)
-{
-	struct pf *pf = arg;
-	size_t i;
-
-	while ((i = atomic_fetch_add(&pf->next, 1)) < pf->n) {
-		struct pf_file *f = &pf->files[i];
-		struct cache_object o = {pf->fs->source_ns, f->key, f->etag, f->size};
-		int err = cache_prefetch(pf->fs->cache, &o);
-		if (err) {
-			log_error("prefetch of %s failed: %s", f->key,
-				  err == -ENOSPC ? "it does not fit in the cache" : strerror(-err));
-			atomic_store(&pf->failed, 1);
-			continue;
-		}
-		atomic_fetch_add(&pf->done_bytes, f->size);
-		atomic_fetch_add(&pf->done_files, 1);
-	}
-	return NULL;
-}
-
 static double mono_s(void)
 {
 	struct timespec ts;
@@ -159,84 +120,276 @@ static double mono_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void *pf_main(void *arg)
+static void *pf_worker(void *arg)
 {
-	struct fs *fs = arg;
-	struct pf pf = {.fs = fs};
-	pthread_t th[PREFETCH_THREADS];
-	uint64_t quota, usage;
-	double high, t0 = mono_s(), t;
-	int n_th = 0, err;
-	char status[256];
+	struct fs_prefetch *p = arg;
 
-	err = tree_foreach_file(fs->tree, collect, &pf);
-	if (err) {
-		log_error("prefetch: %s", strerror(-err));
-		goto out;
-	}
-	if (cache_quota(fs->cache, &quota, &usage, &high) < 0) {
-		log_error("prefetch needs a disk cache (cache_dir); nothing was prefetched");
-		fs_notify("STATUS=prefetch impossible: no disk cache");
-		goto out;
-	}
-	if ((double)pf.total > high * (double)quota) {
-		log_error("prefetch: %zu files, %.2f GiB, do not fit in the cache (quota %.2f GiB, "
-			  "evicting above %.2f GiB): not prefetching",
-			  pf.n, (double)pf.total / (1 << 30), (double)quota / (1 << 30),
-			  high * (double)quota / (1 << 30));
-		fs_notify("STATUS=prefetch refused: the model does not fit in the cache quota");
-		goto out;
-	}
-	log_info("prefetch: %zu files, %.2f GiB", pf.n, (double)pf.total / (1 << 30));
-	for (; n_th < PREFETCH_THREADS && (size_t)n_th < pf.n; n_th++)
-		if (pthread_create(&th[n_th], NULL, pf_worker, &pf) != 0)
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct pf_file f;
+		struct cache_object o;
+		int err;
+
+		while (!p->stop && p->qhead == p->qn)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop)
 			break;
-	/* progress every 5 s while the workers run */
-	while (atomic_load(&pf.next) < pf.n + (size_t)n_th) {
-		struct timespec ts = {0, 200 * 1000 * 1000};
-		static double last;
-		nanosleep(&ts, NULL);
-		t = mono_s();
-		if (t - last >= 5) {
-			uint64_t b = atomic_load(&pf.done_bytes);
-			last = t;
-			snprintf(status, sizeof(status), "STATUS=prefetch %.2f of %.2f GiB, %zu of %zu files",
-				 (double)b / (1 << 30), (double)pf.total / (1 << 30),
-				 atomic_load(&pf.done_files), pf.n);
-			log_info("%s", status + 7);
-			fs_notify(status);
+		f = p->q[p->qhead++];
+		pthread_mutex_unlock(&p->lock);
+		o = (struct cache_object){p->fs->source_ns, f.key, f.etag, f.size};
+		err = cache_prefetch(p->fs->cache, &o);
+		if (err && err != -ECANCELED)
+			log_error("prefetch of %s failed: %s", f.key,
+				  err == -ENOSPC ? "it does not fit in the cache" : strerror(-err));
+		free(f.key);
+		pthread_mutex_lock(&p->lock);
+		if (err) {
+			p->files_failed++;
+		} else {
+			p->files_done++;
+			p->bytes_done += f.size;
 		}
-		if (atomic_load(&pf.next) >= pf.n)
-			break;
+		pthread_cond_broadcast(&p->cond);
 	}
-	for (int i = 0; i < n_th; i++)
-		pthread_join(th[i], NULL);
-	t = mono_s() - t0;
-	if (atomic_load(&pf.failed)) {
-		log_error("prefetch incomplete: %zu of %zu files cached; not ready",
-			  atomic_load(&pf.done_files), pf.n);
-		fs_notify("STATUS=prefetch failed");
-		goto out;
-	}
-	snprintf(status, sizeof(status), "prefetched %zu files, %.2f GiB in %.1f s (%.0f MB/s): ready",
-		 pf.n, (double)pf.total / (1 << 30), t, t > 0 ? (double)pf.total / 1e6 / t : 0);
-	log_info("%s", status);
-	mark_ready(fs, status);
-out:
-	for (size_t i = 0; i < pf.n; i++)
-		free(pf.files[i].key);
-	free(pf.files);
+	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
-int fs_ready_start(struct fs *fs, pthread_t *th)
+struct collect_arg {
+	struct fs *fs;
+	const char *under;   /* "" or "dir/" or an exact file path */
+	int exact;
+	const char *globs;   /* NULL: all */
+	struct pf_file *v;
+	size_t n, cap;
+	uint64_t bytes;
+	int err;
+};
+
+static int collect(void *arg, const char *relpath, const struct tree_attr *a)
 {
+	struct collect_arg *c = arg;
+	struct pf_file *f;
+
+	if (c->exact ? strcmp(relpath, c->under) != 0
+		     : strncmp(relpath, c->under, strlen(c->under)) != 0)
+		return 0;
+	if (c->globs && *c->globs && !matches(c->globs, relpath))
+		return 0;
+	if (c->n == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 16;
+		struct pf_file *nv = realloc(c->v, ncap * sizeof(*nv));
+		if (!nv) {
+			c->err = -ENOMEM;
+			return 1;
+		}
+		c->v = nv;
+		c->cap = ncap;
+	}
+	f = &c->v[c->n];
+	if (asprintf(&f->key, "%s%s", c->fs->prefix, relpath) < 0) {
+		c->err = -ENOMEM;
+		return 1;
+	}
+	memcpy(f->etag, a->etag, sizeof(f->etag));
+	f->size = a->size;
+	c->bytes += a->size;
+	c->n++;
+	return 0;
+}
+
+int fs_prefetch_add(struct fs *fs, const char *under, int exact, const char *globs,
+		    size_t *n_files, uint64_t *n_bytes)
+{
+	struct fs_prefetch *p = fs->pf;
+	struct collect_arg c = {.fs = fs, .under = under, .exact = exact, .globs = globs};
+	uint64_t quota, usage;
+	double high;
+	int err = 0;
+
+	*n_files = 0;
+	*n_bytes = 0;
+	if (!p)
+		return -ENODATA;
+	if (cache_quota(fs->cache, &quota, &usage, &high) < 0)
+		return -ENODATA; /* no disk cache: nothing to warm */
+	tree_foreach_file(fs->tree, collect, &c);
+	if (c.err) {
+		err = c.err;
+		goto out;
+	}
+	if ((double)c.bytes > high * (double)quota) {
+		log_error("prefetch: %zu files, %.2f GiB, do not fit in the cache (quota %.2f GiB, "
+			  "evicting above %.2f GiB): not prefetching",
+			  c.n, (double)c.bytes / (1 << 30), (double)quota / (1 << 30),
+			  high * (double)quota / (1 << 30));
+		err = -ENOSPC;
+		goto out;
+	}
+	pthread_mutex_lock(&p->lock);
+	if (p->qn + c.n > p->qcap) {
+		size_t ncap = (p->qn + c.n) * 2;
+		struct pf_file *nq = realloc(p->q, ncap * sizeof(*nq));
+		if (!nq) {
+			pthread_mutex_unlock(&p->lock);
+			err = -ENOMEM;
+			goto out;
+		}
+		p->q = nq;
+		p->qcap = ncap;
+	}
+	memcpy(p->q + p->qn, c.v, c.n * sizeof(*c.v));
+	p->qn += c.n;
+	p->files_total += c.n;
+	p->bytes_total += c.bytes;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	log_info("prefetch: %zu files, %.2f GiB queued", c.n, (double)c.bytes / (1 << 30));
+	*n_files = c.n;
+	*n_bytes = c.bytes;
+	c.n = 0; /* the queue owns the keys now */
+out:
+	for (size_t i = 0; i < c.n; i++)
+		free(c.v[i].key);
+	free(c.v);
+	return err;
+}
+
+int fs_prefetch_status(struct fs *fs, char *buf, size_t len)
+{
+	struct fs_prefetch *p = fs->pf;
+	double dt;
+	int n;
+
+	if (!p)
+		return snprintf(buf, len, "ready=1\n");
+	pthread_mutex_lock(&p->lock);
+	dt = mono_s() - p->t0;
+	n = snprintf(buf, len,
+		     "ready=%d\nfiles_done=%zu\nfiles_failed=%zu\nfiles_total=%zu\n"
+		     "bytes_done=%llu\nbytes_total=%llu\nin_flight_files=%zu\nrate_MBps=%.0f\n",
+		     p->ready, p->files_done, p->files_failed, p->files_total,
+		     (unsigned long long)p->bytes_done, (unsigned long long)p->bytes_total,
+		     p->files_total - p->files_done - p->files_failed,
+		     dt > 0 ? (double)p->bytes_done / 1e6 / dt : 0);
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+/* Wait for the mount-time batch, report progress, then say ready. */
+static void *pf_waiter(void *arg)
+{
+	struct fs_prefetch *p = arg;
+	double t0 = mono_s(), last = t0;
+	char status[256];
+	size_t failed;
+	uint64_t bytes;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop && p->files_done + p->files_failed < p->startup_end) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+		if (mono_s() - last >= 5) {
+			last = mono_s();
+			snprintf(status, sizeof(status), "STATUS=prefetch %.2f of %.2f GiB, %zu of %zu files",
+				 (double)p->bytes_done / (1 << 30), (double)p->bytes_total / (1 << 30),
+				 p->files_done, p->startup_end);
+			pthread_mutex_unlock(&p->lock);
+			log_info("%s", status + 7);
+			fs_notify(status);
+			pthread_mutex_lock(&p->lock);
+		}
+	}
+	failed = p->files_failed;
+	bytes = p->bytes_done;
+	if (p->stop) {
+		pthread_mutex_unlock(&p->lock);
+		return NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (failed) {
+		log_error("prefetch incomplete: %zu of %zu files failed; not ready", failed,
+			  p->startup_end);
+		fs_notify("STATUS=prefetch failed");
+		return NULL;
+	}
+	{
+		double t = mono_s() - t0;
+		snprintf(status, sizeof(status),
+			 "prefetched %zu files, %.2f GiB in %.1f s (%.0f MB/s): ready", p->startup_end,
+			 (double)bytes / (1 << 30), t, t > 0 ? (double)bytes / 1e6 / t : 0);
+	}
+	log_info("%s", status);
+	pthread_mutex_lock(&p->lock);
+	p->ready = 1;
+	pthread_mutex_unlock(&p->lock);
+	mark_ready(p->fs, status);
+	return NULL;
+}
+
+int fs_ready_start(struct fs *fs)
+{
+	struct fs_prefetch *p = calloc(1, sizeof(*p));
+	size_t n;
+	uint64_t bytes;
+	int err;
+
 	if (fs->opts->ready_file)
 		unlink(fs->opts->ready_file); /* not ready until said so */
+	if (!p)
+		return -ENOMEM;
+	p->fs = fs;
+	p->t0 = mono_s();
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	for (; p->n_th < PREFETCH_THREADS; p->n_th++)
+		if (pthread_create(&p->th[p->n_th], NULL, pf_worker, p) != 0)
+			break;
+	fs->pf = p;
 	if (!fs->opts->prefetch || !*fs->opts->prefetch) {
+		p->ready = 1;
 		mark_ready(fs, "mounted");
 		return 0;
 	}
 	fs_notify("STATUS=prefetching");
-	return pthread_create(th, NULL, pf_main, fs) == 0 ? 1 : -EAGAIN;
+	err = fs_prefetch_add(fs, "", 0, fs->opts->prefetch, &n, &bytes);
+	if (err == -ENODATA) {
+		log_error("prefetch needs a disk cache (cache_dir); nothing was prefetched");
+		fs_notify("STATUS=prefetch impossible: no disk cache");
+		return err;
+	}
+	if (err) {
+		fs_notify("STATUS=prefetch refused: the model does not fit in the cache quota");
+		return err;
+	}
+	p->startup_end = n;
+	if (pthread_create(&p->waiter, NULL, pf_waiter, p) == 0)
+		p->has_waiter = 1;
+	return 0;
+}
+
+void fs_ready_stop(struct fs *fs)
+{
+	struct fs_prefetch *p = fs->pf;
+
+	if (!p)
+		return;
+	cache_cancel(fs->cache); /* a file in flight stops at its next 64 MiB */
+	pthread_mutex_lock(&p->lock);
+	p->stop = 1;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < p->n_th; i++)
+		pthread_join(p->th[i], NULL);
+	if (p->has_waiter)
+		pthread_join(p->waiter, NULL);
+	for (size_t i = p->qhead; i < p->qn; i++)
+		free(p->q[i].key);
+	free(p->q);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	fs->pf = NULL;
 }

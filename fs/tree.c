@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -409,6 +410,23 @@ int tree_relpath(struct tree *t, uint64_t ino, char *buf, size_t len)
 		err = -ENAMETOOLONG;
 	else
 		memcpy(buf, n->relpath, strlen(n->relpath) + 1);
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+int tree_dirpath(struct tree *t, uint64_t ino, char *buf, size_t len)
+{
+	struct node *n;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = get_live(t, ino);
+	if (!n)
+		err = -ENOENT;
+	else if (!n->is_dir)
+		err = -ENOTDIR;
+	else if ((size_t)snprintf(buf, len, "%s%s", n->relpath, *n->relpath ? "/" : "") >= len)
+		err = -ENAMETOOLONG;
 	pthread_rwlock_unlock(&t->lock);
 	return err;
 }

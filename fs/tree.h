@@ -61,6 +61,10 @@ int tree_getattr(struct tree *t, uint64_t ino, struct tree_attr *out);
  * caller) into @buf. @return 0, -ENOENT, -EISDIR, -ENAMETOOLONG. */
 int tree_relpath(struct tree *t, uint64_t ino, char *buf, size_t len);
 
+/* The path of directory @ino below the prefix, with a trailing '/' ("" for
+ * the root). @return 0, -ENOENT, -ENOTDIR, -ENAMETOOLONG. */
+int tree_dirpath(struct tree *t, uint64_t ino, char *buf, size_t len);
+
 /* Directory entries of @dir from position @pos (0 = first; "." and ".." are
  * 0 and 1). Calls @fill with each entry and the position of the next one
  * until @fill returns non-zero. @return 0, -ENOENT, -ENOTDIR. */

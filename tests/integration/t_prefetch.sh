@@ -88,4 +88,36 @@ check "... and nothing fetched" [ "$(grep -c 'prefetch of' "$WORK/mnt.log")" -eq
 	[ "$("$MODELFS" cache stat "$WORK/c3" | sed -n "s/^usage .*(\([0-9]*\) bytes.*/\1/p")" -eq 0 ]
 umount_fs "$MNT"
 
+# --- modelfs prefetch / status on a live mount (the xattr control channel)
+mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,allow_other"
+check "modelfs status --ready: 0 on a mount with no prefetch pending" "$MODELFS" status --ready "$MNT"
+check "modelfs status prints the counters" bash -c "'$MODELFS' status '$MNT' | grep -q '^files_total=0'"
+check "modelfs status --ready on a non-modelfs directory exits 2" \
+	bash -c "'$MODELFS' status --ready '$WORK'; [ \$? -eq 2 ]"
+t0=$(date +%s%N)
+"$MODELFS" prefetch --wait "$MNT" >"$WORK/cli.out" 2>&1
+rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+check "modelfs prefetch --wait MOUNT exits 0 when done ($ms ms)" [ "$rc" -eq 0 ]
+tail -1 "$WORK/cli.out" | sed 's/^/  /'
+all=1
+for f in "$MNT"/*; do
+	v=$(getfattr --only-values -n user.modelfs.cached "$f" 2>/dev/null)
+	[ "${v%/*}" = "${v#*/}" ] || all=0
+done
+check "every file of the mount is cached afterwards" [ "$all" = 1 ]
+check "status counts the prefetched files" bash -c "'$MODELFS' status '$MNT' | grep -q '^files_done=4'"
+chmod 755 "$WORK"   # let another user reach the mount (allow_other)
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$MODELFS" prefetch "$MNT/config.json" 2>&1)
+rc=$?
+check "another user may not prefetch (exit $rc: $out)" [ "$rc" -ne 0 ] && grep -q "only root or the mount" <<<"$out"
+chmod 700 "$WORK"
+umount_fs "$MNT"
+mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c5,cache_size=64M"
+out=$("$MODELFS" prefetch --wait "$MNT" 2>&1)
+rc=$?
+check "modelfs prefetch of more than the quota: clear error, exit $rc, before fetching" \
+	[ "$rc" -ne 0 ] && grep -q "does not fit in the cache quota" <<<"$out"
+umount_fs "$MNT"
+
 finish
