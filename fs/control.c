@@ -151,10 +151,13 @@ int ctl_prefetch(int argc, char **argv)
 			if (!quiet && (tty || t - last >= 5 || done == n_files)) {
 				double rate = t > t0 ? (double)cached / 1e6 / (t - t0) : 0;
 				int bar = total ? (int)(30.0 * (double)cached / (double)total) : 30;
-				fprintf(stderr, "%s[%.*s%*s] %.2f/%.2f GiB  %zu/%zu files  %.0f MB/s%s",
+				double eta = rate > 0 ? (double)(total - cached) / 1e6 / rate : 0;
+				fprintf(stderr, "%s[%.*s%*s] %.2f/%.2f GiB  %zu/%zu files  %.0f MB/s  "
+						"ETA %.0f s%s",
 					tty ? "\r" : "", bar, "##############################",
 					30 - bar, "", (double)cached / (1 << 30),
-					(double)total / (1 << 30), done, n_files, rate, tty ? "" : "\n");
+					(double)total / (1 << 30), done, n_files, rate, eta,
+					tty ? "  " : "\n");
 				last = t;
 			}
 			if (done == n_files)

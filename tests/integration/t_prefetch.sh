@@ -88,6 +88,23 @@ check "... and nothing fetched" [ "$(grep -c 'prefetch of' "$WORK/mnt.log")" -eq
 	[ "$("$MODELFS" cache stat "$WORK/c3" | sed -n "s/^usage .*(\([0-9]*\) bytes.*/\1/p")" -eq 0 ]
 umount_fs "$MNT"
 
+# --- two mounts on one cache directory prefetch the same model: fetched once
+mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c6" -d
+mkdir -p "$WORK/mnt2"
+mount_fs s3://models/m "$WORK/mnt2" "cache_dir=$WORK/c6" -d
+"$MODELFS" prefetch --quiet "$MNT" &
+p1=$!
+"$MODELFS" prefetch --quiet "$WORK/mnt2" &
+p2=$!
+wait "$p1" "$p2"
+"$MODELFS" prefetch --wait --quiet "$MNT" "$WORK/mnt2"
+fetched=$(cat "$WORK/mnt.log" "$WORK/mnt2.log" | grep -o "GET s3://models/m/model-[^ ]* bytes=[0-9]*-[0-9]*" |
+	sed 's/.*bytes=//' | awk -F- '{s += $2 - $1 + 1} END {print s + 0}')
+check "two mounts prefetching one model on one cache fetch it once ($fetched bytes for $((3 * 96 << 20)))" \
+	[ "$fetched" -eq $((3 * 96 << 20)) ]
+umount_fs "$WORK/mnt2"
+umount_fs "$MNT"
+
 # --- modelfs prefetch / status on a live mount (the xattr control channel)
 mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,allow_other"
 check "modelfs status --ready: 0 on a mount with no prefetch pending" "$MODELFS" status --ready "$MNT"
