@@ -760,12 +760,44 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1));
 }
 
+/* The runs of one object being prefetched, taken in turn by PREFETCH_STREAMS
+ * threads: one object is fetched over that many streams at once. */
+#define PREFETCH_STREAMS 2
+struct pf_runs {
+	struct cache *c;
+	const struct cache_object *o;
+	const uint8_t *id;
+	uint32_t n_chunks;
+	atomic_uint next;
+};
+
+static void *pf_runs_main(void *arg)
+{
+	struct pf_runs *r = arg;
+	struct cache *c = r->c;
+	uint32_t k;
+
+	while ((k = atomic_fetch_add(&r->next, RA_WINDOW_MAX)) < r->n_chunks &&
+	       !atomic_load(&c->cancelled)) {
+		uint32_t count = r->n_chunks - k < RA_WINDOW_MAX ? r->n_chunks - k : RA_WINDOW_MAX;
+		if (c->be->ops->read_stream)
+			fetch_run(c, r->o, r->id, k, count);
+		else
+			for (uint32_t j = k; j < k + count; j++)
+				fetch_chunk(c, r->o, r->id, j, chunk_len(c, r->o->size, j), 0, 0,
+					    NULL, 0);
+	}
+	return NULL;
+}
+
 int cache_prefetch(struct cache *c, const struct cache_object *obj)
 {
-	uint32_t n_chunks, run = RA_WINDOW_MAX;
+	struct pf_runs runs = {.c = c, .o = obj};
+	pthread_t th[PREFETCH_STREAMS - 1];
+	uint32_t n_chunks;
 	uint8_t id[OBJID_LEN];
 	uint64_t cached = 0;
-	int err;
+	int err, n_th = 0;
 
 	if (!c->ix)
 		return -ENODATA;
@@ -775,16 +807,16 @@ int cache_prefetch(struct cache *c, const struct cache_object *obj)
 	if (err)
 		return err;
 	n_chunks = (uint32_t)((obj->size + c->chunk_size - 1) / c->chunk_size);
-	for (uint32_t k = 0; k < n_chunks; k += run) {
-		uint32_t count = n_chunks - k < run ? n_chunks - k : run;
-		if (atomic_load(&c->cancelled))
-			return -ECANCELED;
-		if (c->be->ops->read_stream)
-			fetch_run(c, obj, id, k, count);
-		else
-			for (uint32_t j = k; j < k + count; j++)
-				fetch_chunk(c, obj, id, j, chunk_len(c, obj->size, j), 0, 0, NULL, 0);
-	}
+	runs.id = id;
+	runs.n_chunks = n_chunks;
+	for (; n_th < PREFETCH_STREAMS - 1; n_th++)
+		if (pthread_create(&th[n_th], NULL, pf_runs_main, &runs) != 0)
+			break;
+	pf_runs_main(&runs);
+	for (int i = 0; i < n_th; i++)
+		pthread_join(th[i], NULL);
+	if (atomic_load(&c->cancelled))
+		return -ECANCELED;
 	/* what counts is what is on disk and recorded now */
 	err = cache_cached_bytes(c, obj, &cached);
 	if (err)
