@@ -124,6 +124,12 @@ for f in "$MNT"/*; do
 done
 check "every file of the mount is cached afterwards" [ "$all" = 1 ]
 check "status counts the prefetched files" bash -c "'$MODELFS' status '$MNT' | grep -q '^files_done=4'"
+drop_caches
+"$MODELFS" prefetch --wait --memory --quiet "$MNT/model-00001.safetensors"
+rc=$?
+res=$(fincore --bytes --noheadings --output RES "$MNT/model-00001.safetensors" | tr -d ' ')
+check "prefetch --memory: exit $rc, $res of $((96 << 20)) bytes in the page cache" \
+	[ "$rc" -eq 0 ] && [ "$res" -eq $((96 << 20)) ]
 chmod 755 "$WORK"   # let another user reach the mount (allow_other)
 out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$MODELFS" prefetch "$MNT/config.json" 2>&1)
 rc=$?
