@@ -378,58 +378,70 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
 	return err;
 }
 
-static int s3_read(struct backend *be, const char *key, const char *etag, uint64_t off,
-		   size_t len, void *buf, size_t *got)
+/* One ranged GET of [off, off + len), its body going where @req says (a
+ * buffer or a streaming sink). Sends If-Match and, because some servers
+ * ignore it (s3rver), also compares the answer's ETag: one file is never
+ * stitched together from two versions. */
+static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off, uint64_t len,
+		  struct http_request *req, struct http_response *resp)
 {
-	struct s3 *s = (struct s3 *)be;
 	char path[4096], url[S3_URL_MAX], msg[512];
-	struct s3_req r = {s, "GET", path, "", NULL};
-	struct http_request req = {.method = "GET", .url = url, .prepare = s3_prepare,
-				   .prepare_arg = &r, .has_range = 1, .range_off = off,
-				   .range_len = len, .buf = buf, .buf_len = len};
+	struct s3_req r = {s, "GET", path, "", s->no_etag_match ? NULL : etag};
+	int err;
 
 	if (s->no_etag_match)
 		etag = NULL;
-	r.if_match = etag;
-	struct http_response resp;
-	int err;
-
-	*got = 0;
-	if (len == 0)
-		return 0;
 	err = build_path(s, key, path, sizeof(path));
 	if (!err)
 		err = build_url(s, path, "", url, sizeof(url));
 	if (err)
 		return err;
+	req->method = "GET";
+	req->url = url;
+	req->prepare = s3_prepare;
+	req->prepare_arg = &r;
+	req->has_range = 1;
+	req->range_off = off;
+	req->range_len = len;
+	req->expect_etag = etag;
 	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
 		  (unsigned long long)(off + len - 1));
-	err = http_perform(s->http, &req, 0, &resp);
+	err = http_perform(s->http, req, 0, resp);
 	if (err) {
-		log_warn("GET s3://%s/%s [%llu+%zu]: %s", s->bucket, key, (unsigned long long)off,
-			 len, resp.error);
-		goto out;
+		if (err != -ESTALE)
+			log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key,
+				 (unsigned long long)off, (unsigned long long)len, resp->error);
+		return err;
 	}
-	err = map_status(&resp, msg, sizeof(msg));
+	err = map_status(resp, msg, sizeof(msg));
 	if (err) {
 		if (err != -ESTALE)
 			log_warn("GET s3://%s/%s: %s", s->bucket, key, msg);
-		goto out;
+		return err;
 	}
-	/* Servers that ignore If-Match (s3rver) still send the ETag: check it so
-	 * one file is never stitched together from two versions. */
-	if (etag && *etag && resp.etag[0] && strcmp(etag, resp.etag) != 0) {
-		log_info("s3://%s/%s changed (ETag %s, expected %s)", s->bucket, key, resp.etag,
+	if (etag && *etag && resp->etag[0] && strcmp(etag, resp->etag) != 0) {
+		log_info("s3://%s/%s changed (ETag %s, expected %s)", s->bucket, key, resp->etag,
 			 etag);
-		err = -ESTALE;
-		goto out;
+		return -ESTALE;
 	}
-	if (resp.status == 200 && off != 0) {
-		err = -EPROTO; /* Range ignored: never hand out bytes from offset 0 */
-		goto out;
-	}
-	*got = resp.body_len;
-out:
+	if (resp->status == 200 && off != 0)
+		return -EPROTO; /* Range ignored: never hand out bytes from offset 0 */
+	return 0;
+}
+
+static int s3_read(struct backend *be, const char *key, const char *etag, uint64_t off,
+		   size_t len, void *buf, size_t *got)
+{
+	struct http_request req = {.buf = buf, .buf_len = len};
+	struct http_response resp = {0};
+	int err;
+
+	*got = 0;
+	if (len == 0)
+		return 0;
+	err = s3_get((struct s3 *)be, key, etag, off, len, &req, &resp);
+	if (!err)
+		*got = resp.body_len;
 	http_response_free(&resp);
 	return err;
 }
@@ -438,41 +450,14 @@ static int s3_read_stream(struct backend *be, const char *key, const char *etag,
 			  uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
 			  void (*reset)(void *arg), void *arg)
 {
-	struct s3 *s = (struct s3 *)be;
-	char path[4096], url[S3_URL_MAX], msg[512];
-	struct s3_req r = {s, "GET", path, "", NULL};
-	struct http_request req = {.method = "GET", .url = url, .prepare = s3_prepare,
-				   .prepare_arg = &r, .has_range = 1, .range_off = off,
-				   .range_len = len, .body_max = 1 << 16, .sink = sink,
-				   .sink_reset = reset, .sink_arg = arg};
-
-	if (s->no_etag_match)
-		etag = NULL;
-	r.if_match = etag;
-	req.expect_etag = etag;
-	struct http_response resp;
+	struct http_request req = {.body_max = 1 << 16, .sink = sink, .sink_reset = reset,
+				   .sink_arg = arg};
+	struct http_response resp = {0};
 	int err;
 
 	if (len == 0)
 		return 0;
-	err = build_path(s, key, path, sizeof(path));
-	if (!err)
-		err = build_url(s, path, "", url, sizeof(url));
-	if (err)
-		return err;
-	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
-		  (unsigned long long)(off + len - 1));
-	err = http_perform(s->http, &req, 0, &resp);
-	if (err) {
-		if (err != -ESTALE)
-			log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key,
-				 (unsigned long long)off, (unsigned long long)len, resp.error);
-		goto out;
-	}
-	err = map_status(&resp, msg, sizeof(msg));
-	if (err && err != -ESTALE)
-		log_warn("GET s3://%s/%s: %s", s->bucket, key, msg);
-out:
+	err = s3_get((struct s3 *)be, key, etag, off, len, &req, &resp);
 	http_response_free(&resp);
 	return err;
 }
