@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +87,7 @@ int ctl_prefetch(int argc, char **argv)
 	int wait = 0, memory = 0, quiet = 0, tty = isatty(STDERR_FILENO), i, ret = 0;
 	uint64_t total = 0;
 	long failed0 = 0;
-	const char *first = NULL;
+	char *first = NULL;
 
 	for (i = 2; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--wait") == 0)
@@ -104,27 +105,45 @@ int ctl_prefetch(int argc, char **argv)
 		fprintf(stderr, "usage: modelfs prefetch [--wait] [--memory] [--quiet] PATH...\n");
 		return 2;
 	}
-	first = argv[i];
-	failed0 = status_field(first, "files_failed");
-	for (; i < argc; i++) {
-		char buf[512];
-		struct stat st;
-		ssize_t n;
-
-		if (stat(argv[i], &st) < 0) {
-			fprintf(stderr, "modelfs: %s: %s\n", argv[i], strerror(errno));
-			return 1;
+	/* PATHs, and globs the shell did not expand (quoted ones) */
+	{
+		glob_t g = {0};
+		int flags = 0;
+		for (; i < argc; i++) {
+			if (glob(argv[i], flags | GLOB_NOCHECK, NULL, &g) != 0) {
+				fprintf(stderr, "modelfs: %s: cannot expand\n", argv[i]);
+				return 1;
+			}
+			flags = GLOB_APPEND;
 		}
-		n = getxattr(argv[i], "user.modelfs.prefetch", buf, sizeof(buf) - 1);
-		if (n < 0)
-			return say_error(argv[i], errno);
-		buf[n] = '\0';
-		if (!quiet)
-			fprintf(stderr, "%s: %s", argv[i], buf);
-		if (S_ISDIR(st.st_mode))
-			nftw(argv[i], add_file, 16, FTW_PHYS);
-		else
-			add_file(argv[i], &st, FTW_F, NULL);
+		first = g.gl_pathc ? strdup(g.gl_pathv[0]) : NULL;
+		failed0 = first ? status_field(first, "files_failed") : 0;
+		for (size_t k = 0; k < g.gl_pathc; k++) {
+			const char *path = g.gl_pathv[k];
+			char buf[512];
+			struct stat st;
+			ssize_t n;
+
+			if (stat(path, &st) < 0) {
+				fprintf(stderr, "modelfs: %s: %s\n", path, strerror(errno));
+				globfree(&g);
+				return 1;
+			}
+			n = getxattr(path, "user.modelfs.prefetch", buf, sizeof(buf) - 1);
+			if (n < 0) {
+				ret = say_error(path, errno);
+				globfree(&g);
+				return ret;
+			}
+			buf[n] = '\0';
+			if (!quiet)
+				fprintf(stderr, "%s: %s", path, buf);
+			if (S_ISDIR(st.st_mode))
+				nftw(path, add_file, 16, FTW_PHYS);
+			else
+				add_file(path, &st, FTW_F, NULL);
+		}
+		globfree(&g);
 	}
 	for (size_t k = 0; k < n_files; k++)
 		total += files[k].size;
@@ -192,6 +211,7 @@ out:
 	for (size_t k = 0; k < n_files; k++)
 		free(files[k].path);
 	free(files);
+	free(first);
 	return ret;
 }
 
