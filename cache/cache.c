@@ -386,18 +386,21 @@ out:
 	return err;
 }
 
+static uint32_t chunk_len(const struct cache *c, uint64_t size, uint32_t chunk)
+{
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+
+	return size - coff < c->chunk_size ? (uint32_t)(size - coff) : c->chunk_size;
+}
+
 static int read_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id,
 		      uint32_t chunk, uint32_t a, uint32_t n, char *dst)
 {
-	uint64_t coff = (uint64_t)chunk * c->chunk_size;
-	uint32_t clen = o->size - coff < c->chunk_size ? (uint32_t)(o->size - coff) : c->chunk_size;
-	struct index_chunk *rec = malloc(sizeof(*rec));
+	uint32_t clen = chunk_len(c, o->size, chunk);
+	struct index_chunk rec; /* ~4 KiB on the stack: no allocation per read */
 	int err;
 
-	if (!rec)
-		return -ENOMEM;
-	err = try_disk(c, id, chunk, clen, a, n, dst, rec);
-	free(rec);
+	err = try_disk(c, id, chunk, clen, a, n, dst, &rec);
 	if (err == 0) {
 		note_hit(c, id, chunk);
 		return 0;
@@ -465,13 +468,6 @@ struct stream_fetch {
 	struct index_chunk *rec;
 	char name[1024];
 };
-
-static uint32_t chunk_len(const struct cache *c, uint64_t size, uint32_t chunk)
-{
-	uint64_t coff = (uint64_t)chunk * c->chunk_size;
-
-	return size - coff < c->chunk_size ? (uint32_t)(size - coff) : c->chunk_size;
-}
 
 static void stream_reset(void *arg)
 {
