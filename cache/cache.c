@@ -21,7 +21,13 @@
  *
  * Evict: in a background thread, when usage passes high x quota, oldest
  * chunks first down to low x quota; a chunk whose range lock is held (being
- * fetched) is skipped; punch the hole, then drop the record.
+ * fetched) is skipped, and so is every chunk of a pinned object; punch the
+ * hole, then drop the record.
+ *
+ * Pin: a read lock on one byte far past any data (PIN_OFF), held while the
+ * kernel reads a complete data file directly (passthrough). Evicting a chunk
+ * takes the write lock on that byte first, so the two exclude each other
+ * without ever making a fetch wait for a pinned file.
  */
 #include "cache.h"
 #include "crc32c.h"
@@ -53,6 +59,7 @@
 #define RA_QUEUE_MAX 512
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
 #define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
+#define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
 
 struct ra_job {
 	struct ra_job *next;
@@ -163,11 +170,10 @@ static int range_lock(int fd, short type, uint64_t off, uint64_t len, int wait)
 
 /* ---- hits ---- */
 
-static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk)
+/* Mark a chunk used now (its LRU time, written to the index in batches). */
+static void touch_chunk(struct cache *c, const uint8_t *id, uint32_t chunk)
 {
-	atomic_fetch_add(&c->hits, 1);
 	pthread_mutex_lock(&c->lock);
-	c->pend_hits++;
 	if (c->n_touch > 0) {
 		struct index_touch *last = &c->touch[c->n_touch - 1];
 		if (last->chunk == chunk && memcmp(last->objid, id, OBJID_LEN) == 0) {
@@ -183,6 +189,15 @@ static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk)
 		c->n_touch++;
 	}
 	pthread_mutex_unlock(&c->lock);
+}
+
+static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk)
+{
+	atomic_fetch_add(&c->hits, 1);
+	pthread_mutex_lock(&c->lock);
+	c->pend_hits++;
+	pthread_mutex_unlock(&c->lock);
+	touch_chunk(c, id, chunk);
 }
 
 /* Read [a, a + n) of a recorded chunk from its data file, checking every
@@ -868,6 +883,59 @@ int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t
 	return err;
 }
 
+int cache_pin(struct cache *c, const struct cache_object *obj)
+{
+	uint8_t id[OBJID_LEN];
+	struct index_object io;
+	struct stat st;
+	off_t hole;
+	int fd, err;
+
+	if (!c->ix)
+		return -ENODATA;
+	if (obj->size == 0)
+		return -ENOENT; /* nothing to read: not worth a data file */
+	err = objid_of(obj, id);
+	if (err)
+		return err;
+	fd = open_data(c, id, O_RDONLY);
+	if (fd < 0)
+		return fd;
+	/* Pin first, then look: once pinned nothing can be evicted, so what the
+	 * index says next stays true while the pin is held. */
+	err = range_lock(fd, F_RDLCK, PIN_OFF, 1, 1);
+	if (!err)
+		err = index_object_get(c->ix, id, &io);
+	if (!err && io.cached_bytes != obj->size)
+		err = -ENOENT;
+	/* The index says complete; the file must agree (a data file truncated
+	 * or punched behind our back would read as zeros, not fail). */
+	if (!err && fstat(fd, &st) < 0)
+		err = -errno;
+	if (!err && (uint64_t)st.st_size < obj->size)
+		err = -ENOENT;
+	if (!err && (hole = lseek(fd, 0, SEEK_HOLE)) >= 0 && (uint64_t)hole < obj->size)
+		err = -ENOENT;
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+void cache_unpin(struct cache *c, const struct cache_object *obj, int fd)
+{
+	uint8_t id[OBJID_LEN];
+
+	close(fd);
+	if (!c->ix || objid_of(obj, id))
+		return;
+	/* Reads of a pinned file never came through here: count them as one
+	 * use now, so a model in use is not the first thing evicted. */
+	for (uint32_t k = 0; (uint64_t)k * c->chunk_size < obj->size; k++)
+		touch_chunk(c, id, k);
+}
+
 void cache_counters(struct cache *c, struct cache_counters *out)
 {
 	out->hits = atomic_load(&c->hits);
@@ -957,16 +1025,29 @@ static void evict_round(struct cache *c)
 		uint8_t empty_ids[EVICT_BATCH][OBJID_LEN];
 		struct emptied_list em = {empty_ids, 0};
 		uint32_t chunks[EVICT_BATCH];
-		int fds[EVICT_BATCH];
+		int fds[EVICT_BATCH], owned[EVICT_BATCH];
 		size_t nb = 0;
 		uint64_t freed = 0;
 
 		for (; i < k && nb < EVICT_BATCH; i++) {
 			struct evict_cand *v = &l.v[i];
 			uint64_t coff = (uint64_t)v->chunk * c->chunk_size;
-			int fd = open_data(c, v->objid, O_RDWR);
-			if (fd >= 0 && range_lock(fd, F_WRLCK, coff, c->chunk_size, 0) != 0) {
-				close(fd); /* being fetched right now: leave it */
+			int fd = -1, own = 1;
+			/* One descriptor per object in a batch: the pin lock it holds
+			 * would otherwise shut out the batch's next chunk of the
+			 * same object (OFD locks of two descriptors conflict even
+			 * in one process). */
+			for (size_t j = 0; j < nb && fd < 0; j++)
+				if (fds[j] >= 0 && memcmp(ids[j], v->objid, OBJID_LEN) == 0) {
+					fd = fds[j];
+					own = 0;
+				}
+			if (own)
+				fd = open_data(c, v->objid, O_RDWR);
+			if (fd >= 0 && (range_lock(fd, F_WRLCK, coff, c->chunk_size, 0) != 0 ||
+					(own && range_lock(fd, F_WRLCK, PIN_OFF, 1, 0) != 0))) {
+				if (own)
+					close(fd); /* being fetched, or pinned: leave it */
 				skipped++;
 				continue;
 			}
@@ -975,12 +1056,13 @@ static void evict_round(struct cache *c)
 					  v->len);
 			memcpy(ids[nb], v->objid, OBJID_LEN);
 			chunks[nb] = v->chunk;
+			owned[nb] = own;
 			fds[nb++] = fd;
 		}
 		index_chunks_del(c->ix, (const uint8_t(*)[OBJID_LEN])ids, chunks, nb, &freed,
 				 on_emptied, &em);
 		for (size_t j = 0; j < nb; j++)
-			if (fds[j] >= 0)
+			if (fds[j] >= 0 && owned[j])
 				close(fds[j]);
 		for (size_t j = 0; j < em.n; j++)
 			unlink_if_idle(c, empty_ids[j]);

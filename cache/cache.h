@@ -81,6 +81,17 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
  * (quota), or the backend's error. */
 int cache_prefetch(struct cache *c, const struct cache_object *obj);
 
+/* If every byte of @obj is in the disk cache, open its data file read-only
+ * and pin it: eviction leaves the object alone until cache_unpin. The caller
+ * may then hand the file to the kernel to read directly; those reads skip the
+ * per-block check (see docs/design.md, "Passthrough"). @return the fd,
+ * -ENOENT when not all of it is cached, -ENODATA without a disk tier, or
+ * another -errno. */
+int cache_pin(struct cache *c, const struct cache_object *obj);
+
+/* Unpin what cache_pin returned and close @fd; its chunks count as used now. */
+void cache_unpin(struct cache *c, const struct cache_object *obj, int fd);
+
 /* Make running and later cache_prefetch calls return -ECANCELED at their next
  * run boundary (the daemon is unmounting). */
 void cache_cancel(struct cache *c);

@@ -200,7 +200,9 @@ int ctl_prefetch(int argc, char **argv)
 			int fd = open(files[k].path, O_RDONLY | O_CLOEXEC);
 			if (fd < 0)
 				continue;
-			posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+			/* plain reads: with passthrough they fill the cache file's
+			 * pages, which is what later reads use (a WILLNEED would
+			 * fill the mount's own pages through the daemon) */
 			while (read(fd, buf, 1 << 20) > 0)
 				;
 			close(fd);

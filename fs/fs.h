@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "cache.h"
 #include "opts.h"
+#include "passthrough.h"
 #include "tree.h"
 
 /* Everything the operations need, passed as the session's userdata.
@@ -28,6 +29,7 @@ struct fs {
 	_Atomic uint64_t backend_down_ms; /* CLOCK_MONOTONIC of the last failed HEAD */
 	char bdi[32];          /* "0:N", the mount's backing device in /sys/class/bdi */
 	struct fs_prefetch *pf; /* prefetch.c */
+	struct pt *pt;          /* passthrough.c */
 	atomic_int bdi_tuned;
 };
 

@@ -272,6 +272,8 @@ int main(int argc, char **argv)
 	if (fuse_session_mount(se, o.mountpoint))
 		die("cannot mount on %s (is it already mounted, and is /dev/fuse usable?)",
 		    o.mountpoint);
+	if (pt_setup(se, !o.no_passthrough && !o.no_cache, &fs.pt))
+		die("out of memory");
 	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
 		fs.bdi[0] = '\0';
 	log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
@@ -308,6 +310,7 @@ int main(int argc, char **argv)
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	pt_free(fs.pt);
 	fs_ready_stop(&fs);
 	if (offline) {
 		pthread_mutex_lock(&relist_lock);

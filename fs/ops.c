@@ -24,6 +24,7 @@
 
 /* What an open file reads: the object version it was opened on. */
 struct open_file {
+	int pt; /* 1: the kernel reads the cache file directly (passthrough.h) */
 	struct cache_object obj;
 	struct cache_stream stream;
 	char key[PATH_MAX];
@@ -216,6 +217,28 @@ static int revalidate(struct fs *fs, fuse_ino_t ino, const char *key)
 	return err;
 }
 
+struct pin_arg {
+	struct cache *cache;
+	const struct cache_object *obj;
+};
+
+static int pin_file(void *arg)
+{
+	struct pin_arg *p = arg;
+
+	return cache_pin(p->cache, p->obj);
+}
+
+static void release_file(struct fs *fs, fuse_ino_t ino, struct open_file *of)
+{
+	int fd = pt_release(fs->pt, ino, of->pt);
+
+	if (fd >= 0)
+		cache_unpin(fs->cache, &of->obj, fd);
+	cache_stream_destroy(&of->stream);
+	free(of);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -257,10 +280,19 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Pages the kernel holds stay valid while the object is the same
 	 * version; a new version drops them. */
 	fi->keep_cache = !changed;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
+	struct pin_arg pa = {fs->cache, &of->obj};
+	of->pt = pt_open(fs->pt, ino, of->etag, pin_file, &pa);
+	if (of->pt < 0) {
+		log_warn("%s changed while a process holds the old version open: opening it "
+			 "fails (ESTALE) until that process closes it", of->key);
 		cache_stream_destroy(&of->stream);
-		free(of); /* interrupted: release will not come */
+		free(of);
+		fuse_reply_err(req, ESTALE);
+		return;
 	}
+	err = of->pt ? pt_reply_open(fs->pt, req, ino, fi) : fuse_reply_open(req, fi);
+	if (err == -ENOENT)
+		release_file(fs, ino, of); /* interrupted: release will not come */
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -299,9 +331,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 
-	(void)ino;
-	cache_stream_destroy(&of->stream);
-	free(of);
+	release_file(fs_of(req), ino, of);
 	fuse_reply_err(req, 0);
 }
 

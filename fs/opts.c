@@ -26,6 +26,7 @@ enum {
 	KEY_RW,
 	KEY_NO_CACHE,
 	KEY_NO_ETAG,
+	KEY_NO_PASSTHROUGH,
 };
 
 /* Raw string values as matched; validated after fuse_opt_parse. */
@@ -84,6 +85,7 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("insecure_tls", KEY_INSECURE),
     FUSE_OPT_KEY("no_cache", KEY_NO_CACHE),
     FUSE_OPT_KEY("no_etag_match", KEY_NO_ETAG),
+    FUSE_OPT_KEY("no_passthrough", KEY_NO_PASSTHROUGH),
     FUSE_OPT_KEY("secret_key=", KEY_SECRET),
     FUSE_OPT_KEY("secret_access_key=", KEY_SECRET),
     FUSE_OPT_KEY("aws_secret_access_key=", KEY_SECRET),
@@ -148,6 +150,9 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		return 0;
 	case KEY_NO_ETAG:
 		o->no_etag_match = 1;
+		return 0;
+	case KEY_NO_PASSTHROUGH:
+		o->no_passthrough = 1;
 		return 0;
 	case KEY_SECRET:
 		set_bad(r, "credentials are not accepted on the command line (they would show in "
@@ -424,6 +429,8 @@ void opts_usage(const char *prog)
 	       "  ready_file=PATH        created when the prefetch is done (readiness probes)\n"
 	       "  no_etag_match          reads neither send If-Match nor compare ETags: for endpoints\n"
 	       "                         whose GETs come from another server (a CDN or cache in front)\n"
+	       "  no_passthrough         read fully cached files through the daemon, checking every\n"
+	       "                         block's CRC, not through the kernel's FUSE passthrough\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n"
 	       "\n"
 	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"

@@ -18,6 +18,7 @@ struct fs_opts {
 	int path_style;   /* -1 auto, 0 virtual host, 1 path */
 	int insecure_tls;
 	int no_etag_match;
+	int no_passthrough;   /* read cached files through the daemon, checking each block */
 	uid_t uid;
 	gid_t gid;
 	mode_t umask;

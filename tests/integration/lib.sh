@@ -28,6 +28,9 @@ ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
 fail() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
 # check DESCRIPTION COMMAND...: pass when COMMAND succeeds
 check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
+# check_all DESCRIPTION 'EXPRESSION': pass when the shell expression (with && or ||,
+# single-quoted so that all of it is the check) succeeds
+check_all() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
 
 cleanup() {
 	local m p

@@ -43,15 +43,22 @@ umount_fs "$MNT"
 sleep 0.2
 hits1=$("$MODELFS" cache stat "$C1" | sed -n 's/^hit ratio.*(\([0-9]*\) chunk reads from disk.*/\1/p')
 served=$((hits1 - hits0))
-check "restart: $fetched chunks fetched cold, $served chunk reads served from the cache, $(gets "$WORK/mnt.log") GETs" \
-	[ "$(gets "$WORK/mnt.log")" -eq 0 ] && [ "$served" -ge "$fetched" ]
-echo "figure: restart test: cold run fetched $fetched chunks (1 MiB); warm run with the server down served $served chunk reads from disk, 0 GETs"
+# with kernel passthrough the complete files are read by the kernel from the
+# cache files, not by the daemon: then only the 0 GETs say "from the cache"
+via="the daemon served $served chunk reads from disk"
+pt=0
+grep -q "kernel passthrough on" "$WORK/mnt.log" && pt=1 &&
+	via="$via, the kernel read the rest from the cache files (passthrough)"
+g=$(gets "$WORK/mnt.log")
+check_all "restart: $fetched chunks fetched cold; server down: $via, $g GETs" \
+	'[ "$g" -eq 0 ] && { [ "$pt" = 1 ] || [ "$served" -ge "$fetched" ]; }'
+echo "figure: restart test: cold run fetched $fetched chunks (1 MiB); warm run with the server down: $via; 0 GETs"
 t0=$(date +%s%N)
 out=$(timeout 20 "$MODELFS" s3://models/m "$MNT" -o "cache_dir=$WORK/nocache-here,endpoint=$S3_ENDPOINT" 2>&1)
 rc=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
-check "server down and no snapshot: the mount fails fast ($ms ms: $out)" \
-	[ "$rc" -ne 0 ] && [ "$ms" -lt 5000 ] && grep -q "cannot reach endpoint" <<<"$out"
+check_all "server down and no snapshot: the mount fails fast ($ms ms: $out)" \
+	'[ "$rc" -ne 0 ] && [ "$ms" -lt 5000 ] && grep -q "cannot reach endpoint" <<<"$out"'
 S3_PORT_WANT=$S3_PORT s3_start s3
 
 # --- 2. a quota smaller than the model, watermarks
@@ -68,7 +75,7 @@ ev=$(grep -c "cache eviction:" "$WORK/mnt.log")
 # the round ran (the reader goes on): allow 4 chunks of 1 MiB
 bad=$(grep "cache eviction:" "$WORK/mnt.log" | sed 's/.*-> \([0-9]*\) KiB.*/\1/' |
 	awk -v lim=$(((30 << 10) / 2 + 4096)) '$1 > lim' | wc -l)
-check "$ev eviction rounds, each ending near low x quota (15 MiB + in flight)" [ "$ev" -ge 1 ] && [ "$bad" -eq 0 ]
+check_all "$ev eviction rounds, each ending near low x quota (15 MiB + in flight)" '[ "$ev" -ge 1 ] && [ "$bad" -eq 0 ]'
 grep "cache eviction:" "$WORK/mnt.log" | head -3 | sed 's/^/  /'
 echo "figure: watermarks: quota 30 MiB, high 0.9 (27 MiB), low 0.5 (15 MiB): $(grep "cache eviction:" "$WORK/mnt.log" | head -1 | sed 's/.*usage/usage/')"
 
@@ -110,7 +117,8 @@ umount_fs "$MNT"
 $S3TOOL put models m/sub/odd-size.bin "$SRC/sub/odd-size.bin"   # restore for what follows
 [ "$old_sha" = "$(sha256sum <"$SRC/sub/odd-size.bin")" ] || fail "restore"
 
-# --- 4. damaged cache files
+# --- 4. damaged cache files (no_passthrough: the daemon checks every block
+# it serves; passthrough reads trust a complete file, see docs/design.md)
 C4=$WORK/cache4
 mount_fs s3://models/m "$MNT" "cache_dir=$C4,$COMMON" -d
 sha_ok "$MNT" || fail "fill cache4"
@@ -123,7 +131,7 @@ rm -f "${files[2]}"
 small=$(find "$C4/data" -type f -size -20M -size +1M | head -1)   # the 3 MB file
 truncate -s $((1 << 20)) "$small"
 : >"$WORK/mnt.log"
-mount_fs s3://models/m "$MNT" "cache_dir=$C4,$COMMON" -d
+mount_fs s3://models/m "$MNT" "cache_dir=$C4,$COMMON,no_passthrough" -d
 check "flipped, deleted and truncated cache files: every sha256 still matches" sha_ok "$MNT"
 check "damaged chunks are detected and fetched again ($(gets "$WORK/mnt.log") GETs)" \
 	bash -c "grep -q 'failed its check' '$WORK/mnt.log' && [ $(gets "$WORK/mnt.log") -gt 0 ]"

@@ -43,17 +43,17 @@ check "find output equals the source tree ($(wc -l <"$WORK/find.want") entries)"
 	cmp -s "$WORK/find.want" "$WORK/find.got" ||
 	diff "$WORK/find.want" "$WORK/find.got" | head -10
 check "> 1000 keys in one prefix all listed" [ "$(ls "$MNT/many" | wc -l)" -eq "$MANY" ]
-check "dir/ marker is an empty directory" [ -d "$MNT/emptydir" ] && [ -z "$(ls -A "$MNT/emptydir")" ]
+check_all "dir/ marker is an empty directory" '[ -d "$MNT/emptydir" ] && [ -z "$(ls -A "$MNT/emptydir")" ]'
 check "object and prefix with one name: the directory wins" [ -d "$MNT/a/b/c" ]
 check "the hidden object is logged" grep -q "hidden by directory" "$WORK/mount-stderr.log"
-check "keys outside the prefix are not visible" [ ! -e "$MNT/../other" ] && [ ! -e "$MNT/unrelated.txt" ]
+check_all "keys outside the prefix are not visible" '[ ! -e "$MNT/../other" ] && [ ! -e "$MNT/unrelated.txt" ]'
 
 # --- attributes
 check "file size equals the object size" \
 	[ "$(stat -c %s "$MNT/big/model-big.safetensors")" -eq $((BIG_MIB << 20)) ]
-check "empty object has size 0" [ "$(stat -c %s "$MNT/empty.bin")" -eq 0 ] && [ ! -s "$MNT/empty.bin" ]
-check "file mode 0444, dir mode 0555" \
-	[ "$(stat -c %a "$MNT/config.json")" = 444 ] && [ "$(stat -c %a "$MNT/a")" = 555 ]
+check_all "empty object has size 0" '[ "$(stat -c %s "$MNT/empty.bin")" -eq 0 ] && [ ! -s "$MNT/empty.bin" ]'
+check_all "file mode 0444, dir mode 0555" \
+	'[ "$(stat -c %a "$MNT/config.json")" = 444 ] && [ "$(stat -c %a "$MNT/a")" = 555 ]'
 check "mtime comes from LastModified (within a day of now)" \
 	[ $(($(date +%s) - $(stat -c %Y "$MNT/config.json"))) -lt 86400 ]
 ino1=$(stat -c %i "$MNT/a/b/shard-00001.safetensors")
@@ -103,12 +103,12 @@ assert len(data) == 4096' "$MNT/big/model-big.safetensors"
 		sed 's/.*bytes=//' | awk -F- '{s += $2 - $1 + 1} END {print s + 0}')
 }
 small_read "cache_dir=$WORK/cache-small"
-check "4 KiB at offset 2 GiB through the cache: $gets GET, $bytes bytes (one 4 MiB chunk)" \
-	[ "$gets" -eq 1 ] && [ "$bytes" -le $((4 << 20)) ]
+check_all "4 KiB at offset 2 GiB through the cache: $gets GET, $bytes bytes (one 4 MiB chunk)" \
+	'[ "$gets" -eq 1 ] && [ "$bytes" -le $((4 << 20)) ]'
 umount_fs "$MNT"
 small_read "no_cache"
-check "4 KiB at offset 2 GiB with no_cache: $gets GET, $bytes bytes" \
-	[ "$gets" -eq 1 ] && [ "$bytes" -le 131072 ]
+check_all "4 KiB at offset 2 GiB with no_cache: $gets GET, $bytes bytes" \
+	'[ "$gets" -eq 1 ] && [ "$bytes" -le 131072 ]'
 
 # --- read-only
 for op in "touch $MNT/new" "mkdir $MNT/newdir" "rm -f $MNT/config.json" "mv $MNT/config.json $MNT/x" \
@@ -135,8 +135,8 @@ check "SIGTERM: the mount is gone" bash -c "! mountpoint -q '$MNT'"
 # --- uid, gid, umask
 mount_fs s3://models/llama "$MNT" "uid=1234,gid=4321,umask=027" || fail "mount with uid/gid/umask"
 check "uid/gid options" [ "$(stat -c %u:%g "$MNT/config.json")" = 1234:4321 ]
-check "umask=027: files 0440, dirs 0550" \
-	[ "$(stat -c %a "$MNT/config.json")" = 440 ] && [ "$(stat -c %a "$MNT/a")" = 550 ]
+check_all "umask=027: files 0440, dirs 0550" \
+	'[ "$(stat -c %a "$MNT/config.json")" = 440 ] && [ "$(stat -c %a "$MNT/a")" = 550 ]'
 umount_fs "$MNT"
 
 finish

@@ -128,19 +128,23 @@ drop_caches
 "$MODELFS" prefetch --wait --memory --quiet "$MNT/model-00001.safe*"   # a glob the shell left alone
 rc=$?
 res=$(fincore --bytes --noheadings --output RES "$MNT/model-00001.safetensors" | tr -d ' ')
-check "prefetch --memory: exit $rc, $res of $((96 << 20)) bytes in the page cache" \
-	[ "$rc" -eq 0 ] && [ "$res" -eq $((96 << 20)) ]
+# fincore sees the pages of whatever serves this open: the mount's, or with
+# passthrough the cache file's. An open just after a close may still go
+# through the daemon (its release is not in yet), whose reads leave the
+# cache file's pages behind but for a few: so 99%, not 100%.
+check_all "prefetch --memory: exit $rc, $res of $((96 << 20)) bytes in the page cache" \
+	'[ "$rc" -eq 0 ] && [ "$res" -ge $((96 << 20) * 99 / 100) ]'
 chmod 755 "$WORK"   # let another user reach the mount (allow_other)
 out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$MODELFS" prefetch "$MNT/config.json" 2>&1)
 rc=$?
-check "another user may not prefetch (exit $rc: $out)" [ "$rc" -ne 0 ] && grep -q "only root or the mount" <<<"$out"
+check_all "another user may not prefetch (exit $rc: $out)" '[ "$rc" -ne 0 ] && grep -q "only root or the mount" <<<"$out"'
 chmod 700 "$WORK"
 umount_fs "$MNT"
 mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c5,cache_size=64M"
 out=$("$MODELFS" prefetch --wait "$MNT" 2>&1)
 rc=$?
-check "modelfs prefetch of more than the quota: clear error, exit $rc, before fetching" \
-	[ "$rc" -ne 0 ] && grep -q "does not fit in the cache quota" <<<"$out"
+check_all "modelfs prefetch of more than the quota: clear error, exit $rc, before fetching" \
+	'[ "$rc" -ne 0 ] && grep -q "does not fit in the cache quota" <<<"$out"'
 umount_fs "$MNT"
 
 finish

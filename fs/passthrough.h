@@ -1,0 +1,54 @@
+/* FUSE passthrough: the kernel reads a fully cached file straight from its
+ * data file in the cache, with no request to the daemon (Linux >= 6.9).
+ *
+ * libfuse 3.14 (Debian 12) predates passthrough, so this module speaks the
+ * few bits of protocol it needs through libfuse's custom I/O hooks: it sets
+ * FUSE_PASSTHROUGH in the INIT reply when the kernel offers it, registers
+ * data files with the FUSE_DEV_IOC_BACKING_OPEN ioctl, and sets
+ * FOPEN_PASSTHROUGH and the backing id in the OPEN replies it is asked to.
+ *
+ * The kernel's rules it keeps (fs/fuse/iomode.c): a passthrough open may not
+ * carry FOPEN_KEEP_CACHE; all passthrough opens of one inode at a time use
+ * one backing file; an inode open through the page cache cannot also be
+ * open in passthrough, and the other way round. So an inode's mode is
+ * chosen at its first open and kept while any open of it lasts.
+ */
+#ifndef MODELFS_PASSTHROUGH_H
+#define MODELFS_PASSTHROUGH_H
+
+#include <fuse_lowlevel.h>
+
+#include <stdint.h>
+
+struct pt;
+
+/* Hook into @se (after fuse_session_mount). @enable 0: never pass through.
+ * @return 0 or -ENOMEM. */
+int pt_setup(struct fuse_session *se, int enable, struct pt **out);
+void pt_free(struct pt *pt);
+
+/* Opens a complete data file for @arg, pinned: fd >= 0, or -errno (not all
+ * cached, no cache...). */
+typedef int (*pt_pin_fn)(void *arg);
+
+/* Choose how an open of @ino (object version @version) goes: 1 pass through
+ * (reply with pt_reply_open), 0 through the daemon, -ESTALE when another
+ * version of the inode is open in passthrough (the kernel cannot mix them;
+ * this clears when those opens close). @pin runs only when the inode is not
+ * open yet. */
+int pt_open(struct pt *pt, fuse_ino_t ino, const char *version, pt_pin_fn pin, void *arg);
+
+/* Reply to an open that pt_open passed through (clears keep_cache, which the
+ * kernel refuses with passthrough). @return what fuse_reply_open returns;
+ * on failure (interrupted) call pt_release as for a release. */
+int pt_reply_open(struct pt *pt, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* The release of an open that pt_open returned @mode for. @return the pinned
+ * fd, for the caller to unpin, when this was the inode's last passthrough
+ * open; else -1. */
+int pt_release(struct pt *pt, fuse_ino_t ino, int mode);
+
+/* Whether the kernel took passthrough at INIT (known after the first request). */
+int pt_active(const struct pt *pt);
+
+#endif
