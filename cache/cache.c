@@ -34,6 +34,7 @@
 #include "evict.h"
 #include "index.h"
 #include "log.h"
+#include "mem.h"
 #include "snapshot.h"
 
 #include <dirent.h>
@@ -60,6 +61,8 @@
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
 #define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
 #define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
+#define MEM_BYTES (128u << 20) /* chunks kept in memory for their readers */
+#define DIO_ALIGN 4096
 
 struct ra_job {
 	struct ra_job *next;
@@ -96,6 +99,8 @@ struct cache {
 	unsigned ra_queued;               /* protected by lock */
 	pthread_t ra[CACHE_RA_THREADS];
 	unsigned n_ra;
+
+	struct mem *mem; /* recently fetched chunks, NULL: none */
 
 	_Atomic uint64_t hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
@@ -338,7 +343,8 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		close(fd);
 		fd = -1;
 		store_failed(c, err);
-	} else if (dst ? try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
+	} else if (dst ? (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) ||
+				 try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
 		       : index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen) {
 		/* another thread or process fetched it while we waited */
 		if (dst)
@@ -415,6 +421,10 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 	struct index_chunk rec; /* ~4 KiB on the stack: no allocation per read */
 	int err;
 
+	if (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) {
+		note_hit(c, id, chunk);
+		return 0;
+	}
 	err = try_disk(c, id, chunk, clen, a, n, dst, &rec);
 	if (err == 0) {
 		note_hit(c, id, chunk);
@@ -460,6 +470,31 @@ int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, si
 	return 0;
 }
 
+int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
+		       int (*fn)(void *arg, const void *data, size_t n), void *arg, int *ret)
+{
+	uint8_t id[OBJID_LEN];
+	struct mem_buf *ref;
+	const char *p;
+	uint32_t chunk, a;
+	size_t n;
+
+	if (!c->mem || off >= obj->size || len == 0 || objid_of(obj, id))
+		return 0;
+	n = obj->size - off < len ? (size_t)(obj->size - off) : len;
+	chunk = (uint32_t)(off / c->chunk_size);
+	a = (uint32_t)(off % c->chunk_size);
+	if (a + n > c->chunk_size)
+		return 0;
+	p = mem_get(c->mem, id, chunk, a, (uint32_t)n, &ref);
+	if (!p)
+		return 0;
+	note_hit(c, id, chunk);
+	*ret = fn(arg, p, n);
+	mem_put(c->mem, ref);
+	return 1;
+}
+
 /* ---- streaming fetch of a run of chunks (readahead) ----
  *
  * One GET for many chunks: object stores (and s3rver above all) serve one
@@ -477,7 +512,9 @@ struct stream_fetch {
 	uint64_t start, total; /* its bytes in the object */
 	uint64_t pos;          /* bytes received in this attempt */
 	uint64_t done;         /* bytes of chunks recorded or dropped (any attempt) */
-	char *block;           /* the 64 KiB block being filled */
+	int dfd;               /* the data file with O_DIRECT, -1: none */
+	struct mem_buf *buf;   /* the chunk being filled in memory, or NULL: */
+	char *block;           /* ... the 64 KiB block being filled */
 	uint32_t blen;
 	int store;             /* the current chunk can still be stored */
 	struct index_chunk *rec;
@@ -491,6 +528,10 @@ static void stream_reset(void *arg)
 	f->pos = 0;
 	f->blen = 0;
 	f->store = 1;
+	if (f->buf) {
+		mem_drop(f->c->mem, f->buf);
+		f->buf = NULL;
+	}
 }
 
 /* A chunk of the run is complete: record it (or drop its bytes when it may
@@ -524,12 +565,88 @@ static void stream_chunk_done(struct stream_fetch *f, uint32_t chunk, uint32_t c
 	}
 }
 
+/* Write a whole chunk from memory. O_DIRECT where the filesystem takes it:
+ * the bytes are in memory for their reader already, and filling the page
+ * cache of the data file as well costs more CPU than the rest of the cold
+ * path (allocating those pages, on a VM above all). @return 0 or -errno. */
+static int write_chunk(struct stream_fetch *f, const char *buf, uint64_t coff, uint32_t clen)
+{
+	uint32_t head = f->dfd >= 0 ? clen & ~(DIO_ALIGN - 1) : 0;
+	ssize_t w;
+
+	if (head) {
+		w = pwrite(f->dfd, buf, head, (off_t)coff);
+		if (w < 0 && errno == EINVAL) { /* not here after all: buffered */
+			close(f->dfd);
+			f->dfd = -1;
+			head = 0;
+		} else if (w != (ssize_t)head) {
+			return w < 0 ? -errno : -ENOSPC;
+		}
+	}
+	if (clen > head) {
+		w = pwrite(f->fd, buf + head, clen - head, (off_t)(coff + head));
+		if (w != (ssize_t)(clen - head))
+			return w < 0 ? -errno : -ENOSPC;
+	}
+	return 0;
+}
+
+/* The memory path of stream_sink: a chunk is gathered in a pool buffer,
+ * checksummed, written and published whole. @return bytes taken; 0 when
+ * this chunk goes the block path (no buffer was free at its start). */
+static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
+{
+	struct cache *c = f->c;
+	uint64_t at = f->start + f->pos;
+	uint32_t chunk = (uint32_t)(at / c->chunk_size);
+	uint32_t within = (uint32_t)(at % c->chunk_size);
+	uint32_t clen = chunk_len(c, f->o->size, chunk);
+	size_t take = clen - within < n ? clen - within : n;
+	char *buf;
+	int err;
+
+	if (f->pos >= f->total)
+		return 0; /* the block path says so */
+	if (within == 0 && f->blen == 0 && !f->buf && c->mem) {
+		f->buf = mem_take(c->mem);
+		f->store = 1;
+	}
+	if (!f->buf)
+		return 0;
+	buf = mem_data(f->buf);
+	memcpy(buf + within, data, take);
+	f->pos += take;
+	if (within + take < clen)
+		return take;
+	for (uint32_t b = 0; b * INDEX_BLOCK < clen; b++) {
+		uint32_t bl = clen - b * INDEX_BLOCK < INDEX_BLOCK ? clen - b * INDEX_BLOCK
+								   : INDEX_BLOCK;
+		f->rec->crc[b] = crc32c(0, buf + (size_t)b * INDEX_BLOCK, bl);
+	}
+	if (f->store && (err = write_chunk(f, buf, (uint64_t)chunk * c->chunk_size, clen)) != 0) {
+		store_failed(c, err);
+		f->store = 0;
+	}
+	/* readable from memory before the lock that readers wait on goes */
+	mem_publish(c->mem, f->buf, f->id, chunk, clen);
+	f->buf = NULL;
+	stream_chunk_done(f, chunk, clen);
+	return take;
+}
+
 static int stream_sink(void *arg, const char *data, size_t n)
 {
 	struct stream_fetch *f = arg;
 	struct cache *c = f->c;
 
 	while (n > 0) {
+		size_t took = stream_to_mem(f, data, n);
+		if (took) {
+			data += took;
+			n -= took;
+			continue;
+		}
 		uint64_t at = f->start + f->pos;
 		uint32_t chunk = (uint32_t)(at / c->chunk_size);
 		uint32_t within = (uint32_t)(at % c->chunk_size);
@@ -575,6 +692,7 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 	int err;
 
 	f.fd = open_data(c, id, O_RDWR | O_CREAT);
+	f.dfd = c->mem && f.fd >= 0 ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
 	f.block = malloc(INDEX_BLOCK);
 	f.rec = malloc(sizeof(*f.rec));
 	if (f.fd < 0 || !f.block || !f.rec ||
@@ -614,6 +732,10 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		i = j;
 	}
 out:
+	if (f.buf)
+		mem_drop(c->mem, f.buf);
+	if (f.dfd >= 0)
+		close(f.dfd);
 	if (f.fd >= 0)
 		close(f.fd); /* releases what is still locked */
 	free(f.block);
@@ -1250,6 +1372,10 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 		}
 	}
 	if (c->ix) {
+		unsigned nbufs = MEM_BYTES / c->chunk_size;
+		nbufs = nbufs < 4 ? 4 : nbufs > 64 ? 64 : nbufs; /* scanned linearly */
+		if (mem_open(nbufs, c->chunk_size, &c->mem) != 0)
+			c->mem = NULL; /* reads come back from the files */
 		if (pthread_create(&c->bg, NULL, bg_main, c) == 0)
 			c->bg_started = 1;
 		while (c->n_ra < CACHE_RA_THREADS && c->n_ra < c->max_fetches / 2 &&
@@ -1281,6 +1407,7 @@ void cache_close(struct cache *c)
 		free(j);
 	}
 	index_close(c->ix);
+	mem_close(c->mem);
 	if (c->data_fd >= 0)
 		close(c->data_fd);
 	if (c->users_fd >= 0)

@@ -54,6 +54,13 @@ void cache_close(struct cache *c);
 int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
 	       void *buf, size_t *got);
 
+/* Serve [off, off + len) of @obj in place when all of it lies in one chunk
+ * held in memory (just fetched): calls @fn with the bytes, which stay valid
+ * during the call only. @return 1 when served (@fn's result in *@ret), 0
+ * when not (use cache_read). */
+int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
+		       int (*fn)(void *arg, const void *data, size_t n), void *arg, int *ret);
+
 /* Sequential-read state of one open file, owned by the caller (one per open
  * file; its own lock, so concurrent reads of one file are fine). */
 struct cache_stream {

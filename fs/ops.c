@@ -295,6 +295,37 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		release_file(fs, ino, of); /* interrupted: release will not come */
 }
 
+static int reply_bytes(void *req, const void *data, size_t n)
+{
+	return fuse_reply_buf(req, data, n);
+}
+
+/* One reply buffer per worker thread, kept: a fresh 1 MiB malloc per read
+ * is an mmap, and touching its new pages costs more than the copy. */
+static pthread_key_t rbuf_key;
+static pthread_once_t rbuf_once = PTHREAD_ONCE_INIT;
+static void rbuf_init(void) { pthread_key_create(&rbuf_key, free); }
+
+static char *reply_buffer(size_t size)
+{
+	struct rbuf {
+		size_t cap;
+		char data[];
+	} *b;
+
+	pthread_once(&rbuf_once, rbuf_init);
+	b = pthread_getspecific(rbuf_key);
+	if (!b || b->cap < size) {
+		free(b);
+		b = malloc(sizeof(*b) + size);
+		pthread_setspecific(rbuf_key, b);
+		if (!b)
+			return NULL;
+		b->cap = size;
+	}
+	return b->data;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -313,18 +344,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	buf = malloc(size);
+	cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
+	/* just fetched: straight from the fetch's memory, no copy of ours */
+	if (cache_read_inplace(fs->cache, &of->obj, (uint64_t)off, size, reply_bytes, req, &err))
+		return;
+	buf = reply_buffer(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
 	err = cache_read(fs->cache, &of->obj, (uint64_t)off, size, buf, &got);
 	if (err)
 		fuse_reply_err(req, read_errno(err));
 	else
 		fuse_reply_buf(req, buf, got);
-	free(buf);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -48,6 +48,7 @@ struct pt_inode {
 	struct pt_inode *next;
 	fuse_ino_t ino;
 	unsigned n_pt, n_daemon; /* opens in each mode (only one is non-zero) */
+	int via_daemon;          /* was read through the daemon in this mount */
 	int32_t backing_id;
 	int fd; /* the pinned data file while n_pt > 0 */
 	char *version;
@@ -236,7 +237,10 @@ int pt_open(struct pt *pt, fuse_ino_t ino, const char *version, pt_pin_fn pin, v
 		pthread_mutex_unlock(&pt->lock);
 		return 1;
 	}
-	if (!e->n_daemon && atomic_load(&pt->active) && (fd = pin(arg)) >= 0) {
+	/* An inode once read through the daemon stays so: its bytes are in the
+	 * mount's page cache (keep_cache), which passthrough opens would not
+	 * use; a second load on the node should find them there. */
+	if (!e->n_daemon && !e->via_daemon && atomic_load(&pt->active) && (fd = pin(arg)) >= 0) {
 		id = backing_open(pt, fd);
 		/* A new entry (entries go when their last open does), so its
 		 * version is this open's. */
@@ -254,10 +258,12 @@ int pt_open(struct pt *pt, fuse_ino_t ino, const char *version, pt_pin_fn pin, v
 			atomic_store(&pt->active, 0);
 		}
 	}
-	if (mode)
+	if (mode) {
 		e->n_pt++;
-	else
+	} else {
 		e->n_daemon++;
+		e->via_daemon = 1;
+	}
 	pthread_mutex_unlock(&pt->lock);
 	return mode;
 }
@@ -293,7 +299,7 @@ int pt_release(struct pt *pt, fuse_ino_t ino, int mode)
 	} else if (e && mode == 0 && e->n_daemon) {
 		e->n_daemon--;
 	}
-	if (e && !e->n_pt && !e->n_daemon) {
+	if (e && !e->n_pt && !e->n_daemon && !e->via_daemon) {
 		*p = e->next;
 		free(e->version);
 		free(e);

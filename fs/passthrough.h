@@ -11,7 +11,9 @@
  * carry FOPEN_KEEP_CACHE; all passthrough opens of one inode at a time use
  * one backing file; an inode open through the page cache cannot also be
  * open in passthrough, and the other way round. So an inode's mode is
- * chosen at its first open and kept while any open of it lasts.
+ * chosen at its first open and kept while any open of it lasts; an inode
+ * once read through the daemon stays so for the mount's life (its pages are
+ * in the mount's page cache, which passthrough opens would not use).
  */
 #ifndef MODELFS_PASSTHROUGH_H
 #define MODELFS_PASSTHROUGH_H

@@ -133,7 +133,7 @@ res=$(fincore --bytes --noheadings --output RES "$MNT/model-00001.safetensors" |
 # through the daemon (its release is not in yet), whose reads leave the
 # cache file's pages behind but for a few: so 99%, not 100%.
 check_all "prefetch --memory: exit $rc, $res of $((96 << 20)) bytes in the page cache" \
-	'[ "$rc" -eq 0 ] && [ "$res" -ge $((96 << 20) * 99 / 100) ]'
+	'[ "$rc" -eq 0 ] && [ "$res" -ge $(((96 << 20) * 99 / 100)) ]'
 chmod 755 "$WORK"   # let another user reach the mount (allow_other)
 out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$MODELFS" prefetch "$MNT/config.json" 2>&1)
 rc=$?
