@@ -9,7 +9,11 @@
 #    reader of all shards, par4 = one reader per shard, rand4 = fio 4 jobs of 1 MiB random
 #    reads), with MB/s, ratios, daemon CPU s/GiB and peak RSS per row;
 # 2. time to first byte of a cold shard: curl's first byte (the limit), modelfs, s3fs;
-# 3. a PNG bar chart (gnuplot) and a Markdown table of it all, in the output directory.
+# 3. warm against the same bytes read raw: the model cached by modelfs, then (page cache
+#    dropped each time) dd of the cache's data files themselves, and dd through modelfs;
+#    the harness's disk limit reads the source model files, which this VM's host may cache
+#    differently from files just written;
+# 4. a PNG bar chart (gnuplot) and a Markdown table of it all, in the output directory.
 #
 # Needs root (mounts, drop_caches). Output: OUT (default /var/tmp/modelfs-speed/out-DATE).
 set -u
@@ -106,7 +110,37 @@ echo
 echo "== time to first byte of a cold $SHARD (ms; 3 runs)"
 column -s, -t <"$OUT/ttfb.csv"
 
-# ---- 3. chart and Markdown table from the harness's results.csv
-python3 tests/bench/speed_report.py "$OUT/peers/results.csv" "$OUT/ttfb.csv" "$OUT" "$BACKEND"
+# ---- 3. warm against the raw read of the cache's own data files
+mbps_of() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / 1e6 / ((b - a) / 1e9) }'; }
+C=$W/warm-cache
+rm -rf "$C"
+mkdir -p "$MNT"
+build/modelfs s3://models "$MNT" -o "endpoint=$URL,cache_dir=$C${OPTS:+,$OPTS}"
+build/modelfs prefetch --wait --quiet "$MNT/model/"'*.safetensors'
+fusermount3 -u "$MNT"
+BYTES=$(cat "$W"/model/*.safetensors | wc -c)
+{
+	echo "read,run,MBps"
+	for run in 1 2 3; do
+		sync; echo 3 >/proc/sys/vm/drop_caches
+		t0=$(date +%s%N)
+		find "$C/data" -type f -size +1M -exec cat {} + >/dev/null
+		echo "cache data files (raw),$run,$(mbps_of "$BYTES" "$t0" "$(date +%s%N)")"
+		build/modelfs s3://models "$MNT" -o "endpoint=$URL,cache_dir=$C${OPTS:+,$OPTS}"
+		sync; echo 3 >/proc/sys/vm/drop_caches
+		t0=$(date +%s%N)
+		cat "$MNT"/model/*.safetensors >/dev/null
+		echo "modelfs warm,$run,$(mbps_of "$BYTES" "$t0" "$(date +%s%N)")"
+		fusermount3 -u "$MNT"
+	done
+} >"$OUT/warm-raw.csv"
+rm -rf "$C"
+echo
+echo "== warm: the cache's data files read raw vs through modelfs (MB/s, page cache dropped)"
+column -s, -t <"$OUT/warm-raw.csv"
+
+# ---- 4. chart and Markdown table from the harness's results.csv
+python3 tests/bench/speed_report.py "$OUT/peers/results.csv" "$OUT/ttfb.csv" "$OUT" "$BACKEND" \
+	"$OUT/warm-raw.csv"
 echo
 echo "results: $OUT (table.md, chart.png, peers/results.csv, ttfb.csv)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn one speed.sh run into table.md and chart.png.
 
-usage: speed_report.py RESULTS_CSV TTFB_CSV OUT_DIR BACKEND
+usage: speed_report.py RESULTS_CSV TTFB_CSV OUT_DIR BACKEND [WARM_RAW_CSV]
 
 RESULTS_CSV is ../shared/bench's results.csv (limits and filesystem rows of one run);
 TTFB_CSV is speed.sh's time-to-first-byte table. Every figure printed comes from those
@@ -15,6 +15,7 @@ import sys
 
 def main():
     results, ttfb_csv, out, backend = sys.argv[1:5]
+    warm_raw = sys.argv[5] if len(sys.argv) > 5 else None
     rows = list(csv.DictReader(open(results)))
     limits = [r for r in rows if r["section"] == "limit"]
     fs = [r for r in rows if r["section"] == "fs"]
@@ -78,6 +79,19 @@ def main():
     md.append("|" + "---|" * len(t[0]))
     for r in t[1:]:
         md.append("| " + " | ".join(r) + " |")
+    if warm_raw and os.path.exists(warm_raw):
+        w = list(csv.DictReader(open(warm_raw)))
+        md.append("")
+        md.append("Warm against the raw read of the same bytes: the cache's data files read with "
+                  "`cat` (page cache dropped) vs `cat` of the shards through modelfs (MB/s):\n")
+        md.append("| run | cache data files (raw) | modelfs warm | ratio |")
+        md.append("|---|---|---|---|")
+        for run in sorted({r["run"] for r in w}):
+            raw = [r["MBps"] for r in w if r["run"] == run and r["read"].startswith("cache")]
+            mine = [r["MBps"] for r in w if r["run"] == run and r["read"] == "modelfs warm"]
+            if raw and mine:
+                md.append(f"| {run} | {raw[0]} | {mine[0]} | "
+                          f"{float(mine[0]) / float(raw[0]):.2f} |")
     checks = [f"{r['section']}: {r['sha256']}" for r in rows if r["system"] == "verify"]
     if checks:
         md.append("")

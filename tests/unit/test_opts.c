@@ -168,6 +168,7 @@ static void test_defaults(void)
 	CHECK(r.o.ca_file == NULL);
 	CHECK(r.o.path_style == -1);
 	CHECK(r.o.insecure_tls == 0);
+	CHECK(r.o.no_passthrough == 0);
 	CHECK(r.o.uid == getuid());
 	CHECK(r.o.gid == getgid());
 	CHECK(r.o.umask == 0);
@@ -202,7 +203,8 @@ static void test_all_options(void)
 	clear_env();
 	parse(&r, "-o",
 	      "endpoint=http://127.0.0.1:9000/base,region=eu-west-1,path_style,"
-	      "creds_file=/etc/modelfs/creds,profile=dev,ca_file=/etc/ssl/ca.pem,insecure_tls",
+	      "creds_file=/etc/modelfs/creds,profile=dev,ca_file=/etc/ssl/ca.pem,insecure_tls,"
+	      "no_passthrough",
 	      "-o", "uid=1000,gid=1001,umask=027,attr_timeout=1.5,entry_timeout=0,retries=0",
 	      "-oconnect_timeout=2.5,request_timeout=120", "s3://b", "/mnt", NULL);
 	CHECK(r.ret == 0);
@@ -215,6 +217,7 @@ static void test_all_options(void)
 	CHECK_STR(r.o.profile, "dev");
 	CHECK_STR(r.o.ca_file, "/etc/ssl/ca.pem");
 	CHECK(r.o.insecure_tls == 1);
+	CHECK(r.o.no_passthrough == 1);
 	CHECK(r.o.uid == 1000);
 	CHECK(r.o.gid == 1001);
 	CHECK(r.o.umask == 027);
@@ -231,6 +234,7 @@ static void test_all_options(void)
 	CHECK(!fargs_contain(&r.fa, "endpoint"));
 	CHECK(!fargs_contain(&r.fa, "uid="));
 	CHECK(!fargs_contain(&r.fa, "insecure_tls"));
+	CHECK(!fargs_contain(&r.fa, "passthrough"));
 	CHECK(fuse_accepts(&r.fa));
 	done(&r);
 
