@@ -57,6 +57,7 @@
 #define EVICT_BATCH 64
 #define STORE_PAUSE_MS 10000
 #define CACHE_RA_THREADS 8
+#define CACHE_WR_THREADS 4
 #define RA_QUEUE_MAX 512
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
 #define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
@@ -101,6 +102,10 @@ struct cache {
 	unsigned n_ra;
 
 	struct mem *mem; /* recently fetched chunks, NULL: none */
+	struct wr_job *wr_head, *wr_tail; /* protected by lock */
+	pthread_t wr[CACHE_WR_THREADS];
+	unsigned n_wr;
+	int wr_stop; /* protected by lock; set once no stream is left */
 
 	_Atomic uint64_t hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
@@ -323,6 +328,67 @@ static void store_failed(struct cache *c, int err)
 		want_eviction(c);
 }
 
+/* Fill @rec for the chunk of @clen bytes in @buf: length, use, checksums. */
+static void record_of(struct index_chunk *rec, const char *buf, uint32_t clen)
+{
+	rec->len = clen;
+	rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
+	rec->last_use_ms = now_ms();
+	for (uint32_t b = 0; b < rec->nblocks; b++) {
+		uint32_t bl = clen - b * INDEX_BLOCK < INDEX_BLOCK ? clen - b * INDEX_BLOCK
+								   : INDEX_BLOCK;
+		rec->crc[b] = crc32c(0, buf + (size_t)b * INDEX_BLOCK, bl);
+	}
+}
+
+/* Write a whole chunk from memory to its data file: with O_DIRECT through
+ * @dfd where the filesystem takes it (on EINVAL, or @dfd -1, the write is
+ * buffered through @fd). Why: the bytes are in memory for their reader
+ * already, and filling the data file's page cache as well costs more CPU
+ * than the rest of the cold path (allocating those pages, on a VM above
+ * all). @return 0 or -errno. */
+static int write_chunk(int fd, int dfd, const char *buf, uint64_t coff, uint32_t clen)
+{
+	uint32_t head = dfd >= 0 ? clen & ~(DIO_ALIGN - 1) : 0;
+	ssize_t w;
+
+	if (head) {
+		w = pwrite(dfd, buf, head, (off_t)coff);
+		if (w < 0 && errno == EINVAL) {
+			head = 0;
+		} else if (w != (ssize_t)head) {
+			return w < 0 ? -errno : -ENOSPC;
+		}
+	}
+	if (clen > head) {
+		w = pwrite(fd, buf + head, clen - head, (off_t)(coff + head));
+		if (w != (ssize_t)(clen - head))
+			return w < 0 ? -errno : -ENOSPC;
+	}
+	return 0;
+}
+
+/* Take the fetch lock of chunk @chunk. A reader (@dst) stops waiting as soon
+ * as the chunk shows up in memory: its stream publishes it before the write
+ * to disk that the lock outlasts. @return 0 locked, 1 read from memory into
+ * @dst, or -errno. */
+static int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk, uint32_t a,
+		      uint32_t n, char *dst)
+{
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+	int err;
+
+	if (!dst || !c->mem)
+		return range_lock(fd, F_WRLCK, coff, c->chunk_size, 1);
+	for (;;) {
+		err = range_lock(fd, F_WRLCK, coff, c->chunk_size, 0);
+		if (err != -EAGAIN && err != -EACCES)
+			return err;
+		if (mem_wait_read(c->mem, id, chunk, a, n, dst, 10) == 0)
+			return 1;
+	}
+}
+
 /* Fetch chunk @chunk (@clen bytes) into the cache and copy [a, a + n) out. */
 static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id,
 		       uint32_t chunk, uint32_t clen, uint32_t a, uint32_t n, char *dst,
@@ -330,6 +396,7 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 {
 	uint64_t coff = (uint64_t)chunk * c->chunk_size;
 	struct index_chunk *rec = malloc(sizeof(*rec));
+	struct mem_buf *mb = NULL;
 	char *buf = NULL;
 	size_t got = 0;
 	int fd, err;
@@ -339,13 +406,14 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	fd = open_data(c, id, O_RDWR | O_CREAT);
 	if (fd < 0) {
 		store_failed(c, fd);
-	} else if ((err = range_lock(fd, F_WRLCK, coff, c->chunk_size, 1)) != 0) {
+	} else if ((err = lock_chunk(c, fd, id, chunk, a, n, dst)) < 0) {
 		close(fd);
 		fd = -1;
 		store_failed(c, err);
-	} else if (dst ? (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) ||
-				 try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
-		       : index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen) {
+	} else if (err == 1 ||
+		   (dst ? (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) ||
+				  try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
+			: index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen)) {
 		/* another thread or process fetched it while we waited */
 		if (dst)
 			note_hit(c, id, chunk);
@@ -353,7 +421,9 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		goto out;
 	}
 
-	buf = malloc(clen);
+	/* a pool buffer: the chunk stays in memory for the readers after us */
+	mb = c->mem ? mem_take(c->mem) : NULL;
+	buf = mb ? mem_data(mb) : malloc(clen);
 	if (!buf) {
 		err = -ENOMEM;
 		goto out;
@@ -374,35 +444,37 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	pthread_mutex_unlock(&c->lock);
 
 	if (fd >= 0 && may_store(c, clen)) {
-		ssize_t w = pwrite(fd, buf, clen, (off_t)coff);
-		if (w != (ssize_t)clen) {
-			store_failed(c, w < 0 ? -errno : -ENOSPC);
-		} else {
-			rec->len = clen;
-			rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
-			rec->last_use_ms = now_ms();
-			for (uint32_t b = 0; b < rec->nblocks; b++) {
-				uint32_t bl = clen - b * INDEX_BLOCK < INDEX_BLOCK
-						  ? clen - b * INDEX_BLOCK
-						  : INDEX_BLOCK;
-				rec->crc[b] = crc32c(0, buf + (size_t)b * INDEX_BLOCK, bl);
-			}
+		int dfd = mb ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
+		record_of(rec, buf, clen);
+		err = write_chunk(fd, dfd, buf, coff, clen);
+		if (dfd >= 0)
+			close(dfd);
+		if (!err) {
 			char name[1024];
 			snprintf(name, sizeof(name), "%s/%s", o->source, o->key);
 			err = index_chunk_put(c->ix, id, chunk, rec, name, o->size);
-			if (err)
-				store_failed(c, err);
-			err = 0;
 		}
+		if (err)
+			store_failed(c, err);
+		err = 0;
 	} else if (fd >= 0) {
 		atomic_fetch_add(&c->uncached, 1);
 	}
 	if (dst)
 		memcpy(dst, buf + a, n);
+	if (mb) {
+		/* readable from memory before the lock that readers wait on goes */
+		mem_publish(c->mem, mb, id, chunk, clen, 0);
+		mb = NULL;
+		buf = NULL;
+	}
 out:
 	if (fd >= 0)
 		close(fd); /* releases the range lock */
-	free(buf);
+	if (mb)
+		mem_drop(c->mem, mb);
+	else
+		free(buf);
 	free(rec);
 	return err;
 }
@@ -513,6 +585,7 @@ struct stream_fetch {
 	uint64_t pos;          /* bytes received in this attempt */
 	uint64_t done;         /* bytes of chunks recorded or dropped (any attempt) */
 	int dfd;               /* the data file with O_DIRECT, -1: none */
+	unsigned writes;       /* chunks with the writers; protected by c->lock */
 	struct mem_buf *buf;   /* the chunk being filled in memory, or NULL: */
 	char *block;           /* ... the 64 KiB block being filled */
 	uint32_t blen;
@@ -536,18 +609,20 @@ static void stream_reset(void *arg)
 
 /* A chunk of the run is complete: record it (or drop its bytes when it may
  * not be stored) and let waiting readers at it. */
-static void stream_chunk_done(struct stream_fetch *f, uint32_t chunk, uint32_t clen)
+static void chunk_finish(struct stream_fetch *f, struct index_chunk *rec, uint32_t chunk,
+			 uint32_t clen, int store, int record)
 {
 	struct cache *c = f->c;
 	uint64_t coff = (uint64_t)chunk * c->chunk_size;
-	uint64_t end = coff + clen - f->start;
+	struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = (off_t)coff,
+			   .l_len = c->chunk_size};
 
-	if (end > f->done) {
-		f->rec->len = clen;
-		f->rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
-		f->rec->last_use_ms = now_ms();
-		if (!f->store || !may_store(c, clen) ||
-		    index_chunk_put(c->ix, f->id, chunk, f->rec, f->name, f->o->size) != 0) {
+	if (record) {
+		rec->len = clen;
+		rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
+		rec->last_use_ms = now_ms();
+		if (!store || !may_store(c, clen) ||
+		    index_chunk_put(c->ix, f->id, chunk, rec, f->name, f->o->size) != 0) {
 			fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff, clen);
 			atomic_fetch_add(&c->uncached, 1);
 		}
@@ -556,40 +631,93 @@ static void stream_chunk_done(struct stream_fetch *f, uint32_t chunk, uint32_t c
 		pthread_mutex_lock(&c->lock);
 		c->pend_misses++;
 		pthread_mutex_unlock(&c->lock);
-		f->done = end;
 	}
-	{
-		struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = (off_t)coff,
-				   .l_len = c->chunk_size};
-		fcntl(f->fd, F_OFD_SETLK, &fl);
-	}
+	fcntl(f->fd, F_OFD_SETLK, &fl);
 }
 
-/* Write a whole chunk from memory. O_DIRECT where the filesystem takes it:
- * the bytes are in memory for their reader already, and filling the page
- * cache of the data file as well costs more CPU than the rest of the cold
- * path (allocating those pages, on a VM above all). @return 0 or -errno. */
-static int write_chunk(struct stream_fetch *f, const char *buf, uint64_t coff, uint32_t clen)
+/* Is this the first attempt to complete the chunk ending at @end of the run?
+ * (A retried GET starts the run again; chunks done before are not recorded
+ * twice.) */
+static int first_completion(struct stream_fetch *f, uint32_t chunk, uint32_t clen)
 {
-	uint32_t head = f->dfd >= 0 ? clen & ~(DIO_ALIGN - 1) : 0;
-	ssize_t w;
+	uint64_t end = (uint64_t)chunk * f->c->chunk_size + clen - f->start;
 
-	if (head) {
-		w = pwrite(f->dfd, buf, head, (off_t)coff);
-		if (w < 0 && errno == EINVAL) { /* not here after all: buffered */
-			close(f->dfd);
-			f->dfd = -1;
-			head = 0;
-		} else if (w != (ssize_t)head) {
-			return w < 0 ? -errno : -ENOSPC;
-		}
+	if (end <= f->done)
+		return 0;
+	f->done = end;
+	return 1;
+}
+
+static void stream_chunk_done(struct stream_fetch *f, uint32_t chunk, uint32_t clen)
+{
+	chunk_finish(f, f->rec, chunk, clen, f->store, first_completion(f, chunk, clen));
+}
+
+/* Writers: a chunk gathered in memory is written, recorded and unlocked by
+ * a writer thread while its stream receives the next one, so a stream never
+ * waits for the disk. The stream waits for its writes at the end of its GET. */
+struct wr_job {
+	struct wr_job *next;
+	struct stream_fetch *f;
+	struct mem_buf *mb; /* published, with a reference held until written */
+	struct index_chunk *rec;
+	uint32_t chunk, clen;
+	int record;
+};
+
+static void wr_run(struct cache *c, struct wr_job *j)
+{
+	struct stream_fetch *f = j->f;
+	int store = 1, err;
+
+	err = write_chunk(f->fd, f->dfd, mem_data(j->mb), (uint64_t)j->chunk * c->chunk_size,
+			  j->clen);
+	if (err) {
+		store_failed(c, err);
+		store = 0;
 	}
-	if (clen > head) {
-		w = pwrite(f->fd, buf + head, clen - head, (off_t)(coff + head));
-		if (w != (ssize_t)(clen - head))
-			return w < 0 ? -errno : -ENOSPC;
+	chunk_finish(f, j->rec, j->chunk, j->clen, store, j->record);
+	mem_put(c->mem, j->mb);
+	pthread_mutex_lock(&c->lock);
+	f->writes--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	free(j->rec);
+	free(j);
+}
+
+static void *wr_main(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		struct wr_job *j;
+		while (!c->wr_head && !c->wr_stop)
+			pthread_cond_wait(&c->cond, &c->lock);
+		if (!c->wr_head)
+			break; /* stopping, and nothing left */
+		j = c->wr_head;
+		c->wr_head = j->next;
+		if (!c->wr_head)
+			c->wr_tail = NULL;
+		pthread_mutex_unlock(&c->lock);
+		wr_run(c, j);
+		pthread_mutex_lock(&c->lock);
 	}
-	return 0;
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* Wait until the writers are done with @f's chunks. */
+static void wr_wait(struct stream_fetch *f)
+{
+	struct cache *c = f->c;
+
+	pthread_mutex_lock(&c->lock);
+	while (f->writes)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* The memory path of stream_sink: a chunk is gathered in a pool buffer,
@@ -603,6 +731,8 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 	uint32_t within = (uint32_t)(at % c->chunk_size);
 	uint32_t clen = chunk_len(c, f->o->size, chunk);
 	size_t take = clen - within < n ? clen - within : n;
+	struct index_chunk *rec;
+	struct wr_job *j;
 	char *buf;
 	int err;
 
@@ -619,19 +749,38 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 	f->pos += take;
 	if (within + take < clen)
 		return take;
-	for (uint32_t b = 0; b * INDEX_BLOCK < clen; b++) {
-		uint32_t bl = clen - b * INDEX_BLOCK < INDEX_BLOCK ? clen - b * INDEX_BLOCK
-								   : INDEX_BLOCK;
-		f->rec->crc[b] = crc32c(0, buf + (size_t)b * INDEX_BLOCK, bl);
+	/* readable from memory at once, before the write and before the lock
+	 * that readers wait on goes */
+	j = malloc(sizeof(*j));
+	rec = malloc(sizeof(*rec));
+	if (!j || !rec || !c->n_wr) {
+		free(j);
+		free(rec);
+		record_of(f->rec, buf, clen);
+		mem_publish(c->mem, f->buf, f->id, chunk, clen, 0);
+		f->buf = NULL;
+		if (f->store &&
+		    (err = write_chunk(f->fd, f->dfd, buf, (uint64_t)chunk * c->chunk_size, clen))) {
+			store_failed(c, err);
+			f->store = 0;
+		}
+		stream_chunk_done(f, chunk, clen);
+		return take;
 	}
-	if (f->store && (err = write_chunk(f, buf, (uint64_t)chunk * c->chunk_size, clen)) != 0) {
-		store_failed(c, err);
-		f->store = 0;
-	}
-	/* readable from memory before the lock that readers wait on goes */
-	mem_publish(c->mem, f->buf, f->id, chunk, clen);
+	record_of(rec, buf, clen);
+	mem_publish(c->mem, f->buf, f->id, chunk, clen, 1);
+	*j = (struct wr_job){.f = f, .mb = f->buf, .rec = rec, .chunk = chunk, .clen = clen,
+			     .record = first_completion(f, chunk, clen)};
 	f->buf = NULL;
-	stream_chunk_done(f, chunk, clen);
+	pthread_mutex_lock(&c->lock);
+	f->writes++;
+	if (c->wr_tail)
+		c->wr_tail->next = j;
+	else
+		c->wr_head = j;
+	c->wr_tail = j;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
 	return take;
 }
 
@@ -722,6 +871,7 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		err = c->be->ops->read_stream(c->be, o->key, o->etag, f.start, f.total, stream_sink,
 					      stream_reset, &f);
 		fetch_slot_put(c);
+		wr_wait(&f);
 		if (!err && f.pos != f.total)
 			err = -ESTALE; /* shorter than the listing said */
 		if (err && f.done < f.total) /* bytes written but never recorded */
@@ -882,9 +1032,12 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	to = cur + s->window;
 	if (to > last_chunk)
 		to = last_chunk;
-	/* Refill in runs of at least half a window (one GET each), not a chunk
-	 * at a time, unless the object ends sooner. */
-	if (to < from || (to - from + 1 < (s->window + 1) / 2 && to < last_chunk)) {
+	/* Refill in runs of at least a quarter window (one GET each, 16 MiB at
+	 * the full window), not a chunk at a time, unless the object ends
+	 * sooner: up to four GETs in flight per reader. (Half-window runs, two
+	 * in flight, read 353-419 MB/s cold from s3rver where quarter-window
+	 * runs read 436-493.) */
+	if (to < from || (to - from + 1 < (s->window + 3) / 4 && to < last_chunk)) {
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
@@ -1376,6 +1529,9 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 		nbufs = nbufs < 4 ? 4 : nbufs > 64 ? 64 : nbufs; /* scanned linearly */
 		if (mem_open(nbufs, c->chunk_size, &c->mem) != 0)
 			c->mem = NULL; /* reads come back from the files */
+		while (c->mem && c->n_wr < CACHE_WR_THREADS &&
+		       pthread_create(&c->wr[c->n_wr], NULL, wr_main, c) == 0)
+			c->n_wr++;
 		if (pthread_create(&c->bg, NULL, bg_main, c) == 0)
 			c->bg_started = 1;
 		while (c->n_ra < CACHE_RA_THREADS && c->n_ra < c->max_fetches / 2 &&
@@ -1400,6 +1556,14 @@ void cache_close(struct cache *c)
 		pthread_join(c->bg, NULL);
 	for (unsigned i = 0; i < c->n_ra; i++)
 		pthread_join(c->ra[i], NULL);
+	/* the streams are gone (readahead joined; prefetch and FUSE stopped
+	 * before this call): the writers drain their queue and end */
+	pthread_mutex_lock(&c->lock);
+	c->wr_stop = 1;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned i = 0; i < c->n_wr; i++)
+		pthread_join(c->wr[i], NULL);
 	while (c->ra_head) {
 		struct ra_job *j = c->ra_head;
 		c->ra_head = j->next;

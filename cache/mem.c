@@ -7,8 +7,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 
-#define MEM_ALIGN 4096
+/* 2 MiB: a buffer can be backed by transparent huge pages, so filling a
+ * fresh one takes two page faults, not 1024 (each costly on a VM) */
+#define MEM_ALIGN (2u << 20)
 
 struct mem_buf {
 	char *data;
@@ -22,6 +26,7 @@ struct mem_buf {
 
 struct mem {
 	pthread_mutex_t lock;
+	pthread_cond_t published;
 	size_t size;
 	unsigned n;
 	uint64_t clock;
@@ -37,6 +42,7 @@ int mem_open(unsigned nbufs, size_t size, struct mem **out)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->published, NULL);
 	m->size = size;
 	m->n = nbufs;
 	*out = m;
@@ -50,6 +56,7 @@ void mem_close(struct mem *m)
 	for (unsigned i = 0; i < m->n; i++)
 		free(m->bufs[i].data);
 	free(m->bufs);
+	pthread_cond_destroy(&m->published);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
@@ -78,6 +85,7 @@ struct mem_buf *mem_take(struct mem *m)
 			mem_drop(m, best);
 			return NULL;
 		}
+		madvise(p, m->size, MADV_HUGEPAGE); /* a hint: fine if refused */
 		best->data = p;
 	}
 	return best;
@@ -86,7 +94,7 @@ struct mem_buf *mem_take(struct mem *m)
 char *mem_data(struct mem_buf *b) { return b->data; }
 
 void mem_publish(struct mem *m, struct mem_buf *b, const uint8_t *objid, uint32_t chunk,
-		 uint32_t len)
+		 uint32_t len, int keep)
 {
 	pthread_mutex_lock(&m->lock);
 	/* an older copy of the same chunk (fetched twice) goes first */
@@ -101,7 +109,9 @@ void mem_publish(struct mem *m, struct mem_buf *b, const uint8_t *objid, uint32_
 	b->len = len;
 	b->valid = 1;
 	b->filling = 0;
+	b->refs += keep ? 1 : 0;
 	b->used = ++m->clock;
+	pthread_cond_broadcast(&m->published);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -113,17 +123,35 @@ void mem_drop(struct mem *m, struct mem_buf *b)
 	pthread_mutex_unlock(&m->lock);
 }
 
-const char *mem_get(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
-		    struct mem_buf **ref)
+static struct mem_buf *find(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a,
+			     uint32_t n)
 {
-	struct mem_buf *b = NULL;
-
-	pthread_mutex_lock(&m->lock);
-	for (unsigned i = 0; i < m->n && !b; i++) {
+	for (unsigned i = 0; i < m->n; i++) {
 		struct mem_buf *o = &m->bufs[i];
 		if (o->valid && o->chunk == chunk && memcmp(o->objid, objid, OBJID_LEN) == 0 &&
 		    a + n <= o->len)
-			b = o;
+			return o;
+	}
+	return NULL;
+}
+
+/* mem_get, waiting up to @ms for a publish when it is not there. */
+static const char *get(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
+		       struct mem_buf **ref, unsigned ms)
+{
+	struct mem_buf *b;
+
+	pthread_mutex_lock(&m->lock);
+	b = find(m, objid, chunk, a, n);
+	if (!b && ms) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)ms * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		while (!(b = find(m, objid, chunk, a, n)) &&
+		       pthread_cond_timedwait(&m->published, &m->lock, &ts) == 0)
+			;
 	}
 	if (b) {
 		b->refs++;
@@ -134,6 +162,12 @@ const char *mem_get(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_
 	return b ? b->data + a : NULL;
 }
 
+const char *mem_get(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
+		    struct mem_buf **ref)
+{
+	return get(m, objid, chunk, a, n, ref, 0);
+}
+
 void mem_put(struct mem *m, struct mem_buf *ref)
 {
 	pthread_mutex_lock(&m->lock);
@@ -141,15 +175,21 @@ void mem_put(struct mem *m, struct mem_buf *ref)
 	pthread_mutex_unlock(&m->lock);
 }
 
-int mem_read(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
-	     char *dst)
+int mem_wait_read(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
+		  char *dst, unsigned ms)
 {
 	struct mem_buf *ref;
-	const char *p = mem_get(m, objid, chunk, a, n, &ref);
+	const char *p = get(m, objid, chunk, a, n, &ref, ms);
 
 	if (!p)
 		return -ENOENT;
 	memcpy(dst, p, n);
 	mem_put(m, ref);
 	return 0;
+}
+
+int mem_read(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
+	     char *dst)
+{
+	return mem_wait_read(m, objid, chunk, a, n, dst, 0);
 }

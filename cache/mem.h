@@ -31,10 +31,11 @@ void mem_close(struct mem *m);
 struct mem_buf *mem_take(struct mem *m);
 char *mem_data(struct mem_buf *b);
 
-/* Make a filled buffer readable as chunk @chunk (@len bytes) of @objid.
- * Gives the buffer back either way. */
+/* Make a filled buffer readable as chunk @chunk (@len bytes) of @objid and
+ * give it back; with @keep, keep a reference (mem_put) so that it is not
+ * reused before the caller is done with it. */
 void mem_publish(struct mem *m, struct mem_buf *b, const uint8_t *objid, uint32_t chunk,
-		 uint32_t len);
+		 uint32_t len, int keep);
 /* Give back a buffer that will not be published. */
 void mem_drop(struct mem *m, struct mem_buf *b);
 
@@ -42,6 +43,11 @@ void mem_drop(struct mem *m, struct mem_buf *b);
  * @return 0, or -ENOENT. */
 int mem_read(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
 	     char *dst);
+
+/* mem_read, waiting up to @ms milliseconds for the chunk to be published.
+ * @return 0, or -ENOENT. */
+int mem_wait_read(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, uint32_t n,
+		  char *dst, unsigned ms);
 
 /* [a, a + n) of the chunk in place, or NULL when it is not in memory; the
  * bytes stay valid until mem_put(*@ref). */
