@@ -677,6 +677,9 @@ static void child_side(int to_parent, int from_parent, const char *dir)
 		bad |= 8;
 	if (usage_of(ix) != 1000 + 2000 + 3000)
 		bad |= 16;
+	/* checked: the parent may start writing (before this it raced our reads) */
+	if (send_byte(to_parent))
+		bad |= 4;
 	/* both sides now write at once: the writer lock must serialize them */
 	for (uint32_t c = 0; c < 300; c++)
 		if (put(ix, 3, c, 10, 1, "s3://b/race-child", 3000) != 0)
@@ -718,6 +721,7 @@ static void test_two_processes(void)
 	CHECK(usage_of(ix) == 1000 + 2000);
 	CHECK(put(ix, 1, 1, 3000, 5, "s3://b/parent", 1000000) == 0);
 	CHECK(send_byte(p2c[1]) == 0);
+	CHECK(wait_byte(c2p[0]) == 0); /* the child has checked what it saw */
 	{
 		int put_errors = 0;
 		for (uint32_t c = 0; c < 300; c++)
