@@ -61,6 +61,8 @@
 #define RA_QUEUE_MAX 512
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
 #define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
+#define SWEEP_AFTER_DIV 4   /* a random reader of a quarter of an object's chunks... */
+#define SWEEP_MIN_CHUNKS 16 /* ... of an object of 16 chunks or more: sweep the rest */
 #define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
 #define MEM_BYTES (128u << 20) /* chunks kept in memory for their readers */
 #define DIO_ALIGN 4096
@@ -68,6 +70,7 @@
 struct ra_job {
 	struct ra_job *next;
 	uint32_t chunk, count; /* chunks [chunk, chunk + count) */
+	int sweep;             /* part of a sweep: fetch what is missing, nothing more */
 	uint64_t size;
 	char *source, *key, *etag; /* one allocation: source\0key\0etag\0 */
 };
@@ -107,7 +110,7 @@ struct cache {
 	unsigned n_wr;
 	int wr_stop; /* protected by lock; set once no stream is left */
 
-	_Atomic uint64_t hits, misses, backend_bytes, refetches, uncached;
+	_Atomic uint64_t hits, mem_hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
 	atomic_int cancelled;
 };
@@ -201,9 +204,11 @@ static void touch_chunk(struct cache *c, const uint8_t *id, uint32_t chunk)
 	pthread_mutex_unlock(&c->lock);
 }
 
-static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk)
+static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk, int from_mem)
 {
 	atomic_fetch_add(&c->hits, 1);
+	if (from_mem)
+		atomic_fetch_add(&c->mem_hits, 1);
 	pthread_mutex_lock(&c->lock);
 	c->pend_hits++;
 	pthread_mutex_unlock(&c->lock);
@@ -399,7 +404,7 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	struct mem_buf *mb = NULL;
 	char *buf = NULL;
 	size_t got = 0;
-	int fd, err;
+	int fd, err, from_mem;
 
 	if (!rec)
 		return -ENOMEM;
@@ -410,13 +415,13 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		close(fd);
 		fd = -1;
 		store_failed(c, err);
-	} else if (err == 1 ||
-		   (dst ? (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) ||
-				  try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
+	} else if ((from_mem = err == 1 || (dst && c->mem &&
+						       mem_read(c->mem, id, chunk, a, n, dst) == 0)) ||
+		   (dst ? try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
 			: index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen)) {
 		/* another thread or process fetched it while we waited */
 		if (dst)
-			note_hit(c, id, chunk);
+			note_hit(c, id, chunk, from_mem);
 		err = 0;
 		goto out;
 	}
@@ -494,12 +499,12 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 	int err;
 
 	if (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) {
-		note_hit(c, id, chunk);
+		note_hit(c, id, chunk, 1);
 		return 0;
 	}
 	err = try_disk(c, id, chunk, clen, a, n, dst, &rec);
 	if (err == 0) {
-		note_hit(c, id, chunk);
+		note_hit(c, id, chunk, 0);
 		return 0;
 	}
 	if (err == -EBADMSG)
@@ -561,7 +566,7 @@ int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t
 	p = mem_get(c->mem, id, chunk, a, (uint32_t)n, &ref);
 	if (!p)
 		return 0;
-	note_hit(c, id, chunk);
+	note_hit(c, id, chunk, 1);
 	*ret = fn(arg, p, n);
 	mem_put(c->mem, ref);
 	return 1;
@@ -908,8 +913,9 @@ static void ra_run(struct cache *c, const struct ra_job *j)
 		free(rec);
 		return;
 	}
-	/* cached chunks: have the kernel read them from disk ahead of the reader */
-	fd = open_data(c, id, O_RDONLY);
+	/* cached chunks: have the kernel read them from disk ahead of the reader
+	 * (a sweep has no reader at its position: it leaves them on disk) */
+	fd = j->sweep ? -1 : open_data(c, id, O_RDONLY);
 	for (uint32_t k = j->chunk; k < j->chunk + j->count; k++) {
 		uint32_t clen = chunk_len(c, o.size, k);
 		if (index_chunk_get(c->ix, id, k, rec) == 0 && rec->len == clen) {
@@ -959,8 +965,11 @@ static void *ra_main(void *arg)
 	return NULL;
 }
 
-static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
-		       uint32_t count)
+/* Queue a readahead job. A sweep job is queued only while the workers are
+ * about to run out of work, so it takes their idle time, and sequential
+ * readers' jobs never wait behind a whole file. @return 0 when queued. */
+static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
+		      uint32_t count, int sweep)
 {
 	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
 	struct ra_job *j = calloc(1, sizeof(*j));
@@ -969,7 +978,7 @@ static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t c
 	if (!j || !names) {
 		free(j);
 		free(names);
-		return;
+		return -ENOMEM;
 	}
 	memcpy(names, o->source, ls);
 	memcpy(names + ls, o->key, lk);
@@ -979,13 +988,14 @@ static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t c
 	j->etag = names + ls + lk;
 	j->chunk = chunk;
 	j->count = count;
+	j->sweep = sweep;
 	j->size = o->size;
 	pthread_mutex_lock(&c->lock);
-	if (c->ra_queued >= RA_QUEUE_MAX || c->stop) {
+	if (c->ra_queued >= (sweep ? c->n_ra / 2 : RA_QUEUE_MAX) || c->stop) {
 		pthread_mutex_unlock(&c->lock);
 		free(names);
 		free(j);
-		return;
+		return -EBUSY;
 	}
 	if (c->ra_tail)
 		c->ra_tail->next = j;
@@ -995,6 +1005,7 @@ static void ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t c
 	c->ra_queued++;
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	return 0;
 }
 
 void cache_stream_init(struct cache_stream *s)
@@ -1003,7 +1014,36 @@ void cache_stream_init(struct cache_stream *s)
 	pthread_mutex_init(&s->lock, NULL);
 }
 
-void cache_stream_destroy(struct cache_stream *s) { pthread_mutex_destroy(&s->lock); }
+void cache_stream_destroy(struct cache_stream *s)
+{
+	free(s->touched);
+	pthread_mutex_destroy(&s->lock);
+}
+
+/* A random reader marks the chunks it reads; once it has read a quarter of
+ * the object's chunks, it is taken to be reading the whole object in some
+ * order of its own (an mmap of a shard, tensors read out of order), and the
+ * rest is streamed in behind it (s->sweep). Called with s->lock held. */
+static void note_random(struct cache_stream *s, uint64_t first, uint64_t last,
+			uint64_t n_chunks)
+{
+	if (s->sweeping || n_chunks < SWEEP_MIN_CHUNKS)
+		return;
+	if (!s->touched && !(s->touched = calloc((n_chunks + 7) / 8, 1)))
+		return;
+	for (uint64_t k = first; k <= last; k++) {
+		if (s->touched[k / 8] & (1u << (k % 8)))
+			continue;
+		s->touched[k / 8] |= (uint8_t)(1u << (k % 8));
+		s->n_touched++;
+	}
+	if ((uint64_t)s->n_touched * SWEEP_AFTER_DIV >= n_chunks) {
+		s->sweeping = 1;
+		s->sweep = 0;
+		free(s->touched);
+		s->touched = NULL;
+	}
+}
 
 void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
 		     uint64_t off, size_t len)
@@ -1024,8 +1064,16 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	} else {
 		s->window = 0; /* random access: no readahead until it looks sequential */
 		s->ahead_until = cur + 1;
+		note_random(s, off / c->chunk_size, cur, last_chunk + 1);
 	}
 	s->seen = 1;
+	/* a sweep goes on one run at a time, while the workers have room */
+	if (s->sweeping && s->sweep <= last_chunk) {
+		uint64_t n = last_chunk - s->sweep + 1 < RA_WINDOW_MAX ? last_chunk - s->sweep + 1
+								       : RA_WINDOW_MAX;
+		if (ra_enqueue(c, obj, (uint32_t)s->sweep, (uint32_t)n, 1) == 0)
+			s->sweep += n;
+	}
 	if (end > s->next_off)
 		s->next_off = end;
 	from = s->ahead_until > cur + 1 ? s->ahead_until : cur + 1;
@@ -1043,7 +1091,7 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	}
 	s->ahead_until = to + 1;
 	pthread_mutex_unlock(&s->lock);
-	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1));
+	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1), 0);
 }
 
 /* The runs of one object being prefetched, taken in turn by PREFETCH_STREAMS
@@ -1214,6 +1262,7 @@ void cache_unpin(struct cache *c, const struct cache_object *obj, int fd)
 void cache_counters(struct cache *c, struct cache_counters *out)
 {
 	out->hits = atomic_load(&c->hits);
+	out->mem_hits = atomic_load(&c->mem_hits);
 	out->misses = atomic_load(&c->misses);
 	out->backend_bytes = atomic_load(&c->backend_bytes);
 	out->refetches = atomic_load(&c->refetches);
@@ -1570,6 +1619,11 @@ void cache_close(struct cache *c)
 		free(j->source);
 		free(j);
 	}
+	if (c->ix)
+		log_info("cache: %llu chunk reads from memory, %llu from disk, %llu fetched "
+			 "(%llu MiB)",
+			 (unsigned long long)c->mem_hits, (unsigned long long)(c->hits - c->mem_hits),
+			 (unsigned long long)c->misses, (unsigned long long)(c->backend_bytes >> 20));
 	index_close(c->ix);
 	mem_close(c->mem);
 	if (c->data_fd >= 0)

@@ -69,15 +69,21 @@ struct cache_stream {
 	uint64_t next_off;    /* where a sequential reader goes on */
 	uint64_t ahead_until; /* first chunk not yet scheduled */
 	uint32_t window;      /* chunks kept ahead: grows while sequential */
+	uint8_t *touched;     /* chunks a random reader has read (a bitmap) */
+	uint32_t n_touched;
+	int sweeping;         /* ... a quarter of them: the rest is streamed in */
+	uint64_t sweep;       /* next chunk of the sweep */
 };
 void cache_stream_init(struct cache_stream *s);
 void cache_stream_destroy(struct cache_stream *s);
 
 /* Note a read of [off, off + len) of @obj and, while its reader is
  * sequential, schedule the chunks ahead of it (a window that doubles up to 16
- * chunks and drops to none on a random read). Fetches run in background
- * workers that take at most half of the fetch slots; chunks already on disk
- * are handed to the kernel's readahead of the data file instead. */
+ * chunks and drops to none on a random read). A random reader that has read a
+ * quarter of the object's chunks gets the rest swept in, one run of 16 chunks
+ * per read while the workers have room. Fetches run in background workers
+ * that take at most half of the fetch slots; chunks already on disk are
+ * handed to the kernel's readahead of the data file instead. */
 void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
 		     uint64_t off, size_t len);
 
@@ -111,7 +117,8 @@ int cache_cached_bytes(struct cache *c, const struct cache_object *obj, uint64_t
 
 /* Counters of this process since cache_open. */
 struct cache_counters {
-	uint64_t hits, misses;          /* chunk reads served from disk / fetched */
+	uint64_t hits, misses;          /* chunk reads served from the cache / fetched */
+	uint64_t mem_hits;              /* ... of the hits, those served from the memory pool */
 	uint64_t backend_bytes;         /* bytes fetched from the backend */
 	uint64_t refetches;             /* damaged or vanished chunks fetched again */
 	uint64_t uncached;              /* fetches not stored (quota or disk full) */

@@ -9,10 +9,9 @@
 #    reader of all shards, par4 = one reader per shard, rand4 = fio 4 jobs of 1 MiB random
 #    reads), with MB/s, ratios, daemon CPU s/GiB and peak RSS per row;
 # 2. time to first byte of a cold shard: curl's first byte (the limit), modelfs, s3fs;
-# 3. warm against the same bytes read raw: the model cached by modelfs, then (page cache
-#    dropped each time) dd of the cache's data files themselves, and dd through modelfs;
-#    the harness's disk limit reads the source model files, which this VM's host may cache
-#    differently from files just written;
+# 3. warm against the same bytes read raw: the model cached by a cold read through modelfs,
+#    then (page cache dropped each time) the cache's data files read raw and the model read
+#    through modelfs, in alternating order (see the comment there);
 # 4. a PNG bar chart (gnuplot) and a Markdown table of it all, in the output directory.
 #
 # Needs root (mounts, drop_caches). Output: OUT (default /var/tmp/modelfs-speed/out-DATE).
@@ -111,28 +110,40 @@ echo "== time to first byte of a cold $SHARD (ms; 3 runs)"
 column -s, -t <"$OUT/ttfb.csv"
 
 # ---- 3. warm against the raw read of the cache's own data files
+# The cache is filled by a cold read through modelfs, as in the harness. Then, each time with
+# the page cache dropped: the data files read raw and the model read through modelfs, in
+# alternating order. On this VM the first big read after the cold run is slow whoever does
+# it (freed guest memory goes back to the host, and pages it must hand out again cost more),
+# so the order is alternated and every read is reported.
 mbps_of() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / 1e6 / ((b - a) / 1e9) }'; }
 C=$W/warm-cache
 rm -rf "$C"
 mkdir -p "$MNT"
-build/modelfs s3://models "$MNT" -o "endpoint=$URL,cache_dir=$C${OPTS:+,$OPTS}"
-build/modelfs prefetch --wait --quiet "$MNT/model/"'*.safetensors'
-fusermount3 -u "$MNT"
 BYTES=$(cat "$W"/model/*.safetensors | wc -c)
+build/modelfs s3://models "$MNT" -o "endpoint=$URL,cache_dir=$C${OPTS:+,$OPTS}"
+cat "$MNT"/model/*.safetensors >/dev/null
+fusermount3 -u "$MNT"
+warm_raw() {
+	local t0
+	sync; echo 3 >/proc/sys/vm/drop_caches
+	t0=$(date +%s%N)
+	find "$C/data" -type f -size +1M -exec cat {} + >/dev/null
+	echo "cache data files (raw),$1,$(mbps_of "$BYTES" "$t0" "$(date +%s%N)")"
+}
+warm_modelfs() {
+	local t0
+	build/modelfs s3://models "$MNT" -o "endpoint=$URL,cache_dir=$C${OPTS:+,$OPTS}"
+	sync; echo 3 >/proc/sys/vm/drop_caches
+	t0=$(date +%s%N)
+	cat "$MNT"/model/*.safetensors >/dev/null
+	echo "modelfs warm,$1,$(mbps_of "$BYTES" "$t0" "$(date +%s%N)")"
+	fusermount3 -u "$MNT"
+}
 {
 	echo "read,run,MBps"
-	for run in 1 2 3; do
-		sync; echo 3 >/proc/sys/vm/drop_caches
-		t0=$(date +%s%N)
-		find "$C/data" -type f -size +1M -exec cat {} + >/dev/null
-		echo "cache data files (raw),$run,$(mbps_of "$BYTES" "$t0" "$(date +%s%N)")"
-		build/modelfs s3://models "$MNT" -o "endpoint=$URL,cache_dir=$C${OPTS:+,$OPTS}"
-		sync; echo 3 >/proc/sys/vm/drop_caches
-		t0=$(date +%s%N)
-		cat "$MNT"/model/*.safetensors >/dev/null
-		echo "modelfs warm,$run,$(mbps_of "$BYTES" "$t0" "$(date +%s%N)")"
-		fusermount3 -u "$MNT"
-	done
+	warm_raw 1; warm_modelfs 1
+	warm_modelfs 2; warm_raw 2
+	warm_raw 3; warm_modelfs 3
 } >"$OUT/warm-raw.csv"
 rm -rf "$C"
 echo

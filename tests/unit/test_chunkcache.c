@@ -1159,6 +1159,88 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 	return remove(path);
 }
 
+/* Wait up to 5 s for @o to be cached to @want bytes; @return the bytes cached. */
+static uint64_t wait_cached(struct cache *c, const struct cache_object *o, uint64_t want)
+{
+	uint64_t b = 0;
+
+	for (int i = 0; i < 500 && (b = cached(c, o)) < want; i++)
+		sleep_ms(10);
+	return b;
+}
+
+/* Readahead: a sequential reader gets chunks fetched ahead of it; a random
+ * reader gets only what it reads until it has read a quarter of the
+ * object's chunks, and then the rest is swept in behind it. */
+static void test_readahead(void)
+{
+	struct fake f;
+	const uint32_t chunk = 64 * KiB, n = 64;
+	struct cache_object seq = {"s3://bucket", "seq.bin", "e", (uint64_t)n * chunk};
+	struct cache_object rnd_o = {"s3://bucket", "rnd.bin", "e", (uint64_t)n * chunk};
+	struct cache_object few = {"s3://bucket", "few.bin", "e", (uint64_t)n * chunk};
+	struct cache_stream s1, s2, s3;
+	uint32_t order[64];
+	uint64_t r0;
+	struct cache *c;
+
+	fake_init(&f, chunk);
+	fake_put(&f, seq.key, seq.etag, seq.size);
+	fake_put(&f, rnd_o.key, rnd_o.etag, rnd_o.size);
+	fake_put(&f, few.key, few.etag, few.size);
+	c = open_cache(&f, "readahead", chunk, 1ULL << 30, 0.9, 0.5);
+	if (!c)
+		return;
+
+	/* a random order of the chunks, where no chunk follows the one before
+	 * (which would look sequential) */
+	for (uint32_t k = 0; k < n; k++)
+		order[k] = (k * 37) % n;
+	/* random, under a quarter: exactly the chunks read, after a pause in
+	 * which readahead could have run */
+	cache_stream_init(&s3);
+	r0 = reads(&f);
+	for (uint32_t k = 0; k < n / 4 - 2; k++) {
+		cache_readahead(c, &few, &s3, (uint64_t)order[k] * chunk + 5, 100);
+		CHECK(read_ok(c, &few, (uint64_t)order[k] * chunk + 5, 100));
+	}
+	sleep_ms(200);
+	CHECK(reads(&f) - r0 == n / 4 - 2);
+	CHECK(cached(c, &few) == (uint64_t)(n / 4 - 2) * chunk);
+	cache_stream_destroy(&s3);
+
+	/* random, a quarter: the whole object is cached without more reads;
+	 * each chunk is fetched once */
+	cache_stream_init(&s2);
+	r0 = reads(&f);
+	for (uint32_t k = 0; k < n / 4; k++) {
+		cache_readahead(c, &rnd_o, &s2, (uint64_t)order[k] * chunk + 5, 100);
+		CHECK(read_ok(c, &rnd_o, (uint64_t)order[k] * chunk + 5, 100));
+	}
+	/* the sweep goes on as the reader keeps reading (the same chunk) */
+	for (int i = 0; i < 500 && cached(c, &rnd_o) < rnd_o.size; i++) {
+		cache_readahead(c, &rnd_o, &s2, (uint64_t)order[0] * chunk, 100);
+		sleep_ms(10);
+	}
+	CHECK(cached(c, &rnd_o) == rnd_o.size);
+	CHECK(reads(&f) - r0 == n);
+	CHECK(read_ok(c, &rnd_o, 0, rnd_o.size));
+	CHECK(reads(&f) - r0 == n);
+	cache_stream_destroy(&s2);
+
+	/* sequential (last: its readahead counts as backend reads): four
+	 * chunks read, more than four cached soon after */
+	cache_stream_init(&s1);
+	for (uint32_t k = 0; k < 4; k++) {
+		cache_readahead(c, &seq, &s1, (uint64_t)k * chunk, chunk);
+		CHECK(read_ok(c, &seq, (uint64_t)k * chunk, chunk));
+	}
+	CHECK(wait_cached(c, &seq, 8ULL * chunk) >= 8ULL * chunk);
+	cache_stream_destroy(&s1);
+	cache_close(c);
+	fake_destroy(&f);
+}
+
 int main(void)
 {
 	log_setup(0, LOG_LVL_WARN);
@@ -1178,6 +1260,7 @@ int main(void)
 	test_backend_error();
 	test_identity();
 	test_reopen();
+	test_readahead();
 	nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	CHECK(access(root, F_OK) != 0);
 	return check_done();
