@@ -61,6 +61,7 @@
 #define RA_QUEUE_MAX 512
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
 #define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
+#define RA_WINDOW_SOLO 32 /* ... 128 MiB for the only sequential reader */
 #define SWEEP_AFTER_DIV 4   /* a random reader of a quarter of an object's chunks... */
 #define SWEEP_MIN_CHUNKS 16 /* ... of an object of 16 chunks or more: sweep the rest */
 #define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
@@ -110,6 +111,7 @@ struct cache {
 	unsigned n_wr;
 	int wr_stop; /* protected by lock; set once no stream is left */
 
+	atomic_int seq_readers; /* open files read sequentially now */
 	_Atomic uint64_t hits, mem_hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
 	atomic_int cancelled;
@@ -1016,6 +1018,8 @@ void cache_stream_init(struct cache_stream *s)
 
 void cache_stream_destroy(struct cache_stream *s)
 {
+	if (s->counted)
+		atomic_fetch_sub(&s->counted->seq_readers, 1);
 	free(s->touched);
 	pthread_mutex_destroy(&s->lock);
 }
@@ -1058,10 +1062,23 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	/* The kernel sends a sequential reader's requests in order, a few at
 	 * once: within one chunk of where the last one ended is sequential. */
 	if (s->seen && off + c->chunk_size >= s->next_off && off <= s->next_off + c->chunk_size) {
+		/* A lone sequential reader may have the whole pool ahead of it;
+		 * with others, each keeps 16 chunks, so their windows together
+		 * overrun the pool by little (see docs/design.md). */
+		uint32_t max;
+		if (!s->counted) {
+			s->counted = c;
+			atomic_fetch_add(&c->seq_readers, 1);
+		}
+		max = atomic_load(&c->seq_readers) > 1 ? RA_WINDOW_MAX : RA_WINDOW_SOLO;
 		s->window = s->window ? s->window * 2 : RA_WINDOW_MIN;
-		if (s->window > RA_WINDOW_MAX)
-			s->window = RA_WINDOW_MAX;
+		if (s->window > max)
+			s->window = max;
 	} else {
+		if (s->counted) {
+			atomic_fetch_sub(&c->seq_readers, 1);
+			s->counted = NULL;
+		}
 		s->window = 0; /* random access: no readahead until it looks sequential */
 		s->ahead_until = cur + 1;
 		note_random(s, off / c->chunk_size, cur, last_chunk + 1);

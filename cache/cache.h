@@ -69,6 +69,7 @@ struct cache_stream {
 	uint64_t next_off;    /* where a sequential reader goes on */
 	uint64_t ahead_until; /* first chunk not yet scheduled */
 	uint32_t window;      /* chunks kept ahead: grows while sequential */
+	struct cache *counted; /* set while counted as a sequential reader there */
 	uint8_t *touched;     /* chunks a random reader has read (a bitmap) */
 	uint32_t n_touched;
 	int sweeping;         /* ... a quarter of them: the rest is streamed in */
@@ -79,7 +80,8 @@ void cache_stream_destroy(struct cache_stream *s);
 
 /* Note a read of [off, off + len) of @obj and, while its reader is
  * sequential, schedule the chunks ahead of it (a window that doubles up to 16
- * chunks and drops to none on a random read). A random reader that has read a
+ * chunks, 32 while it is the only sequential reader, and drops to none on a
+ * random read). A random reader that has read a
  * quarter of the object's chunks gets the rest swept in, one run of 16 chunks
  * per read while the workers have room. Fetches run in background workers
  * that take at most half of the fetch slots; chunks already on disk are
