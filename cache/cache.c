@@ -1081,7 +1081,9 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 		}
 		s->window = 0; /* random access: no readahead until it looks sequential */
 		s->ahead_until = cur + 1;
-		note_random(s, off / c->chunk_size, cur, last_chunk + 1);
+		/* never sweep what would push half the cache out */
+		if (obj->size <= c->quota / 2)
+			note_random(s, off / c->chunk_size, cur, last_chunk + 1);
 	}
 	s->seen = 1;
 	/* a sweep goes on one run at a time, while the workers have room */

@@ -1241,6 +1241,33 @@ static void test_readahead(void)
 	fake_destroy(&f);
 }
 
+/* No sweep of an object larger than half the quota: it would push the rest of
+ * the cache out. */
+static void test_no_sweep_over_quota(void)
+{
+	struct fake f;
+	const uint32_t chunk = 64 * KiB, n = 64;
+	struct cache_object o = {"s3://bucket", "big.bin", "e", (uint64_t)n * chunk};
+	struct cache_stream s;
+	struct cache *c;
+
+	fake_init(&f, chunk);
+	fake_put(&f, o.key, o.etag, o.size);
+	c = open_cache(&f, "nosweep", chunk, 6 * MiB, 0.9, 0.5); /* 4 MiB > 3 MiB */
+	if (!c)
+		return;
+	cache_stream_init(&s);
+	for (uint32_t k = 0; k < n / 2; k++) {
+		cache_readahead(c, &o, &s, (uint64_t)((k * 37) % n) * chunk, 100);
+		CHECK(read_ok(c, &o, (uint64_t)((k * 37) % n) * chunk, 100));
+	}
+	sleep_ms(200);
+	CHECK(reads(&f) == n / 2);
+	cache_stream_destroy(&s);
+	cache_close(c);
+	fake_destroy(&f);
+}
+
 int main(void)
 {
 	log_setup(0, LOG_LVL_WARN);
@@ -1261,6 +1288,7 @@ int main(void)
 	test_identity();
 	test_reopen();
 	test_readahead();
+	test_no_sweep_over_quota();
 	nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	CHECK(access(root, F_OK) != 0);
 	return check_done();
