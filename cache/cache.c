@@ -221,7 +221,7 @@ static void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk, int fro
  * block it touches. @return 0, -EBADMSG (check failed, short, or no file:
  * damaged or evicted), other -errno. */
 static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
-			 const struct index_chunk *rec, uint32_t a, uint32_t n, char *dst)
+			 const struct index_chunk *rec, uint32_t a, uint32_t n, char *dst, int direct)
 {
 	uint32_t b0 = a / INDEX_BLOCK, b1 = (a + n - 1) / INDEX_BLOCK;
 	uint32_t span_off = b0 * INDEX_BLOCK;
@@ -233,7 +233,15 @@ static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
 
 	if (b1 >= rec->nblocks || a + n > rec->len)
 		return -EBADMSG;
-	fd = open_data(c, id, O_RDONLY);
+	/* A random reader's block-aligned request is read with O_DIRECT into the
+	 * caller's buffer: no page cache of the data file is filled for bytes that
+	 * are read once (the mount's page cache keeps them), which on a VM is
+	 * dearer than the read. Sequential readers keep the kernel's readahead. */
+	direct = direct && span_off == a && span == n && n % DIO_ALIGN == 0 &&
+		 (uintptr_t)dst % DIO_ALIGN == 0;
+	fd = open_data(c, id, O_RDONLY | (direct ? O_DIRECT : 0));
+	if (fd == -EINVAL && direct)
+		fd = open_data(c, id, O_RDONLY); /* no O_DIRECT here (tmpfs before 6.6) */
 	if (fd < 0)
 		return fd == -ENOENT ? -EBADMSG : fd; /* recorded, but the file is gone */
 	/* A request on block boundaries (the kernel's reads are) goes straight
@@ -267,7 +275,7 @@ out:
 
 /* Try to serve from disk. @return 0, or -ENOENT/-EBADMSG (fetch it). */
 static int try_disk(struct cache *c, const uint8_t *id, uint32_t chunk, uint32_t clen, uint32_t a,
-		    uint32_t n, char *dst, struct index_chunk *rec)
+		    uint32_t n, char *dst, struct index_chunk *rec, int direct)
 {
 	int err = index_chunk_get(c->ix, id, chunk, rec);
 
@@ -275,7 +283,7 @@ static int try_disk(struct cache *c, const uint8_t *id, uint32_t chunk, uint32_t
 		return err;
 	if (rec->len != clen)
 		return -EBADMSG;
-	return read_recorded(c, id, chunk, rec, a, n, dst);
+	return read_recorded(c, id, chunk, rec, a, n, dst, direct);
 }
 
 /* ---- misses ---- */
@@ -419,7 +427,7 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		store_failed(c, err);
 	} else if ((from_mem = err == 1 || (dst && c->mem &&
 						       mem_read(c->mem, id, chunk, a, n, dst) == 0)) ||
-		   (dst ? try_disk(c, id, chunk, clen, a, n, dst, rec) == 0
+		   (dst ? try_disk(c, id, chunk, clen, a, n, dst, rec, 0) == 0
 			: index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen)) {
 		/* another thread or process fetched it while we waited */
 		if (dst)
@@ -494,7 +502,7 @@ static uint32_t chunk_len(const struct cache *c, uint64_t size, uint32_t chunk)
 }
 
 static int read_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id,
-		      uint32_t chunk, uint32_t a, uint32_t n, char *dst)
+		      uint32_t chunk, uint32_t a, uint32_t n, char *dst, int direct)
 {
 	uint32_t clen = chunk_len(c, o->size, chunk);
 	struct index_chunk rec; /* ~4 KiB on the stack: no allocation per read */
@@ -504,7 +512,7 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 		note_hit(c, id, chunk, 1);
 		return 0;
 	}
-	err = try_disk(c, id, chunk, clen, a, n, dst, &rec);
+	err = try_disk(c, id, chunk, clen, a, n, dst, &rec, direct);
 	if (err == 0) {
 		note_hit(c, id, chunk, 0);
 		return 0;
@@ -515,8 +523,8 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 	return fetch_chunk(c, o, id, chunk, clen, a, n, dst, err == -EBADMSG);
 }
 
-int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
-	       void *buf, size_t *got)
+static int read_range(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
+		      void *buf, size_t *got, int direct)
 {
 	uint8_t id[OBJID_LEN];
 	size_t want, done = 0;
@@ -540,13 +548,25 @@ int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, si
 		uint32_t chunk = (uint32_t)(pos / c->chunk_size);
 		uint32_t a = (uint32_t)(pos % c->chunk_size);
 		uint32_t n = c->chunk_size - a < want - done ? c->chunk_size - a : (uint32_t)(want - done);
-		err = read_chunk(c, obj, id, chunk, a, n, (char *)buf + done);
+		err = read_chunk(c, obj, id, chunk, a, n, (char *)buf + done, direct);
 		if (err)
 			return err;
 		done += n;
 	}
 	*got = done;
 	return 0;
+}
+
+int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
+	       void *buf, size_t *got)
+{
+	return read_range(c, obj, off, len, buf, got, 0);
+}
+
+int cache_read_random(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
+		      void *buf, size_t *got)
+{
+	return read_range(c, obj, off, len, buf, got, 1);
 }
 
 int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
@@ -1049,13 +1069,14 @@ static void note_random(struct cache_stream *s, uint64_t first, uint64_t last,
 	}
 }
 
-void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
-		     uint64_t off, size_t len)
+int cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
+		    uint64_t off, size_t len)
 {
 	uint64_t end = off + len, last_chunk, cur, from, to;
+	int random;
 
 	if (!c->ix || c->n_ra == 0 || obj->size == 0)
-		return;
+		return 0;
 	last_chunk = (obj->size - 1) / c->chunk_size;
 	cur = (end ? end - 1 : 0) / c->chunk_size;
 	pthread_mutex_lock(&s->lock);
@@ -1086,6 +1107,7 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 			note_random(s, off / c->chunk_size, cur, last_chunk + 1);
 	}
 	s->seen = 1;
+	random = s->window == 0;
 	/* a sweep goes on one run at a time, while the workers have room */
 	if (s->sweeping && s->sweep <= last_chunk) {
 		uint64_t n = last_chunk - s->sweep + 1 < RA_WINDOW_MAX ? last_chunk - s->sweep + 1
@@ -1106,11 +1128,12 @@ void cache_readahead(struct cache *c, const struct cache_object *obj, struct cac
 	 * runs read 436-493.) */
 	if (to < from || (to - from + 1 < (s->window + 3) / 4 && to < last_chunk)) {
 		pthread_mutex_unlock(&s->lock);
-		return;
+		return random;
 	}
 	s->ahead_until = to + 1;
 	pthread_mutex_unlock(&s->lock);
 	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1), 0);
+	return random;
 }
 
 /* The runs of one object being prefetched, taken in turn by PREFETCH_STREAMS

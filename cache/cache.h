@@ -53,6 +53,11 @@ void cache_close(struct cache *c);
  * object is no longer this version). */
 int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
 	       void *buf, size_t *got);
+/* cache_read for a random reader (cache_readahead said so): cached bytes are
+ * read from disk with O_DIRECT when @buf and the range are block-aligned, so
+ * no page cache of the data file is filled for bytes read once. */
+int cache_read_random(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
+		      void *buf, size_t *got);
 
 /* Serve [off, off + len) of @obj in place when all of it lies in one chunk
  * held in memory (just fetched): calls @fn with the bytes, which stay valid
@@ -85,9 +90,10 @@ void cache_stream_destroy(struct cache_stream *s);
  * quarter of the object's chunks gets the rest swept in, one run of 16 chunks
  * per read while the workers have room. Fetches run in background workers
  * that take at most half of the fetch slots; chunks already on disk are
- * handed to the kernel's readahead of the data file instead. */
-void cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
-		     uint64_t off, size_t len);
+ * handed to the kernel's readahead of the data file instead. @return 1 when
+ * this read is a random one (no window), else 0. */
+int cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
+		    uint64_t off, size_t len);
 
 /* Bring all of @obj into the disk cache now, in runs of 16 chunks (one
  * streaming GET each), taking one fetch slot at a time, so reads that users

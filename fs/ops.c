@@ -301,7 +301,9 @@ static int reply_bytes(void *req, const void *data, size_t n)
 }
 
 /* One reply buffer per worker thread, kept: a fresh 1 MiB malloc per read
- * is an mmap, and touching its new pages costs more than the copy. */
+ * is an mmap, and touching its new pages costs more than the copy. Page
+ * aligned, so the cache can read into it with O_DIRECT. */
+#define RBUF_ALIGN 4096
 static pthread_key_t rbuf_key;
 static pthread_once_t rbuf_once = PTHREAD_ONCE_INIT;
 static void rbuf_init(void) { pthread_key_create(&rbuf_key, free); }
@@ -310,20 +312,20 @@ static char *reply_buffer(size_t size)
 {
 	struct rbuf {
 		size_t cap;
-		char data[];
 	} *b;
+	void *p = NULL;
 
 	pthread_once(&rbuf_once, rbuf_init);
 	b = pthread_getspecific(rbuf_key);
 	if (!b || b->cap < size) {
 		free(b);
-		b = malloc(sizeof(*b) + size);
+		b = posix_memalign(&p, RBUF_ALIGN, RBUF_ALIGN + size) == 0 ? p : NULL;
 		pthread_setspecific(rbuf_key, b);
 		if (!b)
 			return NULL;
 		b->cap = size;
 	}
-	return b->data;
+	return (char *)b + RBUF_ALIGN; /* the header has the first page */
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -333,7 +335,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	size_t got = 0;
 	char *buf;
-	int err;
+	int err, random;
 
 	(void)ino;
 	if (off < 0) {
@@ -344,7 +346,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
+	random = cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
 	/* just fetched: straight from the fetch's memory, no copy of ours */
 	if (cache_read_inplace(fs->cache, &of->obj, (uint64_t)off, size, reply_bytes, req, &err))
 		return;
@@ -353,7 +355,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	err = cache_read(fs->cache, &of->obj, (uint64_t)off, size, buf, &got);
+	err = (random ? cache_read_random : cache_read)(fs->cache, &of->obj, (uint64_t)off, size,
+							buf, &got);
 	if (err)
 		fuse_reply_err(req, read_errno(err));
 	else
