@@ -252,9 +252,12 @@ static int read_recorded(struct cache *c, const uint8_t *id, uint32_t chunk,
 		return -ENOMEM;
 	}
 	r = pread(fd, buf, span, (off_t)((uint64_t)chunk * c->chunk_size + span_off));
+	err = r < 0 ? -errno : 0;
 	close(fd);
+	if (err == -EINVAL && direct) /* alignment the filesystem will not take */
+		return read_recorded(c, id, chunk, rec, a, n, dst, 0);
 	if (r != (ssize_t)span) {
-		err = r < 0 ? -errno : -EBADMSG;
+		err = r < 0 ? err : -EBADMSG;
 		goto out;
 	}
 	for (uint32_t b = b0; b <= b1; b++) {
