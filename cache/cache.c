@@ -112,6 +112,7 @@ struct cache {
 	int wr_stop; /* protected by lock; set once no stream is left */
 
 	atomic_int seq_readers; /* open files read sequentially now */
+	uint32_t ra_cap;        /* most chunks a window may hold (the quota's share) */
 	_Atomic uint64_t hits, mem_hits, misses, backend_bytes, refetches, uncached;
 	_Atomic uint64_t store_pause_until_ms;
 	atomic_int cancelled;
@@ -1095,6 +1096,8 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 			atomic_fetch_add(&c->seq_readers, 1);
 		}
 		max = atomic_load(&c->seq_readers) > 1 ? RA_WINDOW_MAX : RA_WINDOW_SOLO;
+		if (max > c->ra_cap)
+			max = c->ra_cap;
 		s->window = s->window ? s->window * 2 : RA_WINDOW_MIN;
 		if (s->window > max)
 			s->window = max;
@@ -1594,6 +1597,11 @@ static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg,
 	c->high = cfg->high > 0 ? cfg->high : CACHE_DEFAULT_HIGH;
 	c->low = cfg->low > 0 ? cfg->low : CACHE_DEFAULT_LOW;
 	index_set_quota(c->ix, c->quota, c->high, c->low);
+	/* Readahead must not outrun the cache: a window past half of what one
+	 * eviction round frees would have chunks evicted before they are read. */
+	c->ra_cap = (uint32_t)((c->quota * (c->high - c->low) / 2) / c->chunk_size);
+	if (c->ra_cap < RA_WINDOW_MIN)
+		c->ra_cap = RA_WINDOW_MIN;
 	return 0;
 }
 
