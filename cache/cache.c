@@ -347,12 +347,18 @@ static void store_failed(struct cache *c, int err)
 		want_eviction(c);
 }
 
-/* Fill @rec for the chunk of @clen bytes in @buf: length, use, checksums. */
-static void record_of(struct index_chunk *rec, const char *buf, uint32_t clen)
+/* Fill @rec's length, block count and use time for a chunk of @clen bytes. */
+static void record_head(struct index_chunk *rec, uint32_t clen)
 {
 	rec->len = clen;
 	rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
 	rec->last_use_ms = now_ms();
+}
+
+/* Fill @rec for the chunk of @clen bytes in @buf: length, use, checksums. */
+static void record_of(struct index_chunk *rec, const char *buf, uint32_t clen)
+{
+	record_head(rec, clen);
 	for (uint32_t b = 0; b < rec->nblocks; b++) {
 		uint32_t bl = clen - b * INDEX_BLOCK < INDEX_BLOCK ? clen - b * INDEX_BLOCK
 								   : INDEX_BLOCK;
@@ -649,9 +655,7 @@ static void chunk_finish(struct stream_fetch *f, struct index_chunk *rec, uint32
 			   .l_len = c->chunk_size};
 
 	if (record) {
-		rec->len = clen;
-		rec->nblocks = (clen + INDEX_BLOCK - 1) / INDEX_BLOCK;
-		rec->last_use_ms = now_ms();
+		record_head(rec, clen); /* the block path filled only the checksums */
 		if (!store || !may_store(c, clen) ||
 		    index_chunk_put(c->ix, f->id, chunk, rec, f->name, f->o->size) != 0) {
 			fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff, clen);
@@ -998,9 +1002,20 @@ static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t ch
 		      uint32_t count, int sweep)
 {
 	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
-	struct ra_job *j = calloc(1, sizeof(*j));
-	char *names = malloc(ls + lk + le);
+	unsigned max = sweep ? c->n_ra / 2 : RA_QUEUE_MAX;
+	struct ra_job *j;
+	char *names;
+	int full;
 
+	/* a sweep asks on every read of its reader: mostly "no", without an
+	 * allocation */
+	pthread_mutex_lock(&c->lock);
+	full = c->ra_queued >= max || c->stop;
+	pthread_mutex_unlock(&c->lock);
+	if (full)
+		return -EBUSY;
+	j = calloc(1, sizeof(*j));
+	names = malloc(ls + lk + le);
 	if (!j || !names) {
 		free(j);
 		free(names);
@@ -1017,7 +1032,7 @@ static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t ch
 	j->sweep = sweep;
 	j->size = o->size;
 	pthread_mutex_lock(&c->lock);
-	if (c->ra_queued >= (sweep ? c->n_ra / 2 : RA_QUEUE_MAX) || c->stop) {
+	if (c->ra_queued >= max || c->stop) {
 		pthread_mutex_unlock(&c->lock);
 		free(names);
 		free(j);
