@@ -19,6 +19,10 @@
 
 #define BACKEND_ETAG_MAX 128
 
+/* The mount-time probe's bound: a store that connects but does not answer
+ * within it fails the mount (or takes the offline path) in seconds. */
+#define BACKEND_PROBE_MS 5000
+
 /* What a listing or a stat returns for one object. */
 struct backend_object {
 	const char *key;   /* full key; borrowed, valid during the callback */
@@ -54,8 +58,12 @@ struct backend_ops {
 	/* Create a client for @bucket. Nothing is sent yet. */
 	int (*open)(const struct backend_config *cfg, const char *bucket, struct backend **out);
 	void (*close)(struct backend *be);
-	/* Probe the bucket once, without retries, so a mount fails fast. On error
-	 * @msg (may be NULL) gets one human line saying what went wrong. */
+	/* Probe the bucket once, without retries and within BACKEND_PROBE_MS, so
+	 * a mount fails fast. On error @msg (may be NULL) gets one human line
+	 * saying what went wrong. Only -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH
+	 * and -EIO (5xx) may be an outage; a configuration error (a host name
+	 * built from the bucket that does not resolve, TLS, 4xx) is another
+	 * errno. */
 	int (*check)(struct backend *be, const char *prefix, char *msg, size_t msg_len);
 	/* Every key starting with @prefix, in key order. @delimiter NULL lists
 	 * the whole subtree; "/" gives one level with common prefixes. Follows
@@ -77,6 +85,11 @@ struct backend_ops {
 	int (*read_stream)(struct backend *be, const char *key, const char *etag, uint64_t off,
 			   uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
 			   void (*reset)(void *arg), void *arg);
+	/* Shutdown: end every request in flight within about a second and
+	 * fail later ones at once with -ECANCELED. */
+	void (*cancel)(struct backend *be);
+	/* Where requests go (a URL without credentials), for messages. */
+	const char *(*endpoint)(struct backend *be);
 };
 
 /* Every backend instance starts with this header. */

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +28,8 @@ struct http {
 	pthread_mutex_t lock;
 	CURL *idle[HTTP_POOL_MAX]; /* protected by lock */
 	int n_idle;                /* protected by lock */
+	pthread_cond_t cancel_cond; /* backoff sleeps wait here, with lock */
+	atomic_int cancelled;       /* set once by http_cancel, never cleared */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -50,6 +53,7 @@ int http_open(const struct http_config *cfg, struct http **out)
 		}
 	}
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cancel_cond, NULL);
 	*out = h;
 	return 0;
 }
@@ -60,6 +64,7 @@ void http_close(struct http *h)
 		return;
 	for (int i = 0; i < h->n_idle; i++)
 		curl_easy_cleanup(h->idle[i]);
+	pthread_cond_destroy(&h->cancel_cond);
 	pthread_mutex_destroy(&h->lock);
 	free(h->ca_file);
 	free(h);
@@ -238,11 +243,41 @@ static int map_curl(CURLcode rc)
 	}
 }
 
-static void sleep_ms(unsigned ms)
+void http_cancel(struct http *h)
 {
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+	pthread_mutex_lock(&h->lock);
+	atomic_store(&h->cancelled, 1);
+	pthread_cond_broadcast(&h->cancel_cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Curl calls this at least once a second while a transfer runs, stalled or
+ * not: a cancelled client's transfers end within about a second. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	struct http *h = arg;
+
+	(void)dt, (void)dn, (void)ut, (void)un;
+	return atomic_load(&h->cancelled);
+}
+
+/* Sleep between attempts; http_cancel ends it. */
+static void sleep_ms(struct http *h, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&h->lock);
+	while (!atomic_load(&h->cancelled) &&
+	       pthread_cond_timedwait(&h->cancel_cond, &h->lock, &ts) == 0)
 		;
+	pthread_mutex_unlock(&h->lock);
 }
 
 /* 100 ms, 400 ms, 1.6 s, then 2 s, each +-25% so retrying clients spread. */
@@ -293,7 +328,11 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->cfg.connect_timeout_ms);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->cfg.request_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+			 (long)(req->timeout_ms ? req->timeout_ms : h->cfg.request_timeout_ms));
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* bigger receive pieces: fewer callbacks and copies per GiB */
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
@@ -318,6 +357,15 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(list);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+	if (rc != CURLE_OK) {
+		curl_off_t connect_us = 0;
+		curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &connect_us);
+		resp->connected = connect_us > 0;
+	}
+	if (rc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&h->cancelled)) {
+		snprintf(resp->error, sizeof(resp->error), "cancelled: shutting down");
+		return -ECANCELED;
+	}
 	if (rc == CURLE_WRITE_ERROR && s.sink_err) {
 		snprintf(resp->error, sizeof(resp->error), "%s", strerror(-s.sink_err));
 		return s.sink_err;
@@ -346,7 +394,12 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		return -ENOMEM;
 	for (int a = 0; a < attempts; a++) {
 		if (a > 0)
-			sleep_ms(backoff_ms(a - 1));
+			sleep_ms(h, backoff_ms(a - 1));
+		if (atomic_load(&h->cancelled)) {
+			snprintf(resp->error, sizeof(resp->error), "cancelled: shutting down");
+			err = -ECANCELED;
+			break;
+		}
 		err = attempt_once(h, c, req, resp);
 		if (err == 0 && !http_status_retryable(resp->status))
 			break;
@@ -365,7 +418,7 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		if (!c)
 			return -ENOMEM;
 		if (err == -EMSGSIZE || err == -ENOMEM || err == -EPROTO || err == -ESTALE ||
-		    err == -ENOSPC)
+		    err == -ENOSPC || err == -ECANCELED)
 			break;
 	}
 	handle_put(h, c);

@@ -57,6 +57,7 @@ struct http_request {
 	/* With a sink: fail with -ESTALE, before the first byte reaches it,
 	 * when the answer's ETag is not this one. */
 	const char *expect_etag;
+	unsigned timeout_ms;  /* > 0: this request's own bound per attempt */
 };
 
 struct http_response {
@@ -68,6 +69,7 @@ struct http_response {
 	uint64_t content_length;
 	int has_content_length;
 	char error[256];         /* a human line when the request failed */
+	int connected;           /* a failed request had connected first */
 };
 
 int http_open(const struct http_config *cfg, struct http **out);
@@ -78,11 +80,17 @@ void http_close(struct http *h);
  * probes use 1). An HTTP answer, whatever its status, returns 0 with
  * resp->status set (the body of a retried answer is the last one's).
  * @return 0, or -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT, -EPROTO (TLS or
- * protocol failure), -EMSGSIZE (body larger than the sink), -ENOMEM, -EIO. */
+ * protocol failure), -EMSGSIZE (body larger than the sink), -ENOMEM,
+ * -ECANCELED (http_cancel), -EIO. */
 int http_perform(struct http *h, const struct http_request *req, int max_attempts_override,
 		 struct http_response *resp);
 
 void http_response_free(struct http_response *resp);
+
+/* Shutdown: every request in flight ends within about a second, and every
+ * later one at once, with -ECANCELED; backoff sleeps end too. Irreversible.
+ * Safe from any thread (not from a signal handler). */
+void http_cancel(struct http *h);
 
 /* Is @status one we retry (5xx, 429)? */
 int http_status_retryable(long status);

@@ -1,15 +1,20 @@
 /* Logging: one formatted line per call, written with a single write(2) to
- * stderr or handed to syslog(3), so lines from worker threads never mix. */
+ * stderr (or a log file) or handed to syslog(3), so lines from worker
+ * threads never mix. */
 #include "log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
+/* Set before threads start (log_setup, log_to_fd), read by every thread. */
 static int log_to_syslog;
+static int log_fd = STDERR_FILENO;
 static enum log_level log_max = LOG_LVL_INFO;
 
 void log_setup(int to_syslog, enum log_level level)
@@ -18,6 +23,24 @@ void log_setup(int to_syslog, enum log_level level)
 	log_max = level;
 	if (to_syslog)
 		openlog("modelfs", LOG_PID, LOG_DAEMON);
+}
+
+void log_to_fd(int fd)
+{
+	log_to_syslog = 0;
+	log_fd = fd;
+}
+
+int log_syslog_available(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), ok;
+
+	if (fd < 0)
+		return 0;
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
 }
 
 int log_enabled(enum log_level level) { return level <= log_max; }
@@ -49,7 +72,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	}
 	n = (int)strlen(line);
 	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+	if (write(log_fd, line, (size_t)n) < 0) {
 		/* nowhere left to report it */
 	}
 }

@@ -1,4 +1,6 @@
-/* Logging for every layer: stderr in the foreground, syslog once detached.
+/* Logging for every layer: stderr in the foreground; once detached, a log
+ * file, syslog, or the stderr the daemon was started with (no syslog socket,
+ * as in most containers).
  * Thread-safe (one write per line). Never pass a secret to these functions. */
 #ifndef MODELFS_LOG_H
 #define MODELFS_LOG_H
@@ -9,6 +11,10 @@ enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 /* @to_syslog: 0 = stderr, 1 = syslog. @level: most verbose level printed. */
 void log_setup(int to_syslog, enum log_level level);
+/* Write lines to @fd (a log file, or a saved stderr) instead of syslog. */
+void log_to_fd(int fd);
+/* Is there a syslog socket (/dev/log) that takes messages? */
+int log_syslog_available(void);
 int log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

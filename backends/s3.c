@@ -247,14 +247,14 @@ static void s3_close(struct backend *be)
 
 /* One ListObjectsV2 page. */
 static int list_page(struct s3 *s, const char *prefix, const char *delimiter, const char *token,
-		     unsigned max_keys, int attempts, backend_list_cb cb, void *arg,
-		     struct s3xml_page *page, char *msg, size_t msg_len)
+		     unsigned max_keys, int attempts, unsigned timeout_ms, backend_list_cb cb,
+		     void *arg, struct s3xml_page *page, char *msg, size_t msg_len)
 {
 	char path[1024], query[4096], enc[2048], url[S3_URL_MAX];
 	struct s3_req r = {s, "GET", path, query, NULL};
 	struct http_request req = {
 	    .method = "GET", .url = url, .prepare = s3_prepare, .prepare_arg = &r,
-	    .body_max = S3_LIST_BODY_MAX,
+	    .body_max = S3_LIST_BODY_MAX, .timeout_ms = timeout_ms,
 	};
 	struct http_response resp;
 	size_t q = 0;
@@ -285,7 +285,10 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 
 	err = http_perform(s->http, &req, attempts, &resp);
 	if (err) {
-		if (msg)
+		if (msg && err == -ETIMEDOUT && resp.connected)
+			snprintf(msg, msg_len, "connected, but no answer within %u ms (%s)",
+				 timeout_ms, resp.error);
+		else if (msg)
 			snprintf(msg, msg_len, "%s", resp.error);
 		goto out;
 	}
@@ -314,8 +317,17 @@ static int s3_check(struct backend *be, const char *prefix, char *msg, size_t ms
 	struct s3xml_page page;
 	int err;
 
-	err = list_page(s, prefix, "/", NULL, 1, 1, count_cb, NULL, &page, msg, msg_len);
+	err = list_page(s, prefix, "/", NULL, 1, 1, BACKEND_PROBE_MS, count_cb, NULL, &page, msg,
+			msg_len);
 	free(page.next_token);
+	if (err == -EHOSTUNREACH && !s->path_style) {
+		/* the name was made from the bucket: not an outage but a setting */
+		if (msg)
+			snprintf(msg, msg_len, "cannot resolve %s (virtual-host style puts the "
+					       "bucket in the host name; use -o path_style)",
+				 s->host_hdr);
+		return -EADDRNOTAVAIL;
+	}
 	if (err == -ENOENT && msg)
 		snprintf(msg + strlen(msg), msg_len - strlen(msg), " (bucket '%s')", s->bucket);
 	return err;
@@ -330,7 +342,7 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 
 	for (;;) {
 		struct s3xml_page page;
-		err = list_page(s, prefix, delimiter, token, 1000, 0, cb, arg, &page, msg,
+		err = list_page(s, prefix, delimiter, token, 1000, 0, 0, cb, arg, &page, msg,
 				sizeof(msg));
 		free(token);
 		token = NULL;
@@ -462,6 +474,10 @@ static int s3_read_stream(struct backend *be, const char *key, const char *etag,
 	return err;
 }
 
+static void s3_cancel(struct backend *be) { http_cancel(((struct s3 *)be)->http); }
+
+static const char *s3_endpoint(struct backend *be) { return ((struct s3 *)be)->base_url; }
+
 const struct backend_ops backend_s3 = {
     .scheme = "s3",
     .open = s3_open,
@@ -471,4 +487,6 @@ const struct backend_ops backend_s3 = {
     .stat = s3_stat,
     .read = s3_read,
     .read_stream = s3_read_stream,
+    .cancel = s3_cancel,
+    .endpoint = s3_endpoint,
 };
