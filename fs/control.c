@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <glob.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,7 @@ int ctl_prefetch(int argc, char **argv)
 
 	{
 		double t0 = now_s(), last = 0;
+		uint64_t cached0 = UINT64_MAX; /* already cached at the start */
 		for (;;) {
 			uint64_t cached = 0;
 			size_t done = 0;
@@ -167,12 +169,25 @@ int ctl_prefetch(int argc, char **argv)
 				cached += c;
 				done += c >= files[k].size;
 			}
+			if (cached0 == UINT64_MAX)
+				cached0 = cached;
 			if (!quiet && (tty || t - last >= 5 || done == n_files)) {
-				double rate = t > t0 ? (double)cached / 1e6 / (t - t0) : 0;
+				/* the rate of what this run fetched, not of what was
+				 * cached before it; no ETA until something moves */
+				double rate = t - t0 > 0.1 && cached > cached0
+						  ? (double)(cached - cached0) / 1e6 / (t - t0)
+						  : 0;
 				int bar = total ? (int)(30.0 * (double)cached / (double)total) : 30;
-				double eta = rate > 0 ? (double)(total - cached) / 1e6 / rate : 0;
+				char eta[32];
+				if (done == n_files)
+					snprintf(eta, sizeof(eta), "done");
+				else if (rate > 0)
+					snprintf(eta, sizeof(eta), "ETA %.0f s",
+						 (double)(total - cached) / 1e6 / rate);
+				else
+					snprintf(eta, sizeof(eta), "ETA -");
 				fprintf(stderr, "%s[%.*s%*s] %.2f/%.2f GiB  %zu/%zu files  %.0f MB/s  "
-						"ETA %.0f s%s",
+						"%s%s",
 					tty ? "\r" : "", bar, "##############################",
 					30 - bar, "", (double)cached / (1 << 30),
 					(double)total / (1 << 30), done, n_files, rate, eta,

@@ -64,6 +64,16 @@ void fs_notify(const char *state);
 /* Find the mount's "major:minor" in /proc/self/mountinfo. @return 0 or -ENOENT. */
 int fs_find_bdi(const char *mountpoint, char *out, size_t len);
 
+/* The mountpoint before mounting (mnt.c). fs_mount_at: the type
+ * ("fuse.modelfs", ...) and source of the mount on top at @mountpoint;
+ * @return 0, -ENOENT when nothing is mounted there, or -errno.
+ * fs_clear_dead_mount: lazily unmount it (root: umount2; others:
+ * fusermount3 -uz). fs_dir_is_empty: @return 1, 0, or -errno. */
+int fs_mount_at(const char *mountpoint, char *fstype, size_t type_len, char *source,
+		size_t source_len);
+int fs_clear_dead_mount(const char *mountpoint);
+int fs_dir_is_empty(const char *dir);
+
 extern const struct fuse_lowlevel_ops fs_ops;
 
 /* List the whole mounted prefix into @fs->tree (one listing pass) and save

@@ -12,12 +12,15 @@
 #include "snapshot.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,15 +30,23 @@
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+static int detached; /* after fuse_daemonize: stderr is gone, say it in the log */
+static struct fuse_session *live_se; /* mounted: a later die() unmounts first */
+
 static void die(const char *fmt, ...)
 {
+	char line[1024];
 	va_list ap;
 
-	fputs("modelfs: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (detached)
+		log_error("%s", line);
+	else
+		fprintf(stderr, "modelfs: %s\n", line);
+	if (live_se)
+		fuse_session_unmount(live_se); /* never leave a dead mount behind */
 	exit(1);
 }
 
@@ -50,8 +61,11 @@ static void die_check(int err, const char *url, const struct backend_source *src
 		die("bucket '%s' does not exist at %s (%s)", src->bucket, endpoint, detail);
 	case -ECONNREFUSED:
 	case -EHOSTUNREACH:
-	case -ETIMEDOUT:
 		die("cannot reach endpoint %s: %s", endpoint, detail);
+	case -ETIMEDOUT:
+		die("endpoint %s did not answer in time: %s", endpoint, detail);
+	case -EADDRNOTAVAIL:
+		die("endpoint %s: %s", endpoint, detail);
 	case -EPROTO:
 		die("TLS or protocol error talking to %s: %s", endpoint, detail);
 	case -EINVAL:
@@ -85,7 +99,10 @@ static int cache_command(int argc, char **argv)
 	return err ? 1 : 0;
 }
 
-static int transport_error(int err)
+/* Failures that can be an outage of the store, so that mounting its saved
+ * listing is right. A setting that cannot work (a bucket host name that does
+ * not resolve, TLS, 4xx) is not one of them: it must fail the mount. */
+static int outage_error(int err)
 {
 	return err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ETIMEDOUT || err == -EIO;
 }
@@ -128,6 +145,185 @@ static void *relist_main(void *arg)
 	return NULL;
 }
 
+/* Shutdown. libfuse's own handlers only flag the session; its loop then
+ * joins workers that may be inside backend requests, which with a stalled
+ * store took (retries + 1) x request_timeout. Ours also wake a thread that
+ * cancels every backend request, so that SIGTERM ends the daemon within
+ * about a second (curl checks for the cancel once a second). */
+static struct fuse_session *sig_se;
+static int sig_pipe[2] = {-1, -1};
+static pthread_t main_thread;
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (sig_se)
+		fuse_session_exit(sig_se);
+	if (write(sig_pipe[1], &c, 1) < 0) {
+		/* the pipe is full: a cancel is pending anyway */
+	}
+	errno = saved;
+}
+
+static void *sig_main(void *arg)
+{
+	struct fs *fs = arg;
+	sigset_t all;
+	int cancelled = 0;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		char c;
+		ssize_t n = read(sig_pipe[0], &c, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != 1 || c == 0)
+			break; /* 0: main() is done */
+		if (cancelled)
+			continue;
+		cancelled = 1;
+		log_info("%s: unmounting, cancelling the backend requests in flight", strsignal(c));
+		fs->be->ops->cancel(fs->be);
+		/* The loop sees the flag only when a signal interrupts one of
+		 * its threads, which this one may have been: make sure. */
+		pthread_kill(main_thread, c);
+	}
+	return NULL;
+}
+
+static int signals_start(struct fs *fs, struct fuse_session *se, pthread_t *th)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: wake the loop */
+
+	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	/* the reader blocks; the handler's writes must never */
+	fcntl(sig_pipe[0], F_SETFL, 0);
+	main_thread = pthread_self();
+	sig_se = se;
+	if (pthread_create(th, NULL, sig_main, fs) != 0)
+		return -EAGAIN;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	return 0;
+}
+
+static void signals_stop(pthread_t th)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct sigaction sa = {.sa_handler = SIG_DFL};
+	char c = 0;
+
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	while (write(sig_pipe[1], &c, 1) < 0 && errno == EAGAIN)
+		usleep(1000);
+	pthread_join(th, NULL);
+	close(sig_pipe[0]);
+	close(sig_pipe[1]);
+	sig_se = NULL;
+}
+
+/* The mountpoint: clear a dead modelfs mount there (a killed daemon), then
+ * refuse a live FUSE mount or a non-empty directory unless -o nonempty.
+ * Dead is told by statfs, which always asks the daemon: stat() of the root
+ * may still be answered from the kernel's attribute cache. */
+static void check_mountpoint(const struct fs_opts *o)
+{
+	char type[256], msrc[4096];
+	struct statvfs sv;
+	struct stat st;
+
+	if (fs_mount_at(o->mountpoint, type, sizeof(type), msrc, sizeof(msrc)) == 0 &&
+	    strncmp(type, "fuse", 4) == 0) {
+		if (statvfs(o->mountpoint, &sv) < 0 && errno == ENOTCONN) {
+			if (strcmp(type, "fuse.modelfs") != 0)
+				die("mountpoint %s: a dead %s mount of %s is there (%s): unmount it "
+				    "first", o->mountpoint, type, msrc, strerror(ENOTCONN));
+			if (fs_clear_dead_mount(o->mountpoint) != 0)
+				die("mountpoint %s: a dead modelfs mount of %s is there and cannot be "
+				    "cleared (run fusermount3 -uz %s as root)", o->mountpoint, msrc,
+				    o->mountpoint);
+			log_warn("cleared a dead modelfs mount of %s on %s (its daemon was gone)",
+				 msrc, o->mountpoint);
+		} else if (!o->nonempty) {
+			die("mountpoint %s is already mounted (%s %s): unmount it first, or -o "
+			    "nonempty to mount over it", o->mountpoint, type, msrc);
+		}
+	}
+	if (stat(o->mountpoint, &st) < 0)
+		die("mountpoint %s: %s", o->mountpoint, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		die("mountpoint %s: not a directory", o->mountpoint);
+	if (!o->nonempty && fs_dir_is_empty(o->mountpoint) == 0)
+		die("mountpoint %s is not empty: -o nonempty mounts over its contents",
+		    o->mountpoint);
+}
+
+/* Can the cache live in @dir? Creates it (one level), then writes a file. */
+static int cache_dir_usable(const char *dir, char *msg, size_t len)
+{
+	char probe[4200];
+	struct stat st;
+	int fd;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(msg, len, "cannot create it: %s", strerror(errno));
+		return -errno;
+	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(msg, len, "not a directory");
+		return -ENOTDIR;
+	}
+	snprintf(probe, sizeof(probe), "%s/.modelfs-probe.%ld", dir, (long)getpid());
+	fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, "x", 1) != 1) {
+		int e = fd < 0 ? errno : EIO;
+		snprintf(msg, len, "cannot write in it: %s", strerror(e));
+		if (fd >= 0) {
+			close(fd);
+			unlink(probe);
+		}
+		return -e;
+	}
+	close(fd);
+	unlink(probe);
+	return 0;
+}
+
+/* The cache directory: an explicit cache_dir that cannot be used fails the
+ * mount; only the default falls back to no disk cache, with a warning.
+ * @return the directory (malloc'd) or NULL for no disk cache. */
+static char *choose_cache_dir(const struct fs_opts *o)
+{
+	const char *home = getenv("HOME");
+	char *dir = NULL, msg[256];
+
+	if (o->no_cache)
+		return NULL;
+	if (o->cache_dir)
+		dir = strdup(o->cache_dir);
+	else if (geteuid() == 0 || !home)
+		dir = strdup("/var/cache/modelfs");
+	else if (asprintf(&dir, "%s/.cache/modelfs", home) < 0)
+		dir = NULL;
+	if (!dir)
+		die("out of memory");
+	if (cache_dir_usable(dir, msg, sizeof(msg)) == 0)
+		return dir;
+	if (o->cache_dir)
+		die("cache_dir %s cannot be used: %s", dir, msg);
+	log_warn("no disk cache: the default cache_dir %s cannot be used (%s); every read goes "
+		 "to the store (set -o cache_dir=DIR, or no_cache to say so)", dir, msg);
+	free(dir);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct fs_opts o;
@@ -138,15 +334,17 @@ int main(int argc, char **argv)
 	struct fs fs = {0};
 	struct fuse_session *se;
 	struct fuse_loop_config *lc;
-	struct stat st;
 	char msg[1024] = "", endpoint[512];
 	uint64_t files, dirs, bytes;
 	int err, ret;
 
 	struct cache_config cc = {0};
 	char *source_ns = NULL, *snap_id = NULL, *cache_dir = NULL;
-	pthread_t relist;
-	int offline = 0;
+	pthread_t relist, sig_thread;
+	int offline = 0, log_fd = -1, keep_stderr = -1;
+	uint64_t quota, usage;
+	double high;
+	struct stat st;
 
 	if (argc >= 2 && strcmp(argv[1], "cache") == 0)
 		return cache_command(argc, argv);
@@ -165,17 +363,22 @@ int main(int argc, char **argv)
 		       backend_schemes());
 		return 0;
 	}
-	log_setup(0, o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
+	log_setup(0, (enum log_level)o.log_level);
+	if (o.log_file) {
+		log_fd = open(o.log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (log_fd < 0)
+			die("log_file %s: %s", o.log_file, strerror(errno));
+	}
+	if (o.rw_asked)
+		log_info("modelfs is read-only: mounting %s read-only ('rw' ignored)",
+			 o.mountpoint);
 
 	err = backend_source_parse(o.source, &src);
 	if (err == -EPROTONOSUPPORT)
 		die("unsupported source '%s': expected %s", o.source, backend_schemes());
 	if (err)
 		die("bad source '%s': expected s3://BUCKET[/PREFIX]", o.source);
-	if (stat(o.mountpoint, &st) < 0)
-		die("mountpoint %s: %s", o.mountpoint, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		die("mountpoint %s: not a directory", o.mountpoint);
+	check_mountpoint(&o);
 
 	if (creds_load(o.creds_file, o.profile, &cr, msg, sizeof(msg)))
 		die("%s", msg);
@@ -198,30 +401,18 @@ int main(int argc, char **argv)
 	    .connect_timeout_ms = o.connect_timeout_ms,
 	    .request_timeout_ms = o.request_timeout_ms,
 	};
-	snprintf(endpoint, sizeof(endpoint), "%s",
-		 o.endpoint ? o.endpoint : "the AWS endpoint of the region");
 	err = src.ops->open(&bc, src.bucket, &fs.be);
 	creds_free(&cr);
 	if (err == -EINVAL)
-		die("bad endpoint '%s': expected http[s]://HOST[:PORT]", endpoint);
+		die("bad endpoint '%s': expected http[s]://HOST[:PORT]",
+		    o.endpoint ? o.endpoint : "(default)");
 	if (err)
 		die("cannot set up the %s client: %s", src.ops->scheme, strerror(-err));
+	/* messages name the URL that was tried, not the option */
+	snprintf(endpoint, sizeof(endpoint), "%s", fs.be->ops->endpoint(fs.be));
 
 	/* The cache directory, and this mount's names in it. */
-	if (!o.no_cache) {
-		const char *home = getenv("HOME");
-		if (o.cache_dir)
-			cache_dir = strdup(o.cache_dir);
-		else if (geteuid() == 0 || !home)
-			cache_dir = strdup("/var/cache/modelfs");
-		else if (asprintf(&cache_dir, "%s/.cache/modelfs", home) < 0)
-			cache_dir = NULL;
-		if (cache_dir && mkdir(cache_dir, 0700) < 0 && errno != EEXIST) {
-			log_warn("no disk cache: cannot create %s: %s", cache_dir, strerror(errno));
-			free(cache_dir);
-			cache_dir = NULL;
-		}
-	}
+	cache_dir = choose_cache_dir(&o);
 	if (asprintf(&source_ns, "%s://%s%s%s", src.ops->scheme, src.bucket, o.endpoint ? "@" : "",
 		     o.endpoint ? o.endpoint : "") < 0 ||
 	    asprintf(&snap_id, "%s/%s", source_ns, src.prefix) < 0)
@@ -239,7 +430,7 @@ int main(int argc, char **argv)
 	err = fs.be->ops->check(fs.be, src.prefix, msg, sizeof(msg));
 	if (err == 0)
 		err = fs_load_listing(&fs);
-	if (err && transport_error(err) && cache_dir) {
+	if (err && outage_error(err) && cache_dir) {
 		/* The backend is unreachable: a snapshot of an earlier listing lets
 		 * the mount start and serve what the cache holds. */
 		void *snap;
@@ -270,21 +461,36 @@ int main(int argc, char **argv)
 	if (fuse_set_signal_handlers(se))
 		die("cannot install signal handlers");
 	if (fuse_session_mount(se, o.mountpoint))
-		die("cannot mount on %s (is it already mounted, and is /dev/fuse usable?)",
-		    o.mountpoint);
+		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
+	live_se = se;
 	if (pt_setup(se, !o.no_passthrough && !o.no_cache, &fs.pt))
 		die("out of memory");
 	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
 		fs.bdi[0] = '\0';
+	if (log_fd >= 0)
+		log_to_fd(log_fd);
 	log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
 		 o.mountpoint, (unsigned long long)files, (unsigned long long)dirs - 1,
 		 (double)bytes / (1 << 30));
-	if (!o.foreground)
-		log_setup(1, o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
-	if (fuse_daemonize(o.foreground)) {
-		fuse_session_unmount(se);
-		die("cannot go to the background");
+	/* In the background: log_file, else syslog, else (a container has no
+	 * /dev/log) the stderr we were started with, so nothing is lost. But
+	 * not a pipe or socket: whoever runs mount(8) and reads its output to
+	 * the end (kubelet, a shell's $(...)) would wait as long as we live. */
+	if (!o.foreground && log_fd < 0) {
+		if (log_syslog_available())
+			log_setup(1, (enum log_level)o.log_level);
+		else if (fstat(STDERR_FILENO, &st) == 0 && !S_ISFIFO(st.st_mode) &&
+			 !S_ISSOCK(st.st_mode))
+			keep_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+		else
+			log_warn("no syslog (/dev/log) and stderr is a pipe: the daemon's log is "
+				 "lost after this line; use -f or -o log_file=PATH");
 	}
+	if (fuse_daemonize(o.foreground))
+		die("cannot go to the background");
+	detached = !o.foreground;
+	if (keep_stderr >= 0)
+		log_to_fd(keep_stderr);
 
 	/* LMDB and threads do not survive fork(): the cache opens after it. */
 	cc.dir = cache_dir;
@@ -295,6 +501,14 @@ int main(int argc, char **argv)
 	cc.chunk_size = o.chunk_size;
 	if (cache_open(fs.be, &cc, &fs.cache))
 		die("out of memory");
+	if (cache_dir && cache_quota(fs.cache, &quota, &usage, &high) != 0) {
+		/* cache_open said why; the directory looked usable before */
+		if (o.cache_dir)
+			die("cache_dir %s cannot be used (see above): unmounting", cache_dir);
+		log_warn("no disk cache: every read goes to the store");
+	}
+	if (signals_start(&fs, se, &sig_thread))
+		die("cannot set up the signal handlers");
 	if (offline && pthread_create(&relist, NULL, relist_main, &fs) != 0)
 		offline = 0;
 	fs_ready_start(&fs);
@@ -307,7 +521,12 @@ int main(int argc, char **argv)
 	fuse_loop_cfg_destroy(lc);
 
 	log_info("unmounting %s", o.mountpoint);
+	/* whatever ended the loop, the prefetch and the cache's fetches must
+	 * not wait on the store now */
+	fs.be->ops->cancel(fs.be);
+	signals_stop(sig_thread);
 	fuse_session_unmount(se);
+	live_se = NULL;
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
 	pt_free(fs.pt);

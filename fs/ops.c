@@ -454,18 +454,26 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	readdir_common(req, ino, size, off, 1);
 }
 
+/* df: the model's bytes are "used" and the room left in the cache quota is
+ * "available", so Use% says how much more the node's cache could take (a
+ * 100% that never changes would only page someone). */
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
 	struct statvfs sv;
-	uint64_t files, dirs, bytes;
+	uint64_t files, dirs, bytes, quota, usage, avail = 0;
+	double high;
 
 	(void)ino;
 	tree_counts(fs->tree, &files, &dirs, &bytes);
+	if (cache_quota(fs->cache, &quota, &usage, &high) == 0 && quota > usage)
+		avail = quota - usage;
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
-	sv.f_blocks = (bytes + 4095) / 4096;
+	sv.f_blocks = (bytes + 4095) / 4096 + avail / 4096;
+	sv.f_bfree = avail / 4096;
+	sv.f_bavail = avail / 4096;
 	sv.f_files = files + dirs;
 	sv.f_namemax = NAME_MAX;
 	sv.f_flag = ST_RDONLY;
@@ -492,7 +500,7 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 {
 	struct fs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	char val[512], rel[PATH_MAX];
+	char val[1024], rel[PATH_MAX];
 	struct tree_attr a;
 	size_t files;
 	uint64_t bytes;
@@ -500,6 +508,8 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 
 	if (strcmp(name, XATTR_STATUS) == 0) {
 		n = fs_prefetch_status(fs, val, sizeof(val));
+		if (n >= (int)sizeof(val))
+			n = (int)sizeof(val) - 1;
 		reply_xattr_text(req, val, (size_t)n, size);
 		return;
 	}

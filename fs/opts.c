@@ -27,6 +27,7 @@ enum {
 	KEY_NO_CACHE,
 	KEY_NO_ETAG,
 	KEY_NO_PASSTHROUGH,
+	KEY_NONEMPTY,
 };
 
 /* Raw string values as matched; validated after fuse_opt_parse. */
@@ -35,6 +36,7 @@ struct raw {
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
 	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl;
+	char *log_level;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
 };
@@ -56,6 +58,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("cache_low=%s", cache_low),
     OPT("chunk_size=%s", chunk_size),
     OPT("metadata_ttl=%s", metadata_ttl),
+    OPT("log_level=%s", log_level),
     FUSE_OPT_END,
 };
 
@@ -68,6 +71,7 @@ static const struct fuse_opt str_spec[] = {
     OOPT("cache_dir=%s", cache_dir),
     OOPT("prefetch=%s", prefetch),
     OOPT("ready_file=%s", ready_file),
+    OOPT("log_file=%s", log_file),
     FUSE_OPT_END,
 };
 
@@ -77,6 +81,7 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("-V", KEY_VERSION),
     FUSE_OPT_KEY("--version", KEY_VERSION),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_KEY("--foreground", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_DEBUG),
     FUSE_OPT_KEY("debug", KEY_DEBUG),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
@@ -86,6 +91,7 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("no_cache", KEY_NO_CACHE),
     FUSE_OPT_KEY("no_etag_match", KEY_NO_ETAG),
     FUSE_OPT_KEY("no_passthrough", KEY_NO_PASSTHROUGH),
+    FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
     FUSE_OPT_KEY("secret_key=", KEY_SECRET),
     FUSE_OPT_KEY("secret_access_key=", KEY_SECRET),
     FUSE_OPT_KEY("aws_secret_access_key=", KEY_SECRET),
@@ -154,6 +160,9 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = 1;
 		return 0;
+	case KEY_NONEMPTY:
+		o->nonempty = 1;
+		return 0;
 	case KEY_SECRET:
 		set_bad(r, "credentials are not accepted on the command line (they would show in "
 			   "ps): use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or -o creds_file=PATH");
@@ -161,7 +170,10 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 	case KEY_RO:
 		return 0; /* always read-only; added once below */
 	case KEY_RW:
-		set_bad(r, "modelfs mounts are read-only: option 'rw' is not supported");
+		/* mount(8) puts "rw" in front of every helper's options unless
+		 * the user wrote "ro": refusing it would break mount -t and
+		 * fstab. The mount is read-only whatever is asked (said once). */
+		o->rw_asked = 1;
 		return 0;
 	case FUSE_OPT_KEY_NONOPT:
 		if (r->n_pos == 0) {
@@ -243,6 +255,7 @@ static void free_raw(struct raw *r)
 	free(r->cache_low);
 	free(r->chunk_size);
 	free(r->metadata_ttl);
+	free(r->log_level);
 	free(r->bad);
 }
 
@@ -269,6 +282,7 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	o->cache_high = 0.95;
 	o->cache_low = 0.70;
 	o->metadata_ttl_s = 60;
+	o->log_level = 2; /* info */
 
 	if (fuse_opt_parse(&args, o, str_spec, NULL) == -1 ||
 	    fuse_opt_parse(&args, &r, raw_spec, NULL) == -1 ||
@@ -338,6 +352,21 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	}
 	if (r.metadata_ttl && parse_num("metadata_ttl", r.metadata_ttl, 0, 1e9, &d, &r) == 0)
 		o->metadata_ttl_s = d;
+	if (r.log_level) {
+		static const char *const levels[] = {"error", "warning", "info", "debug"};
+		int found = -1;
+		for (int i = 0; i < 4; i++)
+			if (strcmp(r.log_level, levels[i]) == 0 ||
+			    (i == 1 && strcmp(r.log_level, "warn") == 0))
+				found = i;
+		if (found < 0)
+			set_bad(&r, "bad value for option log_level: '%s' (error, warning, info or "
+				    "debug)", r.log_level);
+		else
+			o->log_level = found;
+	}
+	if (o->debug)
+		o->log_level = 3;
 	if (r.bad) {
 		snprintf(err, err_len, "%s", r.bad);
 		goto out;
@@ -386,6 +415,7 @@ void opts_free(struct fs_opts *o)
 	free(o->cache_dir);
 	free(o->prefetch);
 	free(o->ready_file);
+	free(o->log_file);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -396,13 +426,14 @@ void opts_usage(const char *prog)
 	       "Mount an object-store bucket or prefix read-only.\n"
 	       "SOURCE: s3://BUCKET[/PREFIX]\n"
 	       "\n"
-	       "  -f                     stay in the foreground (log to stderr)\n"
+	       "  -f, --foreground       stay in the foreground (log to stderr)\n"
 	       "  -d                     debug logging (implies -f)\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
 	       "\n"
 	       "Options (-o):\n"
-	       "  endpoint=URL           S3 endpoint (default $AWS_ENDPOINT_URL, else AWS for the region)\n"
+	       "  endpoint=URL           S3 endpoint (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n"
+	       "                         else https://s3.REGION.amazonaws.com)\n"
 	       "  region=NAME            signing region (default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)\n"
 	       "  path_style             bucket in the URL path (default for IP and localhost endpoints)\n"
 	       "  virtual_host           bucket in the host name (default otherwise)\n"
@@ -431,10 +462,17 @@ void opts_usage(const char *prog)
 	       "                         whose GETs come from another server (a CDN or cache in front)\n"
 	       "  no_passthrough         read fully cached files through the daemon, checking every\n"
 	       "                         block's CRC, not through the kernel's FUSE passthrough\n"
+	       "  log_file=PATH          in the background, log here (default: syslog, else the\n"
+	       "                         stderr it was started with, when there is no /dev/log)\n"
+	       "  log_level=LEVEL        error, warning, info or debug (default info)\n"
+	       "  nonempty               mount over a non-empty directory or an existing FUSE mount\n"
+	       "  rw                     accepted (mount(8) adds it) and ignored: always read-only\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n"
 	       "\n"
 	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
-	       "creds_file, then ~/.aws/credentials; none means anonymous requests.\n"
+	       "creds_file, then $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials (profile\n"
+	       "$AWS_PROFILE); none means anonymous requests. Never on the command line.\n"
+	       "SIGTERM, SIGINT: cancel the requests in flight and unmount (within ~2 s).\n"
 	       "\n"
 	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n"
 	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"

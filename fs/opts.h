@@ -35,6 +35,10 @@ struct fs_opts {
 	double metadata_ttl_s;     /* revalidate a file's identity on open after this */
 	char *prefetch;            /* ':'-separated globs to warm at mount, NULL: none */
 	char *ready_file;          /* created once the prefetch is done, NULL: none */
+	char *log_file;            /* in the background: log here, not to syslog/stderr */
+	int log_level;             /* 0 error, 1 warning, 2 info, 3 debug */
+	int nonempty;              /* mount over a non-empty directory or a live mount */
+	int rw_asked;              /* "rw" was given (by mount(8)): said once, ignored */
 	int foreground, debug;
 	int show_help, show_version;
 };

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +50,27 @@ struct fs_prefetch {
 	pthread_t th[PREFETCH_THREADS], waiter;
 	int n_th, has_waiter;
 	double t0;
+	char last_error[256]; /* protected by lock; shown by `modelfs status` */
 };
+
+/* Log a prefetch failure and keep it for `modelfs status`: in a container
+ * the log may be nowhere the operator looks. */
+static void pf_error(struct fs_prefetch *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void pf_error(struct fs_prefetch *p, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_error("%s", line);
+	pthread_mutex_lock(&p->lock);
+	snprintf(p->last_error, sizeof(p->last_error), "%s", line);
+	pthread_mutex_unlock(&p->lock);
+}
 
 void fs_notify(const char *state)
 {
@@ -139,8 +160,8 @@ static void *pf_worker(void *arg)
 		o = (struct cache_object){p->fs->source_ns, f.key, f.etag, f.size};
 		err = cache_prefetch(p->fs->cache, &o);
 		if (err && err != -ECANCELED)
-			log_error("prefetch of %s failed: %s", f.key,
-				  err == -ENOSPC ? "it does not fit in the cache" : strerror(-err));
+			pf_error(p, "prefetch of %s failed: %s", f.key,
+				 err == -ENOSPC ? "it does not fit in the cache" : strerror(-err));
 		free(f.key);
 		pthread_mutex_lock(&p->lock);
 		if (err) {
@@ -219,10 +240,10 @@ int fs_prefetch_add(struct fs *fs, const char *under, int exact, const char *glo
 		goto out;
 	}
 	if ((double)c.bytes > high * (double)quota) {
-		log_error("prefetch: %zu files, %.2f GiB, do not fit in the cache (quota %.2f GiB, "
-			  "evicting above %.2f GiB): not prefetching",
-			  c.n, (double)c.bytes / (1 << 30), (double)quota / (1 << 30),
-			  high * (double)quota / (1 << 30));
+		pf_error(p, "prefetch: %zu files, %.2f GiB, do not fit in the cache (quota %.2f GiB, "
+			    "evicting above %.2f GiB): not prefetching",
+			 c.n, (double)c.bytes / (1 << 30), (double)quota / (1 << 30),
+			 high * (double)quota / (1 << 30));
 		err = -ENOSPC;
 		goto out;
 	}
@@ -267,11 +288,13 @@ int fs_prefetch_status(struct fs *fs, char *buf, size_t len)
 	dt = mono_s() - p->t0;
 	n = snprintf(buf, len,
 		     "ready=%d\nfiles_done=%zu\nfiles_failed=%zu\nfiles_total=%zu\n"
-		     "bytes_done=%llu\nbytes_total=%llu\nin_flight_files=%zu\nrate_MBps=%.0f\n",
+		     "bytes_done=%llu\nbytes_total=%llu\nin_flight_files=%zu\nrate_MBps=%.0f\n"
+		     "%s%s%s",
 		     p->ready, p->files_done, p->files_failed, p->files_total,
 		     (unsigned long long)p->bytes_done, (unsigned long long)p->bytes_total,
 		     p->files_total - p->files_done - p->files_failed,
-		     dt > 0 ? (double)p->bytes_done / 1e6 / dt : 0);
+		     dt > 0 ? (double)p->bytes_done / 1e6 / dt : 0,
+		     *p->last_error ? "error=" : "", p->last_error, *p->last_error ? "\n" : "");
 	pthread_mutex_unlock(&p->lock);
 	return n;
 }
@@ -310,8 +333,8 @@ static void *pf_waiter(void *arg)
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (failed) {
-		log_error("prefetch incomplete: %zu of %zu files failed; not ready", failed,
-			  p->startup_end);
+		pf_error(p, "prefetch incomplete: %zu of %zu files failed; not ready", failed,
+			 p->startup_end);
 		fs_notify("STATUS=prefetch failed");
 		return NULL;
 	}
@@ -356,7 +379,7 @@ int fs_ready_start(struct fs *fs)
 	fs_notify("STATUS=prefetching");
 	err = fs_prefetch_add(fs, "", 0, fs->opts->prefetch, &n, &bytes);
 	if (err == -ENODATA) {
-		log_error("prefetch needs a disk cache (cache_dir); nothing was prefetched");
+		pf_error(p, "prefetch needs a disk cache (cache_dir); nothing was prefetched");
 		fs_notify("STATUS=prefetch impossible: no disk cache");
 		return err;
 	}
