@@ -93,15 +93,20 @@ mount_fs() {
 	PIDS+=("$MNT_PID")
 	local i
 	for ((i = 0; i < 300; i++)); do
-		mountpoint -q "$dir" && return 0
+		# statfs too (always answered by the daemon): a dead mount that the
+		# new daemon is about to clear is a mountpoint as well
+		mountpoint -q "$dir" && stat -f "$dir" >/dev/null 2>&1 && return 0
 		kill -0 "$MNT_PID" 2>/dev/null || { cat "$log" >&2; return 1; }
 		sleep 0.05
 	done
 	return 1
 }
 umount_fs() {
+	local i
 	fusermount3 -u "$1" 2>/dev/null
-	wait "$MNT_PID" 2>/dev/null
+	# bounded: a daemon that does not exit is the test's failure, not a hang
+	for ((i = 0; i < 300; i++)); do kill -0 "$MNT_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "$MNT_PID" 2>/dev/null || wait "$MNT_PID" 2>/dev/null
 }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 

@@ -30,7 +30,7 @@ fetched=$(gets "$WORK/mnt.log")
 check "user.modelfs.cached of a fully read file is SIZE/SIZE" \
 	[ "$(getfattr --only-values -n user.modelfs.cached "$MNT/shard-1.safetensors")" = "$((24 << 20))/$((24 << 20))" ]
 umount_fs "$MNT"
-hits0=$("$MODELFS" cache stat "$C1" | sed -n 's/^hit ratio.*(\([0-9]*\) chunk reads from disk.*/\1/p')
+hits0=$("$MODELFS" cache stat "$C1" | sed -n "s/^reads *\([0-9]*\) chunk reads.*/\1/p")
 s3_stop
 : >"$WORK/mnt.log"
 t0=$(date +%s%N)
@@ -41,7 +41,7 @@ check "with the server down and a snapshot, the mount starts ($ms ms) with one w
 check "server down: every sha256 matches, served from the cache" sha_ok "$MNT"
 umount_fs "$MNT"
 sleep 0.2
-hits1=$("$MODELFS" cache stat "$C1" | sed -n 's/^hit ratio.*(\([0-9]*\) chunk reads from disk.*/\1/p')
+hits1=$("$MODELFS" cache stat "$C1" | sed -n "s/^reads *\([0-9]*\) chunk reads.*/\1/p")
 served=$((hits1 - hits0))
 # with kernel passthrough the complete files are read by the kernel from the
 # cache files, not by the daemon: then only the 0 GETs say "from the cache"
@@ -213,8 +213,8 @@ check "cache disk full (ENOSPC): every read still correct" sha_ok "$MNT"
 check "the full disk is said in the log" grep -q "cannot write to the cache" "$WORK/mnt.log"
 umount_fs "$MNT"
 
-check "cache stat prints usage, quota, watermarks and hit ratio" \
-	bash -c "'$MODELFS' cache stat '$C1' | grep -q '^hit ratio' && '$MODELFS' cache stat '$C1' | grep -q '^watermarks'"
+check "cache stat prints usage, quota, watermarks, reads and fetches" \
+	bash -c "'$MODELFS' cache stat '$C1' | grep -q '^fetches' && '$MODELFS' cache stat '$C1' | grep -q '^watermarks'"
 check "cache stat of a non-cache directory fails clearly" bash -c "! '$MODELFS' cache stat '$WORK' 2>&1 | grep -q usage"
 
 finish

@@ -39,7 +39,6 @@ expect_fail "wrong secret (403 SignatureDoesNotMatch)" "access denied" AWS_SECRE
 expect_fail "unknown access key (403)" "access denied" AWS_ACCESS_KEY_ID=NOBODY -- s3://models/m "$MNT" -o "$EP"
 expect_fail "missing bucket (404)" "bucket 'nosuchbucket' does not exist" -- s3://nosuchbucket "$MNT" -o "$EP"
 expect_fail "unreachable endpoint" "cannot reach endpoint" -- s3://models "$MNT" -o "endpoint=http://127.0.0.1:$(free_port)"
-expect_fail "unresolvable endpoint" "cannot reach endpoint" -- s3://models "$MNT" -o "endpoint=http://no-such-host.invalid:9000"
 expect_fail "bad endpoint URL" "bad endpoint" -- s3://models "$MNT" -o "endpoint=ftp://x"
 expect_fail "bad option value" "bad value for option uid" -- s3://models "$MNT" -o "$EP,uid=abc"
 expect_fail "unknown option" "unknown option|bad mount options" -- s3://models "$MNT" -o "$EP,no_such_option"
@@ -95,12 +94,11 @@ AWS_ENDPOINT_URL=$S3_ENDPOINT timeout 20 "$MODELFS" s3://models/m "$MNT" -o "cac
 check "AWS_ENDPOINT_URL is used when no endpoint= is given" grep -qx hello "$MNT/hello.txt"
 fusermount3 -u "$MNT"
 
-# mount(8) and fstab run /sbin/mount.fuse.modelfs: the installed helper, here
-# with its binary path pointed at this build (mount.fuse3 would need modelfs
-# installed in the system PATH, which a test does not touch)
-helper_in=$(dirname "$MODELFS")/mount.fuse.modelfs
+# The helper's own argument handling, pointed at this build (t_usage.sh runs
+# the installed one through the real mount(8))
+helper_in=$HERE/../../systemd/mount.fuse.modelfs.in
 if [ -f "$helper_in" ]; then
-	sed "s|^exec \"[^\"]*\"|exec \"$MODELFS\"|" "$helper_in" >"$WORK/mount.fuse.modelfs"
+	sed "s|@MODELFS_BIN@|$MODELFS|" "$helper_in" >"$WORK/mount.fuse.modelfs"
 	sh "$WORK/mount.fuse.modelfs" s3://models/m "$MNT" -f -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/cache"
 	check "mount helper: -f (fake) mounts nothing" bash -c "! mountpoint -q '$MNT'"
 	sh "$WORK/mount.fuse.modelfs" s3://models/m "$MNT" -n -o "endpoint=$S3_ENDPOINT,nofail" -o "ro,cache_dir=$WORK/cache" &&

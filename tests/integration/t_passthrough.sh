@@ -14,7 +14,7 @@ s3_start s3
 $S3TOOL mb models
 $S3TOOL putdir models m "$SRC"
 gets() { grep -c "debug: GET s3://" "$1" 2>/dev/null || true; }
-hits() { "$MODELFS" cache stat "$1" | sed -n 's/^hit ratio.*(\([0-9]*\) chunk reads from disk.*/\1/p'; }
+hits() { "$MODELFS" cache stat "$1" | sed -n "s/^reads *\([0-9]*\) chunk reads.*/\1/p"; }
 same() { [ "$(sha256sum <"$1")" = "$(sha256sum <"$2")" ]; }
 # same_fd N FILE: what open descriptor N reads (not a new open, as /dev/fd/N would be)
 same_fd() { [ "$(sha256sum <&"$1")" = "$(sha256sum <"$2")" ]; }
