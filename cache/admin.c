@@ -30,8 +30,11 @@ static int open_existing(const char *dir, struct index **ix, uint32_t *cs)
 		return -ENOENT;
 	}
 	snprintf(path, sizeof(path), "%s/index", dir);
-	err = index_open(path, CACHE_DEFAULT_CHUNK, cs, ix, msg, sizeof(msg));
-	if (err)
+	err = index_open(path, 0, CACHE_DEFAULT_CHUNK, cs, ix, msg, sizeof(msg));
+	if (err == -EBADMSG)
+		fprintf(stderr, "modelfs: %s: the next mount sets it aside and starts an empty "
+			"cache (or: modelfs cache clear %s)\n", msg, dir);
+	else if (err)
 		fprintf(stderr, "modelfs: %s\n", msg);
 	return err;
 }

@@ -1562,6 +1562,43 @@ int cache_parse_size(const char *s, uint64_t *bytes, double *pct)
 	return *bytes ? 0 : -EINVAL;
 }
 
+/* A damaged index was set aside (index_was_reset): no chunk is recorded, so
+ * every data file is unreachable and uncounted in usage; remove them. No
+ * other process uses them: the index is still held exclusively. */
+static void clear_data(int data_fd)
+{
+	int fd = openat(data_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d))) {
+		int sfd;
+		DIR *s;
+		struct dirent *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		sfd = openat(data_fd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		s = sfd >= 0 ? fdopendir(sfd) : NULL;
+		if (!s) {
+			if (sfd >= 0)
+				close(sfd);
+			continue;
+		}
+		while ((f = readdir(s)))
+			if (f->d_name[0] != '.')
+				unlinkat(sfd, f->d_name, 0);
+		closedir(s);
+		unlinkat(data_fd, e->d_name, AT_REMOVEDIR);
+	}
+	closedir(d);
+}
+
 /* Open the disk tier; on failure the cache runs without it. */
 static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg, size_t msg_len)
 {
@@ -1592,10 +1629,15 @@ static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg,
 	}
 	flock(c->users_fd, LOCK_SH);
 	snprintf(path, sizeof(path), "%s/index", cfg->dir);
-	err = index_open(path, cfg->chunk_size ? cfg->chunk_size : CACHE_DEFAULT_CHUNK,
-			 &c->chunk_size, &c->ix, msg, msg_len);
+	err = index_open(path, INDEX_OPEN_RESET,
+			 cfg->chunk_size ? cfg->chunk_size : CACHE_DEFAULT_CHUNK, &c->chunk_size,
+			 &c->ix, msg, msg_len);
 	if (err)
 		return err;
+	if (index_was_reset(c->ix)) {
+		clear_data(c->data_fd);
+		index_reset_done(c->ix);
+	}
 	if (cfg->chunk_size && cfg->chunk_size != c->chunk_size)
 		log_warn("cache %s was created with chunk_size %u KiB: using that, not %u KiB",
 			 cfg->dir, c->chunk_size >> 10, cfg->chunk_size >> 10);

@@ -49,12 +49,43 @@ struct index_object {
 	char name[1024]; /* "bucket/key", for reports */
 };
 
+#define INDEX_OPEN_RESET 1u /* set a damaged index aside and start an empty one */
+
 /* Open (creating if needed) the index in @dir (a directory). @chunk_size is
  * recorded on creation; an existing index keeps its own (returned in
- * *@chunk_size_out). @return 0, or -errno with a line in @msg. */
-int index_open(const char *dir, uint32_t chunk_size, uint32_t *chunk_size_out,
+ * *@chunk_size_out).
+ *
+ * The first process to open the index (no other holds it open) checks it
+ * first with index_check(); later openers trust that check and only compare
+ * the file's size with its meta page. A damaged index is never mapped for
+ * use: with INDEX_OPEN_RESET and as the only opener, data.mdb is renamed to
+ * data.mdb.damaged-YYYYmmddTHHMMSSZ (one warning line says so), lock.mdb is
+ * removed and an empty index is created: see index_was_reset().
+ * @return 0, or -errno with a line in @msg; -EBADMSG: the index is damaged
+ * (without INDEX_OPEN_RESET, or in use by another process), -EPROTO: another
+ * format version. */
+int index_open(const char *dir, unsigned flags, uint32_t chunk_size, uint32_t *chunk_size_out,
 	       struct index **out, char *msg, size_t msg_len);
 void index_close(struct index *ix);
+
+/* 1 when this open set a damaged index aside: nothing of the cache is
+ * recorded any more, so every data file is unreachable and not counted in
+ * usage. The caller removes them, then calls index_reset_done(): until then
+ * (or index_close) other processes wait in index_open, so none of them can
+ * write a data file that is about to be removed. */
+int index_was_reset(const struct index *ix);
+void index_reset_done(struct index *ix);
+
+/* Check the index in @dir without using it: data.mdb's size against the last
+ * page its meta page names (before any page is touched: a short file would
+ * SIGBUS), then a read-only walk of every database (free list included) that
+ * reads every record and checks its format, and the page count of all trees
+ * plus the free list against the file. The walk runs in a forked child, so
+ * garbage that makes LMDB assert or fault only means "damaged". Run it only
+ * while no process writes the index (index_open does: as the first opener).
+ * @return 0: sound; -ENOENT: no index; -EBADMSG: damaged, @why says how;
+ * -errno: the check could not run (fork, pipe). */
+int index_check(const char *dir, char *why, size_t why_len);
 
 /* @return 0 and the record, or -ENOENT. */
 int index_chunk_get(struct index *ix, const uint8_t *objid, uint32_t chunk, struct index_chunk *out);

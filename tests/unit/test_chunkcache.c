@@ -306,7 +306,7 @@ static struct index *open_index(const char *name)
 
 	dir_of(dir, sizeof(dir), name);
 	snprintf(path, sizeof(path), "%s/index", dir);
-	if (index_open(path, 65536, &cs, &ix, msg, sizeof(msg)) != 0) {
+	if (index_open(path, 0, 65536, &cs, &ix, msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "  index_open %s: %s\n", path, msg);
 		return NULL;
 	}

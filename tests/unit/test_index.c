@@ -7,6 +7,7 @@
  * several modelfs processes sharing a cache directory is the case it models.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -63,7 +65,7 @@ static struct index *open_at(const char *name, uint32_t chunk_size, uint32_t *cs
 	int rc;
 
 	snprintf(path, sizeof(path), "%s/%s", root, name);
-	rc = index_open(path, chunk_size, &cs, &ix, msg, sizeof(msg));
+	rc = index_open(path, 0, chunk_size, &cs, &ix, msg, sizeof(msg));
 	CHECK(rc == 0);
 	if (rc) {
 		fprintf(stderr, "index_open %s: %d %s\n", path, rc, msg);
@@ -143,7 +145,7 @@ static void test_open(void)
 	{
 		char msg[512] = "";
 		struct index *bad = NULL;
-		int rc = index_open("/proc/version/index", 65536, &cs, &bad, msg, sizeof(msg));
+		int rc = index_open("/proc/version/index", 0, 65536, &cs, &bad, msg, sizeof(msg));
 		CHECK(rc < 0);
 		CHECK(msg[0] != '\0');
 	}
@@ -664,7 +666,7 @@ static void child_side(int to_parent, int from_parent, const char *dir)
 	uint32_t cs;
 	int bad = 0;
 
-	if (!r || index_open(dir, 65536, &cs, &ix, msg, sizeof(msg)) != 0)
+	if (!r || index_open(dir, 0, 65536, &cs, &ix, msg, sizeof(msg)) != 0)
 		_exit(0x80);
 	make_id(id, 1);
 	if (index_chunk_get(ix, id, 0, r) != 0 || r->len != 1000)
@@ -743,6 +745,211 @@ static void test_two_processes(void)
 	index_close(ix);
 }
 
+/* ---- checking before use (index_check, INDEX_OPEN_RESET) ---- */
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)n)) && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	*len = buf ? (size_t)ftell(f) : 0;
+	if (f)
+		fclose(f);
+	return buf;
+}
+
+static int spill(const char *path, const char *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	int ok = f && fwrite(buf, 1, len, f) == len;
+
+	if (f)
+		ok = fclose(f) == 0 && ok;
+	return ok ? 0 : -1;
+}
+
+/* Every index the tests before this one left behind is sound. */
+static void check_all_sound(void)
+{
+	const char *names[] = {"open", "putget", "usage", "reput", "del", "touch", "scan", "many",
+			       "persist", "shared", "scan-empty"};
+	char dir[256], why[512];
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int rc;
+		snprintf(dir, sizeof(dir), "%s/%s", root, names[i]);
+		if (access(dir, F_OK) != 0)
+			continue;
+		why[0] = '\0';
+		rc = index_check(dir, why, sizeof(why));
+		CHECK(rc == 0);
+		if (rc)
+			fprintf(stderr, "  index_check %s: %d %s\n", names[i], rc, why);
+	}
+}
+
+static void test_check(void)
+{
+	char dir[256], path[300], why[512], msg[512];
+	struct index *ix = open_at("check", 65536, NULL);
+	struct index_stats st;
+	size_t len = 0;
+	char *good = NULL;
+	long ps = sysconf(_SC_PAGESIZE);
+	uint32_t cs;
+	int rc;
+
+	check_all_sound();
+	if (!ix)
+		return;
+	/* records, then half of them deleted: a free list to walk as well */
+	for (uint32_t c = 0; c < 2000; c++)
+		CHECK(put(ix, c % 7, c, 1 + c * 31 % 65536, c, "s3://b/check", 1ULL << 30) == 0);
+	for (uint32_t c = 0; c < 2000; c += 2) {
+		uint8_t id[OBJID_LEN];
+		uint64_t freed;
+		make_id(id, c % 7);
+		CHECK(index_chunks_del(ix, (const uint8_t(*)[OBJID_LEN])id, &c, 1, &freed, NULL,
+				       NULL) == 0);
+	}
+	index_close(ix);
+	snprintf(dir, sizeof(dir), "%s/check", root);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	CHECK(index_check(dir, why, sizeof(why)) == 0);
+	good = slurp(path, &len);
+	CHECK(good && len > (size_t)ps * 8);
+	if (!good || len <= (size_t)ps * 8)
+		return;
+
+	/* truncated: found from the size, before any page is read */
+	for (int pct = 25; pct <= 75; pct += 25) {
+		CHECK(spill(path, good, len * (size_t)pct / 100) == 0);
+		why[0] = '\0';
+		CHECK(index_check(dir, why, sizeof(why)) == -EBADMSG);
+		CHECK(strstr(why, "truncated") != NULL);
+	}
+	/* garbage over every page after the meta pages, over a single page */
+	for (unsigned seed = 1; seed <= 4; seed++) {
+		char *bad = malloc(len);
+		size_t from = seed <= 2 ? 2 * (size_t)ps : (size_t)ps * (2 + seed * 3);
+		size_t to = seed <= 2 ? len : from + (size_t)ps;
+		if (!bad)
+			abort();
+		memcpy(bad, good, len);
+		srand(seed);
+		for (size_t i = from; i < to && i < len; i++)
+			bad[i] = (char)rand();
+		CHECK(spill(path, bad, len) == 0);
+		free(bad);
+		why[0] = '\0';
+		rc = index_check(dir, why, sizeof(why));
+		/* a single page may be a free one: then the index is sound */
+		CHECK(rc == -EBADMSG || (seed > 2 && rc == 0));
+		CHECK(rc == 0 || why[0] != '\0');
+	}
+	/* an empty file, no file */
+	CHECK(spill(path, good, 0) == 0);
+	CHECK(index_check(dir, why, sizeof(why)) == -EBADMSG);
+	snprintf(path, sizeof(path), "%s/nothing-here", root);
+	CHECK(index_check(path, why, sizeof(why)) == -ENOENT);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+
+	/* without INDEX_OPEN_RESET a damaged index is refused, untouched */
+	CHECK(spill(path, good, len / 2) == 0);
+	msg[0] = '\0';
+	ix = NULL;
+	CHECK(index_open(dir, 0, 65536, &cs, &ix, msg, sizeof(msg)) == -EBADMSG);
+	CHECK(ix == NULL && strstr(msg, "damaged") != NULL);
+	{
+		struct stat sb;
+		CHECK(stat(path, &sb) == 0 && (size_t)sb.st_size == len / 2);
+	}
+	/* with it: set aside, an empty index in its place */
+	rc = index_open(dir, INDEX_OPEN_RESET, 65536, &cs, &ix, msg, sizeof(msg));
+	CHECK(rc == 0);
+	if (rc)
+		goto out;
+	CHECK(index_was_reset(ix));
+	CHECK(index_stats(ix, &st) == 0 && st.chunks == 0 && st.objects == 0 && st.usage == 0);
+	index_reset_done(ix);
+	CHECK(put(ix, 1, 0, 100, 1, "s3://b/after", 100) == 0);
+	index_close(ix);
+	CHECK(index_check(dir, why, sizeof(why)) == 0);
+	{
+		int n = 0;
+		char cmd[400];
+		snprintf(cmd, sizeof(cmd), "ls %s/data.mdb.damaged-* 2>/dev/null | wc -l", dir);
+		FILE *p = popen(cmd, "r");
+		if (p) {
+			if (fscanf(p, "%d", &n) != 1)
+				n = -1;
+			pclose(p);
+		}
+		CHECK(n == 1);
+	}
+	/* a sound index is not reset */
+	ix = open_at("check", 65536, NULL);
+	CHECK(ix && !index_was_reset(ix));
+	index_close(ix);
+out:
+	free(good);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* MODELFS_BENCH_CHECK=N: the cost of the check on an index of N records of
+ * 4 MiB chunks (64 CRCs each), warm and with data.mdb dropped from the page
+ * cache. A figure, not a test: not run by default (N puts take a while). */
+static void bench_check(void)
+{
+	const char *env = getenv("MODELFS_BENCH_CHECK");
+	unsigned long n = env ? strtoul(env, NULL, 10) : 0;
+	char dir[256], path[300], why[512];
+	struct index *ix;
+	struct stat sb;
+	double t0, warm, cold;
+	int fd;
+
+	if (!n)
+		return;
+	ix = open_at("bench", 4u << 20, NULL);
+	if (!ix)
+		return;
+	for (unsigned long i = 0; i < n; i++)
+		CHECK(put(ix, (unsigned)(i / 1000), (uint32_t)(i % 1000), 4u << 20, i, "s3://b/bench",
+			  1000ULL << 22) == 0);
+	index_close(ix);
+	snprintf(dir, sizeof(dir), "%s/bench", root);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	t0 = now_s();
+	CHECK(index_check(dir, why, sizeof(why)) == 0);
+	warm = now_s() - t0;
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		fdatasync(fd);
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		fstat(fd, &sb);
+		close(fd);
+	}
+	t0 = now_s();
+	CHECK(index_check(dir, why, sizeof(why)) == 0);
+	cold = now_s() - t0;
+	printf("figure: index_check of %lu records (%lld MiB): %.1f ms warm, %.1f ms cold\n", n,
+	       (long long)sb.st_size >> 20, warm * 1e3, cold * 1e3);
+}
+
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *f)
 {
 	(void)sb;
@@ -768,6 +975,8 @@ int main(void)
 	test_many_chunks();
 	test_persistence();
 	test_two_processes();
+	test_check();
+	bench_check();
 	nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	CHECK(access(root, F_OK) != 0); /* nothing left behind */
 	return check_done();
