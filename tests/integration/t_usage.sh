@@ -176,7 +176,7 @@ umount /var/cache
 
 # --- 7. a setting that cannot work is not mistaken for an outage
 expect_err "an endpoint host that does not resolve" "cannot reach endpoint http://no-such-host.invalid:9000" \
-	s3://models "$MNT" -o "endpoint=http://no-such-host.invalid:9000,cache_dir=$WORK/c7"
+	s3://models "$MNT" -o "endpoint=http://no-such-host.invalid:9000,path_style,cache_dir=$WORK/c7"
 
 mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c7"
 cat "$MNT/sub/hello.txt" >/dev/null

@@ -471,8 +471,7 @@ static void test_errors(void)
 		      NULL);
 	check_refused("request_timeout=3601", NULL, "-o", "request_timeout=3601", "s3://b",
 		      "/mnt", NULL);
-	check_refused("rw", NULL, "-o", "rw", "s3://b", "/mnt", NULL);
-	check_refused("ro,rw", NULL, "s3://b", "/mnt", "-o", "ro,rw", NULL);
+	check_refused("log_level=loud", NULL, "-o", "log_level=loud", "s3://b", "/mnt", NULL);
 	check_refused("secret_key", "wJalrXUtnFEMI", "-o", "secret_key=wJalrXUtnFEMI", "s3://b",
 		      "/mnt", NULL);
 	check_refused("access_key", "AKIAIOSFODNN7", "-o", "access_key=AKIAIOSFODNN7", "s3://b",
@@ -514,9 +513,41 @@ static void test_nan(void)
 		      NULL);
 }
 
+/* mount(8) sends "rw" ahead of the user's options: taken, remembered, and
+ * the mount stays read-only. Also the other options of the usage fixes. */
+static void test_mount8(void)
+{
+	struct result r;
+	struct fuse_view v;
+
+	clear_env();
+	parse(&r, "s3://b", "/mnt", "-o", "rw,nonempty,log_level=debug,log_file=/tmp/x.log", NULL);
+	CHECK(r.ret == 0);
+	CHECK(r.o.rw_asked == 1 && r.o.nonempty == 1);
+	CHECK(r.o.log_level == 3);
+	CHECK_STR(r.o.log_file, "/tmp/x.log");
+	CHECK(view(&r.fa, &v) == 0);
+	CHECK(v.n_ro == 1);
+	done(&r);
+
+	parse(&r, "s3://b", "/mnt", "-o", "ro,rw", NULL);
+	CHECK(r.ret == 0 && r.o.rw_asked == 1);
+	CHECK(view(&r.fa, &v) == 0 && v.n_ro == 1);
+	done(&r);
+
+	parse(&r, "s3://b", "/mnt", NULL);
+	CHECK(r.ret == 0 && r.o.rw_asked == 0 && r.o.nonempty == 0 && r.o.log_level == 2);
+	done(&r);
+
+	parse(&r, "--foreground", "s3://b", "/mnt", "-o", "log_level=warn", NULL);
+	CHECK(r.ret == 0 && r.o.foreground == 1 && r.o.log_level == 1);
+	done(&r);
+}
+
 int main(void)
 {
 	test_defaults();
+	test_mount8();
 	test_all_options();
 	test_flags();
 	test_fuse_passthrough();
