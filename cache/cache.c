@@ -32,6 +32,7 @@
 #include "cache.h"
 #include "crc32c.h"
 #include "evict.h"
+#include "flight.h"
 #include "index.h"
 #include "log.h"
 #include "mem.h"
@@ -87,8 +88,8 @@ struct cache {
 	double high, low;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;      /* bg wakeups and fetch slots */
-	unsigned fetching;        /* protected by lock */
+	pthread_cond_t cond;      /* bg wakeups, the writer and readahead queues */
+	struct flight *fl;        /* fetch slots and recent failures (own lock) */
 	unsigned max_fetches;
 	struct index_touch *touch; /* protected by lock */
 	size_t n_touch;           /* protected by lock */
@@ -292,22 +293,16 @@ static int try_disk(struct cache *c, const uint8_t *id, uint32_t chunk, uint32_t
 
 /* ---- misses ---- */
 
-static void fetch_slot_get(struct cache *c)
+/* What one object may hold of the fetch slots: half of them for reads that
+ * someone waits for, and half of the readahead workers' share for readahead
+ * (which skips a run rather than wait), so one stalled object leaves the
+ * rest of the mount its fetches and its readahead. */
+static unsigned demand_cap(const struct cache *c)
 {
-	pthread_mutex_lock(&c->lock);
-	while (c->fetching >= c->max_fetches)
-		pthread_cond_wait(&c->cond, &c->lock);
-	c->fetching++;
-	pthread_mutex_unlock(&c->lock);
+	return c->max_fetches / 2 ? c->max_fetches / 2 : 1;
 }
 
-static void fetch_slot_put(struct cache *c)
-{
-	pthread_mutex_lock(&c->lock);
-	c->fetching--;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-}
+static unsigned ra_cap(const struct cache *c) { return c->n_ra / 2 ? c->n_ra / 2 : 1; }
 
 static void want_eviction(struct cache *c)
 {
@@ -395,10 +390,11 @@ static int write_chunk(int fd, int dfd, const char *buf, uint64_t coff, uint32_t
 
 /* Take the fetch lock of chunk @chunk. A reader (@dst) stops waiting as soon
  * as the chunk shows up in memory: its stream publishes it before the write
- * to disk that the lock outlasts. @return 0 locked, 1 read from memory into
- * @dst, or -errno. */
+ * to disk that the lock outlasts; or as soon as the fetch it waits on fails.
+ * @return 0 locked, 1 read from memory into @dst, 2 that fetch failed (its
+ * error in *@failed), or -errno. */
 static int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk, uint32_t a,
-		      uint32_t n, char *dst)
+		      uint32_t n, char *dst, int *failed)
 {
 	uint64_t coff = (uint64_t)chunk * c->chunk_size;
 	int err;
@@ -411,6 +407,9 @@ static int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk
 			return err;
 		if (mem_wait_read(c->mem, id, chunk, a, n, dst, 10) == 0)
 			return 1;
+		/* the fetch we wait on failed: its error is ours, now */
+		if ((*failed = flight_failed(c->fl, id, chunk)) != 0)
+			return 2;
 	}
 }
 
@@ -424,14 +423,17 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	struct mem_buf *mb = NULL;
 	char *buf = NULL;
 	size_t got = 0;
-	int fd, err, from_mem;
+	int fd, err, from_mem, failed = 0;
 
 	if (!rec)
 		return -ENOMEM;
 	fd = open_data(c, id, O_RDWR | O_CREAT);
 	if (fd < 0) {
 		store_failed(c, fd);
-	} else if ((err = lock_chunk(c, fd, id, chunk, a, n, dst)) < 0) {
+	} else if ((err = lock_chunk(c, fd, id, chunk, a, n, dst, &failed)) == 2) {
+		err = failed;
+		goto out;
+	} else if (err < 0) {
 		close(fd);
 		fd = -1;
 		store_failed(c, err);
@@ -446,6 +448,9 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		goto out;
 	}
 
+	/* whoever held the lock before us may just have failed */
+	if ((err = flight_failed(c->fl, id, chunk)) != 0)
+		goto out;
 	/* a pool buffer: the chunk stays in memory for the readers after us */
 	mb = c->mem ? mem_take(c->mem) : NULL;
 	buf = mb ? mem_data(mb) : malloc(clen);
@@ -453,13 +458,16 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		err = -ENOMEM;
 		goto out;
 	}
-	fetch_slot_get(c);
+	flight_get(c->fl, id, demand_cap(c), 1);
 	err = c->be->ops->read(c->be, o->key, o->etag, coff, clen, buf, &got);
-	fetch_slot_put(c);
+	flight_put(c->fl, id);
 	if (!err && got != clen)
 		err = -ESTALE; /* shorter than the listing said: another version */
-	if (err)
+	if (err) {
+		/* before the lock goes: its waiters find the error, not a slot */
+		flight_fail(c->fl, id, chunk, 1, err);
 		goto out;
+	}
 	atomic_fetch_add(&c->backend_bytes, clen);
 	atomic_fetch_add(&c->misses, 1);
 	if (refetch)
@@ -530,6 +538,8 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 	if (err == -EBADMSG)
 		log_info("cached chunk %u of %s/%s failed its check (damaged or evicted): "
 			 "fetching it again", chunk, o->source, o->key);
+	else if ((err = flight_failed(c->fl, id, chunk)) != 0)
+		return err; /* failed a moment ago: fail fast, not a whole budget again */
 	return fetch_chunk(c, o, id, chunk, clen, a, n, dst, err == -EBADMSG);
 }
 
@@ -544,15 +554,22 @@ static int read_range(struct cache *c, const struct cache_object *obj, uint64_t 
 	if (off >= obj->size || len == 0)
 		return 0;
 	want = obj->size - off < len ? (size_t)(obj->size - off) : len;
-	if (!c->ix) {
-		err = c->be->ops->read(c->be, obj->key, obj->etag, off, want, buf, got);
-		if (!err && *got != want)
-			err = -ESTALE; /* the object is shorter than its listing said */
-		return err;
-	}
 	err = objid_of(obj, id);
 	if (err)
 		return err;
+	if (!c->ix) {
+		/* failures remembered per CACHE_DEFAULT_CHUNK of the object */
+		uint32_t first = (uint32_t)(off / CACHE_DEFAULT_CHUNK);
+		uint32_t last = (uint32_t)((off + want - 1) / CACHE_DEFAULT_CHUNK);
+		for (uint32_t k = first; k <= last; k++)
+			if ((err = flight_failed(c->fl, id, k)) != 0)
+				return err;
+		err = c->be->ops->read(c->be, obj->key, obj->etag, off, want, buf, got);
+		if (!err && *got != want)
+			err = -ESTALE; /* the object is shorter than its listing said */
+		flight_fail(c->fl, id, first, last - first + 1, err);
+		return err;
+	}
 	while (done < want) {
 		uint64_t pos = off + done;
 		uint32_t chunk = (uint32_t)(pos / c->chunk_size);
@@ -868,7 +885,7 @@ static int stream_sink(void *arg, const char *data, size_t n)
 /* Fetch the missing chunks of [first, first + count) of @o, one streaming
  * GET per run of missing chunks. */
 static void fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
-		      uint32_t first, uint32_t count)
+		      uint32_t first, uint32_t count, int optional)
 {
 	uint64_t start = (uint64_t)first * c->chunk_size;
 	struct stream_fetch f = {.c = c, .o = o, .id = id};
@@ -902,13 +919,21 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		f.start = (uint64_t)f.first * c->chunk_size;
 		f.total = (uint64_t)(f.count - 1) * c->chunk_size + chunk_len(c, o->size, first + j - 1);
 		f.done = 0;
-		fetch_slot_get(c);
+		/* readahead leaves alone an object that just failed or that holds
+		 * its share of the slots: it is an extra, never worth a wait */
+		if (optional && (flight_failed(c->fl, id, f.first) ||
+				 flight_get(c->fl, id, ra_cap(c), 0) != 0))
+			break;
+		if (!optional)
+			flight_get(c->fl, id, demand_cap(c), 1);
 		err = c->be->ops->read_stream(c->be, o->key, o->etag, f.start, f.total, stream_sink,
 					      stream_reset, &f);
-		fetch_slot_put(c);
+		flight_put(c->fl, id);
 		wr_wait(&f);
 		if (!err && f.pos != f.total)
 			err = -ESTALE; /* shorter than the listing said */
+		if (err) /* before the locks go, for the readers waiting on them */
+			flight_fail(c->fl, id, f.first, f.count, err);
 		if (err && f.done < f.total) /* bytes written but never recorded */
 			fallocate(f.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  (off_t)(f.start + f.done), (off_t)(f.total - f.done));
@@ -962,7 +987,7 @@ static void ra_run(struct cache *c, const struct ra_job *j)
 	if (missing == 0)
 		return;
 	if (c->be->ops->read_stream) {
-		fetch_run(c, &o, id, j->chunk, j->count);
+		fetch_run(c, &o, id, j->chunk, j->count, 1);
 	} else {
 		for (uint32_t k = j->chunk; k < j->chunk + j->count; k++)
 			fetch_chunk(c, &o, id, k, chunk_len(c, o.size, k), 0, 0, NULL, 0);
@@ -1178,7 +1203,7 @@ static void *pf_runs_main(void *arg)
 	       !atomic_load(&c->cancelled)) {
 		uint32_t count = r->n_chunks - k < RA_WINDOW_MAX ? r->n_chunks - k : RA_WINDOW_MAX;
 		if (c->be->ops->read_stream)
-			fetch_run(c, r->o, r->id, k, count);
+			fetch_run(c, r->o, r->id, k, count, 0);
 		else
 			for (uint32_t j = k; j < k + count; j++)
 				fetch_chunk(c, r->o, r->id, j, chunk_len(c, r->o->size, j), 0, 0,
@@ -1674,6 +1699,12 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 	c->max_fetches = cfg->max_fetches ? cfg->max_fetches : 16;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	if (flight_open(c->max_fetches, &c->fl) != 0) {
+		pthread_cond_destroy(&c->cond);
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		return -ENOMEM;
+	}
 	if (cfg->dir) {
 		c->dir = strdup(cfg->dir);
 		c->touch = calloc(TOUCH_MAX, sizeof(*c->touch));
@@ -1742,6 +1773,7 @@ void cache_close(struct cache *c)
 		close(c->users_fd);
 	if (c->evict_fd >= 0)
 		close(c->evict_fd);
+	flight_close(c->fl);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c->touch);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "flight.h"
 #include "check.h"
 #include "index.h"
 #include "log.h"
@@ -91,6 +92,7 @@ struct fake {
 	uint32_t align;      /* when set: every read must be one whole chunk */
 	atomic_uint_fast64_t reads, bytes;
 	atomic_int sleep_ms, fail_err, short_by, misaligned;
+	char slow_key[64];  /* set before use: sleep_ms applies to this key only */
 	atomic_uint_fast64_t *shared_reads; /* when set: reads of all processes */
 };
 
@@ -107,7 +109,7 @@ static int fake_read(struct backend *be, const char *key, const char *etag, uint
 	if (f->shared_reads)
 		atomic_fetch_add(f->shared_reads, 1);
 	sl = atomic_load(&f->sleep_ms);
-	if (sl)
+	if (sl && (!f->slow_key[0] || strcmp(f->slow_key, key) == 0))
 		usleep((useconds_t)sl * 1000);
 	pthread_mutex_lock(&f->lock);
 	for (int i = 0; i < f->nobj; i++) {
@@ -972,6 +974,107 @@ static void test_no_cache(void)
 	fake_destroy(&f);
 }
 
+/* ---- one slow or failing object ---- */
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A failed fetch answers every reader waiting on it at once: one request,
+ * not one retry budget per waiter. */
+static void test_shared_failure(void)
+{
+	enum { N = 8 };
+	struct fake f;
+	struct sf_arg args[N];
+	pthread_barrier_t bar;
+	const uint32_t chunk = 64 * KiB;
+	struct cache_object o = {"s3://bucket", "fail.bin", "e", 4 * chunk};
+	struct cache *c;
+	double t0, dt;
+	int ok = 0;
+
+	fake_init(&f, chunk);
+	fake_put(&f, o.key, o.etag, o.size);
+	c = open_cache(&f, "sharedfail", chunk, 1ULL << 30, 0.9, 0.5);
+	if (!c)
+		return;
+	atomic_store(&f.sleep_ms, 300);
+	atomic_store(&f.fail_err, -EIO);
+	pthread_barrier_init(&bar, NULL, N);
+	for (int i = 0; i < N; i++)
+		args[i] = (struct sf_arg){c, &o, &bar, chunk + (uint64_t)i * 100, 100, 0};
+	t0 = mono_now();
+	run_threads(args, N);
+	dt = mono_now() - t0;
+	for (int i = 0; i < N; i++)
+		ok += args[i].ok;
+	CHECK(ok == 0);
+	CHECK(reads(&f) == 1);
+	CHECK(dt < 0.9); /* one 300 ms request, not 8 in a row (2.4 s) */
+	if (reads(&f) != 1 || dt >= 0.9)
+		fprintf(stderr, "  %d waiters of a failing fetch: %llu requests, %.2f s\n", N,
+			(unsigned long long)reads(&f), dt);
+	atomic_store(&f.fail_err, 0);
+	atomic_store(&f.sleep_ms, 0);
+	usleep((FLIGHT_FAIL_MS + 100) * 1000);
+	CHECK(read_ok(c, &o, chunk, 100));
+	pthread_barrier_destroy(&bar);
+	cache_close(c);
+	fake_destroy(&f);
+}
+
+/* One slow object holds at most half of the fetch slots: a cold read of
+ * another object does not queue behind two dozen readers of the slow one. */
+static void test_slow_object(void)
+{
+	enum { N = 24 };
+	struct fake f;
+	struct sf_arg args[N];
+	pthread_t th[N];
+	pthread_barrier_t bar;
+	const uint32_t chunk = 64 * KiB;
+	struct cache_object slow = {"s3://bucket", "slow.bin", "s", N * chunk};
+	struct cache_object fast = {"s3://bucket", "fast.bin", "f", chunk};
+	struct cache *c;
+	double t0, dt;
+	int started = 0;
+
+	fake_init(&f, chunk);
+	fake_put(&f, slow.key, slow.etag, slow.size);
+	fake_put(&f, fast.key, fast.etag, fast.size);
+	snprintf(f.slow_key, sizeof(f.slow_key), "%s", slow.key);
+	c = open_cache(&f, "slowobj", chunk, 1ULL << 30, 0.9, 0.5);
+	if (!c)
+		return;
+	atomic_store(&f.sleep_ms, 1500);
+	pthread_barrier_init(&bar, NULL, N + 1);
+	for (int i = 0; i < N; i++) {
+		args[i] = (struct sf_arg){c, &slow, &bar, (uint64_t)i * chunk, 100, 0};
+		if (pthread_create(&th[i], NULL, sf_main, &args[i]) == 0)
+			started++;
+	}
+	pthread_barrier_wait(&bar);
+	usleep(200 * 1000); /* the slow fetches are in flight */
+	t0 = mono_now();
+	CHECK(read_ok(c, &fast, 0, 100));
+	dt = mono_now() - t0;
+	CHECK(dt < 0.5);
+	fprintf(stderr, "  a cold read of another object while %d readers wait on a slow one: "
+			"%.3f s\n", N, dt);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < N; i++)
+		CHECK(args[i].ok);
+	pthread_barrier_destroy(&bar);
+	cache_close(c);
+	fake_destroy(&f);
+}
+
 /* ---- backend errors ---- */
 
 static void test_backend_error(void)
@@ -996,10 +1099,19 @@ static void test_backend_error(void)
 	got = 99;
 	CHECK(cache_read(c, &o, 0, 100, buf, &got) == -EIO);
 	CHECK(got == 0);
+	/* remembered: the same chunk fails again at once, without a request,
+	 * even once the backend would answer (a kernel retry of the page) */
+	r0 = reads(&f);
+	atomic_store(&f.fail_err, 0);
 	CHECK(cache_read(c, &o, chunk - 10, 100, buf, &got) == -EIO);
+	CHECK(reads(&f) == r0);
+	/* ... for FLIGHT_FAIL_MS only */
+	usleep((FLIGHT_FAIL_MS + 100) * 1000);
 	atomic_store(&f.fail_err, -ETIMEDOUT);
 	CHECK(cache_read(c, &o, 0, 100, buf, &got) == -ETIMEDOUT);
+	CHECK(reads(&f) == r0 + 1);
 	atomic_store(&f.fail_err, 0);
+	usleep((FLIGHT_FAIL_MS + 100) * 1000);
 	CHECK(cached(c, &o) == 0);
 	cache_counters(c, &b);
 	CHECK(b.misses == a.misses && b.backend_bytes == a.backend_bytes);
@@ -1019,6 +1131,7 @@ static void test_backend_error(void)
 	atomic_store(&f.short_by, 1);
 	CHECK(cache_read(c, &o, 2 * chunk, 100, buf, &got) == -ESTALE);
 	atomic_store(&f.short_by, 0);
+	usleep((FLIGHT_FAIL_MS + 100) * 1000);
 	CHECK(cached(c, &o) == chunk);
 	r0 = reads(&f);
 	CHECK(read_ok(c, &o, 2 * chunk, 100));
@@ -1028,6 +1141,7 @@ static void test_backend_error(void)
 	atomic_store(&f.fail_err, -EIO);
 	CHECK(cache_read(c, &o, 0, sizeof(buf), buf, &got) == -EIO);
 	atomic_store(&f.fail_err, 0);
+	usleep((FLIGHT_FAIL_MS + 100) * 1000);
 	CHECK(cached(c, &o) == 2 * chunk);
 	CHECK(read_ok(c, &o, 0, o.size));
 	CHECK(cached(c, &o) == o.size);
@@ -1338,6 +1452,8 @@ int main(void)
 	test_ranges();
 	test_hits();
 	test_single_flight();
+	test_shared_failure();
+	test_slow_object();
 	test_two_processes();
 	test_corruption();
 	test_quota();

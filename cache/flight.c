@@ -1,0 +1,162 @@
+/* Per-object fetch slots and remembered failures (see flight.h).
+ *
+ * Both tables are small and scanned linearly: at most max_total objects can
+ * have a request in flight, and FLIGHT_FAILS failures are kept, the oldest
+ * replaced first. A failure is a range of chunks, so one failed streaming
+ * GET of a 16-chunk run is one entry.
+ */
+#include "flight.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define FLIGHT_FAILS 64
+
+struct flight_obj {
+	uint8_t id[OBJID_LEN];
+	unsigned n; /* 0: a free entry */
+};
+
+struct flight_fail {
+	uint8_t id[OBJID_LEN];
+	uint32_t first, count;
+	int err;
+	uint64_t until_ms; /* 0: a free entry */
+};
+
+struct flight {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;          /* a slot was put back */
+	unsigned max_total, total;    /* protected by lock */
+	struct flight_obj *objs;      /* max_total entries, protected by lock */
+	struct flight_fail fails[FLIGHT_FAILS]; /* protected by lock */
+	unsigned next_fail;           /* protected by lock */
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int flight_open(unsigned max_total, struct flight **out)
+{
+	struct flight *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	f->max_total = max_total ? max_total : 1;
+	f->objs = calloc(f->max_total, sizeof(*f->objs));
+	if (!f->objs) {
+		free(f);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->cond, NULL);
+	*out = f;
+	return 0;
+}
+
+void flight_close(struct flight *f)
+{
+	if (!f)
+		return;
+	pthread_cond_destroy(&f->cond);
+	pthread_mutex_destroy(&f->lock);
+	free(f->objs);
+	free(f);
+}
+
+/* The entry of @id, or a free one (NULL: none; cannot happen while total <
+ * max_total, since every busy entry holds at least one slot). */
+static struct flight_obj *obj_of(struct flight *f, const uint8_t *id)
+{
+	struct flight_obj *free_e = NULL;
+
+	for (unsigned i = 0; i < f->max_total; i++) {
+		if (f->objs[i].n && memcmp(f->objs[i].id, id, OBJID_LEN) == 0)
+			return &f->objs[i];
+		if (!f->objs[i].n && !free_e)
+			free_e = &f->objs[i];
+	}
+	return free_e;
+}
+
+int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, int wait)
+{
+	struct flight_obj *o;
+
+	if (obj_cap == 0)
+		obj_cap = 1;
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		o = f->total < f->max_total ? obj_of(f, id) : NULL;
+		if (o && o->n < obj_cap)
+			break;
+		if (!wait) {
+			pthread_mutex_unlock(&f->lock);
+			return -EAGAIN;
+		}
+		pthread_cond_wait(&f->cond, &f->lock);
+	}
+	if (!o->n)
+		memcpy(o->id, id, OBJID_LEN);
+	o->n++;
+	f->total++;
+	pthread_mutex_unlock(&f->lock);
+	return 0;
+}
+
+void flight_put(struct flight *f, const uint8_t id[OBJID_LEN])
+{
+	pthread_mutex_lock(&f->lock);
+	for (unsigned i = 0; i < f->max_total; i++) {
+		if (f->objs[i].n && memcmp(f->objs[i].id, id, OBJID_LEN) == 0) {
+			f->objs[i].n--;
+			f->total--;
+			break;
+		}
+	}
+	/* waiters for another object may now fit, and so may this one's */
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+}
+
+void flight_fail(struct flight *f, const uint8_t id[OBJID_LEN], uint32_t first, uint32_t count,
+		 int err)
+{
+	struct flight_fail *e;
+
+	if (err == 0 || err == -ENOMEM || err == -ECANCELED || count == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	e = &f->fails[f->next_fail];
+	f->next_fail = (f->next_fail + 1) % FLIGHT_FAILS;
+	memcpy(e->id, id, OBJID_LEN);
+	e->first = first;
+	e->count = count;
+	e->err = err;
+	e->until_ms = mono_ms() + FLIGHT_FAIL_MS;
+	pthread_mutex_unlock(&f->lock);
+}
+
+int flight_failed(struct flight *f, const uint8_t id[OBJID_LEN], uint32_t chunk)
+{
+	uint64_t now = mono_ms();
+	int err = 0;
+
+	pthread_mutex_lock(&f->lock);
+	for (unsigned i = 0; i < FLIGHT_FAILS && !err; i++) {
+		const struct flight_fail *e = &f->fails[i];
+		if (e->until_ms > now && chunk >= e->first && chunk - e->first < e->count &&
+		    memcmp(e->id, id, OBJID_LEN) == 0)
+			err = e->err;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return err;
+}
