@@ -32,6 +32,7 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 check "persistent HTTP 500: EIO in $ms ms (rc $rc: $out)" \
 	bash -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $ms -lt 15000 ] && grep -q 'Input/output error' <<<'$out'"
 
+sleep 1.2 # a failure is remembered for a second (FLIGHT_FAIL_MS): let it go
 proxy_fault stall -1 30 >/dev/null
 t0=$(date +%s%N)
 out=$(drop_caches; timeout 60 cat "$MNT/small.bin" 2>&1 >/dev/null)
@@ -40,6 +41,7 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 check "stalled server: request_timeout gives EIO in $ms ms, not a hang (rc $rc)" \
 	bash -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $ms -lt 30000 ]"
 proxy_fault none >/dev/null
+sleep 1.2
 check "after the faults clear, reads are correct again" [ "$(read_sha "$MNT/small.bin")" = "$want_small" ]
 umount_fs "$MNT"
 
