@@ -15,9 +15,9 @@ time with a request to the proxy itself:
     slowdown   answer N requests with HTTP 503 and Retry-After: SEC
   Modes that rewrite upstream's answer (each applies to one kind of request;
   the others pass untouched and do not count):
-    shift      object GET: ask upstream for the range 4 KiB away (after it, or
-               before it when that fits) and relabel the answer as the range
-               asked: right length, right CRC, wrong bytes
+    shift      object GET: serve the range 4 KiB away (after the one asked, or
+               before it when that fits), with its own Content-Range: the
+               right length, the wrong bytes
     norange    object GET: drop Content-Range from a 206
     noetag     object GET: drop the ETag header
     junk       object GET: after the body, the connection carries junk bytes;
@@ -235,13 +235,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Forward, then change the answer as @mode says (buffered)."""
         hdrs = {k: v for k, v in self.headers.items()}
         path = self.path
-        asked = None
         if mode == "shift":
             m = re.fullmatch(r"bytes=(\d+)-(\d+)", hdrs.get("Range", ""))
             if m:
                 a, b = int(m.group(1)), int(m.group(2))
                 d = -4096 if a >= 4096 else 4096
-                asked = a
                 hdrs["Range"] = f"bytes={a + d}-{b + d}"
         if mode == "listloop":
             p, _, q = path.partition("?")
@@ -254,10 +252,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         up.close()
         out = [(k, v) for k, v in resp.getheaders()
                if k.lower() not in ("connection", "keep-alive", "date", "server")]
-        if mode == "shift" and asked is not None and resp.status == 206:
-            out = [(k, v) for k, v in out if k.lower() != "content-range"]
-            total = resp.getheader("Content-Range", "*/*").rpartition("/")[2]
-            out.append(("Content-Range", f"bytes {asked}-{asked + len(data) - 1}/{total}"))
         if mode == "norange":
             out = [(k, v) for k, v in out if k.lower() != "content-range"]
         if mode == "noetag":
