@@ -93,34 +93,94 @@ struct sink {
 	struct http_response *resp;
 	CURL *c;
 	int overflow;
-	int checked;  /* streaming: status and ETag looked at */
-	int sink_err; /* streaming: why the transfer was ended */
+	int checked;   /* the answer was looked at (answer_check), once */
+	int ok_answer; /* a 2xx: the body is the caller's bytes */
+	int abort_err; /* why the transfer was ended from a callback */
 };
 
-/* Streaming body: check once that this is the answer we asked for, then hand
- * the bytes on. @return 1 when consumed, 0 to fall back to the error body. */
-static int stream_body(struct sink *s, const char *data, size_t n)
+/* Is this 2xx answer the one asked for (see http.h)? Runs before the first
+ * body byte goes anywhere. @return 0, -ESTALE or -EPROTO with a line in
+ * r->error. */
+static int answer_check(const struct http_request *q, struct http_response *r, long st)
 {
-	const struct http_request *q = s->req;
-	long st = 0;
+	uint64_t want_end = q->range_off + q->range_len - 1;
 
-	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &st);
-	if (st < 200 || st >= 300)
-		return 0;
-	if (!s->checked) {
-		s->checked = 1;
-		if (q->expect_etag && *q->expect_etag && s->resp->etag[0] &&
-		    strcmp(q->expect_etag, s->resp->etag) != 0) {
-			s->sink_err = -ESTALE;
-			return -1;
+	if (q->expect_etag && *q->expect_etag) {
+		if (!r->etag[0]) {
+			snprintf(r->error, sizeof(r->error), "answer without an ETag (expected %s)",
+				 q->expect_etag);
+			return -ESTALE;
 		}
-		if (st == 200 && q->has_range && q->range_off > 0) {
-			s->sink_err = -EPROTO; /* Range ignored */
-			return -1;
+		if (strcmp(q->expect_etag, r->etag) != 0) {
+			snprintf(r->error, sizeof(r->error), "ETag %s, expected %s", r->etag,
+				 q->expect_etag);
+			return -ESTALE;
 		}
 	}
-	s->sink_err = q->sink(q->sink_arg, data, n);
-	return s->sink_err ? -1 : 1;
+	if (!q->has_range)
+		return 0;
+	if (st == 200) {
+		if (q->range_off > 0) {
+			snprintf(r->error, sizeof(r->error), "Range ignored (HTTP 200 for bytes=%llu-)",
+				 (unsigned long long)q->range_off);
+			return -EPROTO; /* never hand out bytes from offset 0 */
+		}
+		if (q->expect_total && r->has_content_length && r->content_length != q->expect_total) {
+			snprintf(r->error, sizeof(r->error), "object is %llu bytes, expected %llu",
+				 (unsigned long long)r->content_length,
+				 (unsigned long long)q->expect_total);
+			return -ESTALE;
+		}
+		return 0;
+	}
+	if (st != 206) {
+		snprintf(r->error, sizeof(r->error), "HTTP %ld to a ranged GET", st);
+		return -EPROTO;
+	}
+	if (!r->has_content_range || r->content_range_bad) {
+		snprintf(r->error, sizeof(r->error), "HTTP 206 with %s Content-Range",
+			 r->has_content_range ? "a malformed" : "no");
+		return -EPROTO;
+	}
+	if (q->expect_total && r->range_total != HTTP_RANGE_TOTAL_UNKNOWN &&
+	    r->range_total != q->expect_total) {
+		snprintf(r->error, sizeof(r->error), "object is %llu bytes, expected %llu",
+			 (unsigned long long)r->range_total, (unsigned long long)q->expect_total);
+		return -ESTALE;
+	}
+	/* the range asked, or shorter only where the object ends */
+	if (r->range_start != q->range_off || r->range_end < r->range_start ||
+	    r->range_end > want_end ||
+	    (r->range_total != HTTP_RANGE_TOTAL_UNKNOWN && r->range_end >= r->range_total) ||
+	    (r->range_end < want_end &&
+	     (r->range_total == HTTP_RANGE_TOTAL_UNKNOWN || r->range_end + 1 != r->range_total)) ||
+	    (r->has_content_length && r->content_length != r->range_end - r->range_start + 1)) {
+		char total[24] = "*";
+		if (r->range_total != HTTP_RANGE_TOTAL_UNKNOWN)
+			snprintf(total, sizeof(total), "%llu", (unsigned long long)r->range_total);
+		snprintf(r->error, sizeof(r->error), "Content-Range bytes %llu-%llu/%s for bytes=%llu-%llu",
+			 (unsigned long long)r->range_start, (unsigned long long)r->range_end, total,
+			 (unsigned long long)q->range_off, (unsigned long long)want_end);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Look at the answer once, before its first byte is used. @return 0, or an
+ * error that ends the transfer. */
+static int sink_check(struct sink *s)
+{
+	long st = 0;
+
+	if (s->checked)
+		return 0;
+	s->checked = 1;
+	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &st);
+	s->ok_answer = st >= 200 && st < 300;
+	if (!s->ok_answer)
+		return 0;
+	s->abort_err = answer_check(s->req, s->resp, st);
+	return s->abort_err;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -129,14 +189,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 	struct http_response *r = s->resp;
 
-	if (s->req->sink) {
-		int used = stream_body(s, data, n);
-		if (used < 0)
-			return 0; /* aborts the transfer */
-		if (used > 0) {
-			r->body_len += n;
-			return n;
+	if (sink_check(s))
+		return 0; /* aborts the transfer */
+	if (s->req->sink && s->ok_answer) {
+		/* a 2xx body goes to the sink; an error body to resp->body */
+		s->abort_err = s->req->sink(s->req->sink_arg, data, n);
+		if (s->abort_err) {
+			snprintf(r->error, sizeof(r->error), "%s", strerror(-s->abort_err));
+			return 0;
 		}
+		r->body_len += n;
+		return n;
 	}
 	if (s->req->buf) {
 		if (r->body_len + n > s->req->buf_len) {
@@ -159,6 +222,42 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	}
 	r->body_len += n;
 	return n;
+}
+
+/* Parse an unsigned decimal that fills [p, e) exactly; @return 0 or -1. */
+static int parse_dec(const char *p, const char *e, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (p == e)
+		return -1;
+	for (; p < e; p++) {
+		if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* "bytes START-END/TOTAL" (TOTAL may be "*"). @return 0 or -1. */
+static int parse_content_range(const char *v, struct http_response *r)
+{
+	const char *dash, *slash, *end = v + strlen(v);
+
+	if (strncasecmp(v, "bytes ", 6) != 0)
+		return -1;
+	v += 6;
+	dash = memchr(v, '-', (size_t)(end - v));
+	slash = memchr(v, '/', (size_t)(end - v));
+	if (!dash || !slash || slash < dash || parse_dec(v, dash, &r->range_start) ||
+	    parse_dec(dash + 1, slash, &r->range_end))
+		return -1;
+	if (slash + 2 == end && slash[1] == '*') {
+		r->range_total = HTTP_RANGE_TOTAL_UNKNOWN;
+		return 0;
+	}
+	return parse_dec(slash + 1, end, &r->range_total);
 }
 
 /* Copy a header value, trimmed of blanks, CR/LF and surrounding quotes. */
@@ -190,8 +289,9 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 
 	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* a new response (after a 100-continue or a redirect) */
-		r->etag[0] = r->last_modified[0] = '\0';
+		r->etag[0] = r->last_modified[0] = r->content_type[0] = '\0';
 		r->has_content_length = 0;
+		r->has_content_range = r->content_range_bad = 0;
 		return n;
 	}
 	if (!colon)
@@ -202,11 +302,18 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		copy_value(r->etag, sizeof(r->etag), colon + 1, vlen);
 	} else if (name_len == 13 && strncasecmp(data, "last-modified", 13) == 0) {
 		copy_value(r->last_modified, sizeof(r->last_modified), colon + 1, vlen);
+	} else if (name_len == 12 && strncasecmp(data, "content-type", 12) == 0) {
+		copy_value(r->content_type, sizeof(r->content_type), colon + 1, vlen);
 	} else if (name_len == 14 && strncasecmp(data, "content-length", 14) == 0) {
 		char num[32];
 		copy_value(num, sizeof(num), colon + 1, vlen);
 		r->content_length = strtoull(num, NULL, 10);
 		r->has_content_length = 1;
+	} else if (name_len == 13 && strncasecmp(data, "content-range", 13) == 0) {
+		char v[128];
+		copy_value(v, sizeof(v), colon + 1, vlen);
+		r->has_content_range = 1;
+		r->content_range_bad = parse_content_range(v, r) != 0;
 	}
 	return n;
 }
@@ -261,7 +368,7 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 {
 	struct http_headers hd = {0};
 	struct curl_slist *list = NULL;
-	struct sink s = {req, resp, c, 0, 0, 0};
+	struct sink s = {.req = req, .resp = resp, .c = c};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char range[64];
 	CURLcode rc;
@@ -318,10 +425,8 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(list);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
-	if (rc == CURLE_WRITE_ERROR && s.sink_err) {
-		snprintf(resp->error, sizeof(resp->error), "%s", strerror(-s.sink_err));
-		return s.sink_err;
-	}
+	if (rc == CURLE_WRITE_ERROR && s.abort_err)
+		return s.abort_err; /* resp->error says why */
 	if (rc == CURLE_WRITE_ERROR && s.overflow) {
 		snprintf(resp->error, sizeof(resp->error), "response body larger than expected");
 		return -EMSGSIZE;
@@ -331,6 +436,9 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 		return map_curl(rc);
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	/* an answer without a body (or an empty one) is checked all the same */
+	if (sink_check(&s))
+		return s.abort_err;
 	return 0;
 }
 

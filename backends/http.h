@@ -2,6 +2,17 @@
  * handles (kept-alive connections), TLS settings, per-attempt timeouts, and
  * bounded retries with exponential backoff. Knows nothing of S3.
  *
+ * What a 2xx answer must be before any of its bytes reach the caller (buffer
+ * or sink), so that a broken or hostile server never hands out wrong bytes:
+ *   - with expect_etag set: an ETag header equal to it (none at all, or
+ *     another one, is -ESTALE);
+ *   - for a ranged request: a 206 whose Content-Range is "bytes START-END/
+ *     TOTAL" with START the offset asked, END the last byte asked (or less,
+ *     only when END is the object's last byte), Content-Length END-START+1,
+ *     and TOTAL equal to expect_total when that is known (else -ESTALE: the
+ *     object changed); a 206 without Content-Range or with another range is
+ *     -EPROTO. A 200 is the whole object: accepted only for offset 0.
+ *
  * Thread safety: http_perform() may be called from any number of threads;
  * the pool is protected by its own mutex and a handle is used by one thread
  * at a time.
@@ -54,10 +65,15 @@ struct http_request {
 	int (*sink)(void *arg, const char *data, size_t n);
 	void (*sink_reset)(void *arg);
 	void *sink_arg;
-	/* With a sink: fail with -ESTALE, before the first byte reaches it,
-	 * when the answer's ETag is not this one. */
+	/* Fail with -ESTALE, before the first byte reaches the buffer or the
+	 * sink, when the answer's ETag is not this one or is missing. */
 	const char *expect_etag;
+	/* The object's size, 0 when unknown: a ranged answer's Content-Range
+	 * total must be this (else -ESTALE). */
+	uint64_t expect_total;
 };
+
+#define HTTP_RANGE_TOTAL_UNKNOWN UINT64_MAX /* a Content-Range total of "*" */
 
 struct http_response {
 	long status;             /* 0 when no HTTP answer arrived */
@@ -65,8 +81,13 @@ struct http_response {
 	size_t body_len;         /* bytes received, in buf or body */
 	char etag[128];          /* ETag header without quotes */
 	char last_modified[64];
+	char content_type[64];
 	uint64_t content_length;
 	int has_content_length;
+	/* Content-Range of a 206: "bytes START-END/TOTAL" */
+	int has_content_range;
+	int content_range_bad;   /* present but not of that form */
+	uint64_t range_start, range_end, range_total; /* total: or HTTP_RANGE_TOTAL_UNKNOWN */
 	char error[256];         /* a human line when the request failed */
 };
 
@@ -78,7 +99,9 @@ void http_close(struct http *h);
  * probes use 1). An HTTP answer, whatever its status, returns 0 with
  * resp->status set (the body of a retried answer is the last one's).
  * @return 0, or -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT, -EPROTO (TLS or
- * protocol failure), -EMSGSIZE (body larger than the sink), -ENOMEM, -EIO. */
+ * protocol failure, an answer that is not the range asked), -ESTALE (another
+ * version: ETag or total size), -EMSGSIZE (body larger than the sink),
+ * -ENOMEM, -EIO. */
 int http_perform(struct http *h, const struct http_request *req, int max_attempts_override,
 		 struct http_response *resp);
 

@@ -380,8 +380,9 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
 
 /* One ranged GET of [off, off + len), its body going where @req says (a
  * buffer or a streaming sink). Sends If-Match and, because some servers
- * ignore it (s3rver), also compares the answer's ETag: one file is never
- * stitched together from two versions. */
+ * ignore it (s3rver), also has http.c compare the answer's ETag (a missing
+ * one fails too) and its Content-Range before any byte is used: one file is
+ * never stitched together from two versions, or from the wrong offsets. */
 static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off, uint64_t len,
 		  struct http_request *req, struct http_response *resp)
 {
@@ -407,10 +408,13 @@ static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off,
 	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
 		  (unsigned long long)(off + len - 1));
 	err = http_perform(s->http, req, 0, resp);
+	if (err == -ESTALE) {
+		log_info("s3://%s/%s changed: %s", s->bucket, key, resp->error);
+		return err;
+	}
 	if (err) {
-		if (err != -ESTALE)
-			log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key,
-				 (unsigned long long)off, (unsigned long long)len, resp->error);
+		log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key, (unsigned long long)off,
+			 (unsigned long long)len, resp->error);
 		return err;
 	}
 	err = map_status(resp, msg, sizeof(msg));
@@ -419,13 +423,6 @@ static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off,
 			log_warn("GET s3://%s/%s: %s", s->bucket, key, msg);
 		return err;
 	}
-	if (etag && *etag && resp->etag[0] && strcmp(etag, resp->etag) != 0) {
-		log_info("s3://%s/%s changed (ETag %s, expected %s)", s->bucket, key, resp->etag,
-			 etag);
-		return -ESTALE;
-	}
-	if (resp->status == 200 && off != 0)
-		return -EPROTO; /* Range ignored: never hand out bytes from offset 0 */
 	return 0;
 }
 
