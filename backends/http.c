@@ -363,8 +363,27 @@ static unsigned backoff_ms(int attempt)
 	return base * 3 / 4 + (unsigned)(rand() % (int)(base / 2 + 1));
 }
 
+/* Failures a kept-alive connection can cause by itself: the server closed it
+ * while idle, or the last answer left junk on it (seen as an HTTP/0.9 or a
+ * weird reply). TLS verification failures are not among them. */
+static int conn_failure(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_UNSUPPORTED_PROTOCOL: /* "Received HTTP/0.9 when not allowed" */
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* One attempt. *@stale_conn is set when it failed in a way a reused
+ * connection explains (conn_failure() on a connection it did not open). */
 static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
-			struct http_response *resp)
+			struct http_response *resp, int *stale_conn)
 {
 	struct http_headers hd = {0};
 	struct curl_slist *list = NULL;
@@ -374,6 +393,7 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	CURLcode rc;
 	int err;
 
+	*stale_conn = 0;
 	free(resp->body);
 	memset(resp, 0, sizeof(*resp));
 	if (req->sink_reset)
@@ -402,6 +422,8 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->cfg.connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->cfg.request_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* bytes without a status line are junk, never a body */
+	curl_easy_setopt(c, CURLOPT_HTTP09_ALLOWED, 0L);
 	/* bigger receive pieces: fewer callbacks and copies per GiB */
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -432,7 +454,10 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 		return -EMSGSIZE;
 	}
 	if (rc != CURLE_OK) {
+		long new_conns = -1;
 		snprintf(resp->error, sizeof(resp->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &new_conns);
+		*stale_conn = conn_failure(rc) && new_conns == 0;
 		return map_curl(rc);
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -447,15 +472,16 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 {
 	int attempts = max_attempts_override > 0 ? max_attempts_override : h->cfg.retries + 1;
 	CURL *c = handle_get(h);
-	int err = -EIO;
+	int err = -EIO, fresh_retry_used = 0, at_once = 0, stale_conn;
 
 	memset(resp, 0, sizeof(*resp));
 	if (!c)
 		return -ENOMEM;
 	for (int a = 0; a < attempts; a++) {
-		if (a > 0)
+		if (a > 0 && !at_once)
 			sleep_ms(backoff_ms(a - 1));
-		err = attempt_once(h, c, req, resp);
+		at_once = 0;
+		err = attempt_once(h, c, req, resp, &stale_conn);
 		if (err == 0 && !http_status_retryable(resp->status))
 			break;
 		if (err == 0) {
@@ -472,6 +498,13 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		c = curl_easy_init();
 		if (!c)
 			return -ENOMEM;
+		if (stale_conn && !fresh_retry_used) {
+			/* the connection, not the server, may be at fault: once more
+			 * at once, on a new connection, whatever the budget */
+			fresh_retry_used = at_once = 1;
+			a--;
+			continue;
+		}
 		if (err == -EMSGSIZE || err == -ENOMEM || err == -EPROTO || err == -ESTALE ||
 		    err == -ENOSPC)
 			break;

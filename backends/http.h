@@ -96,7 +96,10 @@ void http_close(struct http *h);
 
 /* Perform @req, retrying transport errors, 5xx and 429 up to cfg->retries
  * times with backoff. @max_attempts_override > 0 caps the attempts (mount-time
- * probes use 1). An HTTP answer, whatever its status, returns 0 with
+ * probes use 1). A failure that a kept-alive connection can cause (junk left
+ * on it by the last answer, the server closing it meanwhile) is tried once
+ * more on a fresh connection, outside the retry budget; TLS verification
+ * failures never are. An HTTP answer, whatever its status, returns 0 with
  * resp->status set (the body of a retried answer is the last one's).
  * @return 0, or -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT, -EPROTO (TLS or
  * protocol failure, an answer that is not the range asked), -ESTALE (another
