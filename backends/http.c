@@ -421,6 +421,8 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->cfg.connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->cfg.request_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)HTTP_LOW_SPEED_BYTES);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)HTTP_LOW_SPEED_S);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* bytes without a status line are junk, never a body */
 	curl_easy_setopt(c, CURLOPT_HTTP09_ALLOWED, 0L);

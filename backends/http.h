@@ -13,6 +13,13 @@
  *     object changed); a 206 without Content-Range or with another range is
  *     -EPROTO. A 200 is the whole object: accepted only for offset 0.
  *
+ * Time limits of one attempt: connect_timeout_ms to connect,
+ * request_timeout_ms from start to end, and a low-speed limit: fewer than
+ * HTTP_LOW_SPEED_BYTES per second over HTTP_LOW_SPEED_S seconds ends the
+ * attempt (-ETIMEDOUT), so a body that trickles in fails in about
+ * min(request_timeout, HTTP_LOW_SPEED_S) instead of holding a reader for the
+ * whole request timeout.
+ *
  * Thread safety: http_perform() may be called from any number of threads;
  * the pool is protected by its own mutex and a handle is used by one thread
  * at a time.
@@ -32,6 +39,11 @@ struct http_config {
 	unsigned connect_timeout_ms;
 	unsigned request_timeout_ms; /* one attempt, start to end */
 };
+
+/* Below 1 KiB/s for 10 s: no store that serves model weights is that slow
+ * while healthy; the wait for the first byte counts too. */
+#define HTTP_LOW_SPEED_BYTES 1024
+#define HTTP_LOW_SPEED_S 10
 
 #define HTTP_MAX_HEADERS 8
 #define HTTP_HEADER_MAX 2048
