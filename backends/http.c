@@ -292,6 +292,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		r->etag[0] = r->last_modified[0] = r->content_type[0] = '\0';
 		r->has_content_length = 0;
 		r->has_content_range = r->content_range_bad = 0;
+		r->retry_after_ms = 0;
 		return n;
 	}
 	if (!colon)
@@ -314,6 +315,17 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		copy_value(v, sizeof(v), colon + 1, vlen);
 		r->has_content_range = 1;
 		r->content_range_bad = parse_content_range(v, r) != 0;
+	} else if (name_len == 11 && strncasecmp(data, "retry-after", 11) == 0) {
+		char v[64];
+		uint64_t sec;
+		copy_value(v, sizeof(v), colon + 1, vlen);
+		if (parse_dec(v, v + strlen(v), &sec) != 0) {
+			/* or an HTTP-date */
+			time_t t = curl_getdate(v, NULL), now = time(NULL);
+			sec = t > now ? (uint64_t)(t - now) : 0;
+		}
+		r->retry_after_ms = sec >= HTTP_RETRY_AFTER_MAX_MS / 1000 ? HTTP_RETRY_AFTER_MAX_MS
+									 : (unsigned)sec * 1000;
 	}
 	return n;
 }
@@ -475,13 +487,17 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 	int attempts = max_attempts_override > 0 ? max_attempts_override : h->cfg.retries + 1;
 	CURL *c = handle_get(h);
 	int err = -EIO, fresh_retry_used = 0, at_once = 0, stale_conn;
+	unsigned wait_ms = 0; /* a Retry-After of the last answer */
 
 	memset(resp, 0, sizeof(*resp));
 	if (!c)
 		return -ENOMEM;
 	for (int a = 0; a < attempts; a++) {
-		if (a > 0 && !at_once)
-			sleep_ms(backoff_ms(a - 1));
+		if (a > 0 && !at_once) {
+			unsigned b = backoff_ms(a - 1);
+			sleep_ms(wait_ms > b ? wait_ms : b);
+		}
+		wait_ms = 0;
 		at_once = 0;
 		err = attempt_once(h, c, req, resp, &stale_conn);
 		if (err == 0 && !http_status_retryable(resp->status))
@@ -489,6 +505,7 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		if (err == 0) {
 			log_debug("%s %s: HTTP %ld, attempt %d of %d", req->method, req->url,
 				  resp->status, a + 1, attempts);
+			wait_ms = resp->retry_after_ms;
 			continue;
 		}
 		log_debug("%s %s: %s, attempt %d of %d", req->method, req->url, resp->error, a + 1,

@@ -45,6 +45,10 @@ struct http_config {
 #define HTTP_LOW_SPEED_BYTES 1024
 #define HTTP_LOW_SPEED_S 10
 
+/* A Retry-After on a 503 or 429 is honoured up to this long, and only
+ * within the retry budget (it lengthens a backoff, never adds an attempt). */
+#define HTTP_RETRY_AFTER_MAX_MS 10000
+
 #define HTTP_MAX_HEADERS 8
 #define HTTP_HEADER_MAX 2048
 
@@ -100,6 +104,7 @@ struct http_response {
 	int has_content_range;
 	int content_range_bad;   /* present but not of that form */
 	uint64_t range_start, range_end, range_total; /* total: or HTTP_RANGE_TOTAL_UNKNOWN */
+	unsigned retry_after_ms; /* Retry-After, capped at HTTP_RETRY_AFTER_MAX_MS; 0: none */
 	char error[256];         /* a human line when the request failed */
 };
 
@@ -107,11 +112,12 @@ int http_open(const struct http_config *cfg, struct http **out);
 void http_close(struct http *h);
 
 /* Perform @req, retrying transport errors, 5xx and 429 up to cfg->retries
- * times with backoff. @max_attempts_override > 0 caps the attempts (mount-time
- * probes use 1). A failure that a kept-alive connection can cause (junk left
- * on it by the last answer, the server closing it meanwhile) is tried once
- * more on a fresh connection, outside the retry budget; TLS verification
- * failures never are. An HTTP answer, whatever its status, returns 0 with
+ * times with backoff (a Retry-After lengthens the wait, see above).
+ * @max_attempts_override > 0 caps the attempts (mount-time probes use 1). A
+ * failure that a kept-alive connection can cause (junk left on it by the
+ * last answer, the server closing it meanwhile) is tried once more on a
+ * fresh connection, outside the retry budget; TLS verification failures
+ * never are. An HTTP answer, whatever its status, returns 0 with
  * resp->status set (the body of a retried answer is the last one's).
  * @return 0, or -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT, -EPROTO (TLS or
  * protocol failure, an answer that is not the range asked), -ESTALE (another
