@@ -371,8 +371,11 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
 		out->size = resp.content_length;
 		out->mtime = t < 0 ? 0 : t;
 		snprintf(out->etag, sizeof(out->etag), "%s", resp.etag);
-		if (!resp.has_content_length)
+		if (!resp.has_content_length || resp.content_length > BACKEND_SIZE_MAX) {
+			log_warn("HEAD s3://%s/%s: %s Content-Length", s->bucket, key,
+				 resp.has_content_length ? "unbelievable" : "no");
 			err = -EPROTO;
+		}
 	}
 	http_response_free(&resp);
 	return err;
