@@ -152,6 +152,24 @@ static int map_status(const struct http_response *resp, char *msg, size_t msg_le
 	}
 }
 
+/* An <Error> document sent with a 2xx status (S3 does this where an error
+ * comes after the headers): an error all the same, mapped by its Code. */
+static int map_error_200(const struct http_response *resp, char *msg, size_t msg_len)
+{
+	char code[64] = "", text[256] = "";
+
+	s3xml_parse_error(resp->body, resp->body_len, code, sizeof(code), text, sizeof(text));
+	if (msg)
+		snprintf(msg, msg_len, "HTTP %ld with an <Error> body: %s%s%s", resp->status,
+			 *code ? code : "no Code", *text ? ": " : "", text);
+	if (strcmp(code, "AccessDenied") == 0 || strcmp(code, "InvalidAccessKeyId") == 0 ||
+	    strcmp(code, "SignatureDoesNotMatch") == 0 || strcmp(code, "ExpiredToken") == 0)
+		return -EACCES;
+	if (strcmp(code, "NoSuchBucket") == 0 || strcmp(code, "NoSuchKey") == 0)
+		return -ENOENT;
+	return -EIO;
+}
+
 static int s3_open(const struct backend_config *cfg, const char *bucket, struct backend **out)
 {
 	struct http_config hc = {
@@ -293,7 +311,15 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 	if (err)
 		goto out;
 	err = s3xml_parse_list(resp.body ? resp.body : "", resp.body_len, cb, arg, page);
-	if (err == -EPROTO && msg)
+	if (err == -EPROTO && strcmp(page->root, "Error") == 0)
+		err = map_error_200(&resp, msg, msg_len);
+	else if (err == -EPROTO && page->root[0] && strcmp(page->root, "ListBucketResult") != 0 &&
+		 msg)
+		snprintf(msg, msg_len,
+			 "the answer to a listing is not a ListBucketResult but <%s> (HTTP %ld%s%s): "
+			 "a proxy or a login page in the way?",
+			 page->root, resp.status, resp.content_type[0] ? ", " : "", resp.content_type);
+	else if (err == -EPROTO && msg)
 		snprintf(msg, msg_len, "malformed ListObjectsV2 answer from the server");
 out:
 	http_response_free(&resp);

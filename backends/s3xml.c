@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -306,6 +307,7 @@ struct list_state {
 	backend_list_cb cb;
 	void *arg;
 	struct s3xml_page *page;
+	int bad_root; /* not a ListBucketResult: no callback, ever */
 	int in_contents, in_prefixes;
 	char *key;
 	int have_size;
@@ -316,7 +318,10 @@ static void list_open(void *arg, int depth, const char *name)
 {
 	struct list_state *s = arg;
 
-	if (depth == 2 && strcmp(name, "Contents") == 0) {
+	if (depth == 1) {
+		snprintf(s->page->root, sizeof(s->page->root), "%s", name);
+		s->bad_root = strcmp(name, "ListBucketResult") != 0;
+	} else if (depth == 2 && strcmp(name, "Contents") == 0) {
 		s->in_contents = 1;
 		free(s->key);
 		s->key = NULL;
@@ -347,6 +352,8 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 	struct list_state *s = arg;
 	int err;
 
+	if (s->bad_root)
+		return -EPROTO;
 	if (depth == 2) {
 		if (strcmp(name, "IsTruncated") == 0 && text) {
 			s->page->truncated = strcmp(text, "true") == 0;

@@ -15,10 +15,14 @@ struct s3xml_page {
 	int truncated;    /* IsTruncated */
 	char *next_token; /* NextContinuationToken, heap, NULL when absent */
 	size_t n_keys;    /* objects + common prefixes delivered */
+	char root[64];    /* the document's root element, "" when none */
 };
 
 /* Parse one ListObjectsV2 page, calling @cb for each <Contents> (with an
  * object) and each <CommonPrefixes><Prefix> (object NULL), in document order.
+ * The root element must be ListBucketResult: anything else (an <Error> or an
+ * HTML page sent with status 200) is -EPROTO before any callback, with
+ * @page->root naming it.
  * @return 0, -EPROTO on malformed XML or a bad field (Size not a number,
  * missing Key), -ENOMEM, or the callback's non-zero return. */
 int s3xml_parse_list(const char *xml, size_t len, backend_list_cb cb, void *arg,

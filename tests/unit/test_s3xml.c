@@ -445,7 +445,8 @@ static void test_malformed(void)
 		char name[65];
 		memset(name, 'n', (size_t)nlen);
 		name[nlen] = '\0';
-		snprintf(deep, sizeof(deep), "<%s></%s>", name, name);
+		snprintf(deep, sizeof(deep), "<ListBucketResult><%s></%s></ListBucketResult>", name,
+			 name);
 		if (nlen == 63) {
 			struct seen s = {0};
 			struct s3xml_page page = {0};
@@ -460,11 +461,12 @@ static void test_malformed(void)
 	for (int levels = 16; levels <= 17; levels++) {
 		struct seen s = {0};
 		struct s3xml_page page = {0};
-		o = 0;
-		for (i = 0; i < levels; i++)
+		o = (size_t)snprintf(deep, sizeof(deep), "<ListBucketResult>");
+		for (i = 1; i < levels; i++)
 			o += (size_t)snprintf(deep + o, sizeof(deep) - o, "<d%d>", i);
-		for (i = levels - 1; i >= 0; i--)
+		for (i = levels - 1; i >= 1; i--)
 			o += (size_t)snprintf(deep + o, sizeof(deep) - o, "</d%d>", i);
+		o += (size_t)snprintf(deep + o, sizeof(deep) - o, "</ListBucketResult>");
 		if (levels == 16) {
 			CHECK(parse_ok(deep, &s, &page) == 0);
 			CHECK(s.calls == 0);
@@ -653,6 +655,38 @@ static void test_time_trailing(void)
 	CHECK(s3xml_parse_time("2009-10-12T17:50:30ZZ") == -1);
 }
 
+/* Only a ListBucketResult is a listing; what else comes with status 200 is
+ * named, and no callback ever runs for it. */
+static void test_root_element(void)
+{
+	struct seen s = {0};
+	struct s3xml_page page = {0};
+
+	CHECK(parse_ok("<Error><Code>InternalError</Code><Message>x</Message>"
+		       "<Contents><Key>k</Key><Size>1</Size></Contents></Error>", &s,
+		       &page) == -EPROTO);
+	CHECK(s.calls == 0);
+	CHECK_STR(page.root, "Error");
+	CHECK(page.next_token == NULL);
+	seen_reset(&s);
+
+	CHECK(parse_ok("<!DOCTYPE html><html><head><title>Sign in</title></head>"
+		       "<body><p>Please sign in.</p></body></html>", &s, &page) == -EPROTO);
+	CHECK(s.calls == 0);
+	CHECK_STR(page.root, "html");
+	seen_reset(&s);
+
+	CHECK(parse_ok("<ListAllMyBucketsResult><Buckets/></ListAllMyBucketsResult>", &s,
+		       &page) == -EPROTO);
+	CHECK_STR(page.root, "ListAllMyBucketsResult");
+	seen_reset(&s);
+
+	CHECK(parse_ok("<ListBucketResult/>", &s, &page) == 0);
+	CHECK_STR(page.root, "ListBucketResult");
+	CHECK(s.calls == 0 && page.n_keys == 0);
+	seen_reset(&s);
+}
+
 int main(void)
 {
 	test_realistic_page();
@@ -663,6 +697,7 @@ int main(void)
 	test_truncated_every_length();
 	test_malformed();
 	test_malformed_edges();
+	test_root_element();
 	test_callback_stops();
 	test_error_doc();
 	test_time();
