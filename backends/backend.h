@@ -7,7 +7,9 @@
  *   ENOENT  no such key or bucket       EACCES  credentials refused (401/403)
  *   ESTALE  the object changed (ETag or size no longer what the caller holds)
  *   ETIMEDOUT / ECONNREFUSED / EHOSTUNREACH  the endpoint could not be reached
- *   EPROTO  the server answered something we cannot parse
+ *   EPROTO  the server answered something we cannot parse, or not what was
+ *           asked (another byte range, a listing that repeats itself)
+ *   EFBIG   a listing beyond the bounds one mount takes (see s3.c)
  *   EIO     anything else, after the configured retries
  * All operations are safe to call from many threads at once.
  */

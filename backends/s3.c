@@ -24,6 +24,16 @@
 #define S3_URL_MAX 8192
 #define S3_LIST_BODY_MAX (64u << 20)
 
+/* Bounds on one listing, so that a store that never ends its listing fails
+ * the mount instead of growing it without end. A real S3 sends 1,000 keys
+ * a page: the page bound is 100 million keys' worth, beyond the key bound;
+ * more pages than that are pages of (almost) nothing. Five million keys make
+ * a tree of a couple of GiB; the key bytes bound (2 GiB of key text) catches
+ * fewer but very long keys. A token that comes back is caught at once. */
+#define S3_LIST_MAX_PAGES 100000u
+#define S3_LIST_MAX_KEYS 5000000u
+#define S3_LIST_MAX_KEY_BYTES (2ull << 30)
+
 struct s3 {
 	struct backend base; /* must be first */
 	struct http *http;
@@ -347,11 +357,61 @@ static int s3_check(struct backend *be, const char *prefix, char *msg, size_t ms
 	return err;
 }
 
+/* The continuation tokens of one listing, as 64-bit hashes in an open-
+ * addressing set (0 marks a free slot): a token handed out twice would make
+ * the listing loop for ever. At most S3_LIST_MAX_PAGES entries (~2 MiB). */
+struct token_set {
+	uint64_t *h;
+	size_t n, cap; /* cap: a power of two, or 0 */
+};
+
+static uint64_t token_hash(const char *t)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *t; t++)
+		h = (h ^ (unsigned char)*t) * 1099511628211ULL;
+	return h ? h : 1;
+}
+
+/* @return 1 when @tok was seen before, 0 when added, -ENOMEM. */
+static int token_seen(struct token_set *ts, const char *tok)
+{
+	uint64_t h = token_hash(tok);
+	size_t i;
+
+	if (2 * (ts->n + 1) > ts->cap) {
+		size_t ncap = ts->cap ? 2 * ts->cap : 64;
+		uint64_t *nh = calloc(ncap, sizeof(*nh));
+		if (!nh)
+			return -ENOMEM;
+		for (size_t j = 0; j < ts->cap; j++) {
+			if (!ts->h[j])
+				continue;
+			for (i = ts->h[j] & (ncap - 1); nh[i]; i = (i + 1) & (ncap - 1))
+				;
+			nh[i] = ts->h[j];
+		}
+		free(ts->h);
+		ts->h = nh;
+		ts->cap = ncap;
+	}
+	for (i = h & (ts->cap - 1); ts->h[i]; i = (i + 1) & (ts->cap - 1))
+		if (ts->h[i] == h)
+			return 1;
+	ts->h[i] = h;
+	ts->n++;
+	return 0;
+}
+
 static int s3_list(struct backend *be, const char *prefix, const char *delimiter,
 		   backend_list_cb cb, void *arg)
 {
 	struct s3 *s = (struct s3 *)be;
+	struct token_set seen = {0};
 	char *token = NULL, msg[512] = "";
+	uint64_t keys = 0, key_bytes = 0;
+	unsigned pages = 0;
 	int err;
 
 	for (;;) {
@@ -363,14 +423,42 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 		if (err) {
 			if (*msg)
 				log_warn("listing s3://%s/%s: %s", s->bucket, prefix, msg);
-			return err;
+			goto out;
 		}
+		pages++;
+		keys += page.n_keys;
+		key_bytes += page.key_bytes;
 		if (!page.truncated) {
 			free(page.next_token);
-			return 0;
+			break;
 		}
 		token = page.next_token;
+		err = token_seen(&seen, token);
+		if (err == 1) {
+			log_warn("listing s3://%s/%s: the server sent continuation token '%.64s%s' "
+				 "a second time (after %u pages): a listing that would never end",
+				 s->bucket, prefix, token, strlen(token) > 64 ? "..." : "", pages);
+			err = -EPROTO;
+			goto out;
+		}
+		if (err)
+			goto out;
+		if (pages >= S3_LIST_MAX_PAGES || keys >= S3_LIST_MAX_KEYS ||
+		    key_bytes >= S3_LIST_MAX_KEY_BYTES) {
+			log_warn("listing s3://%s/%s: more than %s (%u pages, %llu keys, %llu MiB "
+				 "of keys so far): giving up", s->bucket, prefix,
+				 pages >= S3_LIST_MAX_PAGES ? "100,000 pages"
+				 : keys >= S3_LIST_MAX_KEYS ? "5,000,000 keys" : "2 GiB of keys",
+				 pages, (unsigned long long)keys,
+				 (unsigned long long)(key_bytes >> 20));
+			err = -EFBIG;
+			goto out;
+		}
 	}
+out:
+	free(token);
+	free(seen.h);
+	return err;
 }
 
 static int s3_stat(struct backend *be, const char *key, struct backend_object *out)

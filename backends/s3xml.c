@@ -368,6 +368,7 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 				return -EPROTO;
 			s->obj.key = s->key;
 			s->page->n_keys++;
+			s->page->key_bytes += strlen(s->key);
 			err = s->cb(s->arg, s->key, &s->obj);
 			free(s->key);
 			s->key = NULL;
@@ -409,6 +410,7 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 		if (strlen(text) != len)
 			return -EPROTO; /* embedded NUL */
 		s->page->n_keys++;
+		s->page->key_bytes += len;
 		return s->cb(s->arg, text, NULL);
 	}
 	return 0;

@@ -15,6 +15,7 @@ struct s3xml_page {
 	int truncated;    /* IsTruncated */
 	char *next_token; /* NextContinuationToken, heap, NULL when absent */
 	size_t n_keys;    /* objects + common prefixes delivered */
+	size_t key_bytes; /* their keys' lengths, summed */
 	char root[64];    /* the document's root element, "" when none */
 };
 
