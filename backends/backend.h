@@ -21,7 +21,7 @@
 
 #define BACKEND_ETAG_MAX 128
 /* Sizes above this are not believed (off_t is 63 bits; S3's largest object
- * is 5 TiB): a stat fails with -EPROTO. */
+ * is 5 TiB): a listing entry is skipped, a stat fails with -EPROTO. */
 #define BACKEND_SIZE_MAX (1ull << 62)
 
 /* What a listing or a stat returns for one object. */

@@ -409,8 +409,9 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 {
 	struct s3 *s = (struct s3 *)be;
 	struct token_set seen = {0};
-	char *token = NULL, msg[512] = "";
-	uint64_t keys = 0, key_bytes = 0;
+	char *token = NULL, msg[512] = "", skip_key[128] = "";
+	const char *skip_why = NULL;
+	uint64_t keys = 0, key_bytes = 0, skipped = 0;
 	unsigned pages = 0;
 	int err;
 
@@ -428,6 +429,11 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 		pages++;
 		keys += page.n_keys;
 		key_bytes += page.key_bytes;
+		if (page.n_skipped && !skip_why) {
+			skip_why = page.skip_why;
+			snprintf(skip_key, sizeof(skip_key), "%s", page.skip_key);
+		}
+		skipped += page.n_skipped;
 		if (!page.truncated) {
 			free(page.next_token);
 			break;
@@ -456,6 +462,10 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 		}
 	}
 out:
+	if (skipped)
+		log_warn("listing s3://%s/%s: skipped %llu entr%s the server listed with a bad "
+			 "field (first: '%s': %s)", s->bucket, prefix, (unsigned long long)skipped,
+			 skipped == 1 ? "y" : "ies", skip_key, skip_why);
 	free(token);
 	free(seen.h);
 	return err;
