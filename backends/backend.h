@@ -7,7 +7,9 @@
  *   ENOENT  no such key or bucket       EACCES  credentials refused (401/403)
  *   ESTALE  the object changed (ETag or size no longer what the caller holds)
  *   ETIMEDOUT / ECONNREFUSED / EHOSTUNREACH  the endpoint could not be reached
- *   EPROTO  the server answered something we cannot parse
+ *   EPROTO  the server answered something we cannot parse, or not what was
+ *           asked (another byte range, a listing that repeats itself)
+ *   EFBIG   a listing beyond the bounds one mount takes (see s3.c)
  *   EIO     anything else, after the configured retries
  * All operations are safe to call from many threads at once.
  */
@@ -18,6 +20,9 @@
 #include <stdint.h>
 
 #define BACKEND_ETAG_MAX 128
+/* Sizes above this are not believed (off_t is 63 bits; S3's largest object
+ * is 5 TiB): a listing entry is skipped, a stat fails with -EPROTO. */
+#define BACKEND_SIZE_MAX (1ull << 62)
 
 /* The mount-time probe's bound: a store that connects but does not answer
  * within it fails the mount (or takes the offline path) in seconds. */

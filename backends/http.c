@@ -98,34 +98,94 @@ struct sink {
 	struct http_response *resp;
 	CURL *c;
 	int overflow;
-	int checked;  /* streaming: status and ETag looked at */
-	int sink_err; /* streaming: why the transfer was ended */
+	int checked;   /* the answer was looked at (answer_check), once */
+	int ok_answer; /* a 2xx: the body is the caller's bytes */
+	int abort_err; /* why the transfer was ended from a callback */
 };
 
-/* Streaming body: check once that this is the answer we asked for, then hand
- * the bytes on. @return 1 when consumed, 0 to fall back to the error body. */
-static int stream_body(struct sink *s, const char *data, size_t n)
+/* Is this 2xx answer the one asked for (see http.h)? Runs before the first
+ * body byte goes anywhere. @return 0, -ESTALE or -EPROTO with a line in
+ * r->error. */
+static int answer_check(const struct http_request *q, struct http_response *r, long st)
 {
-	const struct http_request *q = s->req;
-	long st = 0;
+	uint64_t want_end = q->range_off + q->range_len - 1;
 
-	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &st);
-	if (st < 200 || st >= 300)
-		return 0;
-	if (!s->checked) {
-		s->checked = 1;
-		if (q->expect_etag && *q->expect_etag && s->resp->etag[0] &&
-		    strcmp(q->expect_etag, s->resp->etag) != 0) {
-			s->sink_err = -ESTALE;
-			return -1;
+	if (q->expect_etag && *q->expect_etag) {
+		if (!r->etag[0]) {
+			snprintf(r->error, sizeof(r->error), "answer without an ETag (expected %s)",
+				 q->expect_etag);
+			return -ESTALE;
 		}
-		if (st == 200 && q->has_range && q->range_off > 0) {
-			s->sink_err = -EPROTO; /* Range ignored */
-			return -1;
+		if (strcmp(q->expect_etag, r->etag) != 0) {
+			snprintf(r->error, sizeof(r->error), "ETag %s, expected %s", r->etag,
+				 q->expect_etag);
+			return -ESTALE;
 		}
 	}
-	s->sink_err = q->sink(q->sink_arg, data, n);
-	return s->sink_err ? -1 : 1;
+	if (!q->has_range)
+		return 0;
+	if (st == 200) {
+		if (q->range_off > 0) {
+			snprintf(r->error, sizeof(r->error), "Range ignored (HTTP 200 for bytes=%llu-)",
+				 (unsigned long long)q->range_off);
+			return -EPROTO; /* never hand out bytes from offset 0 */
+		}
+		if (q->expect_total && r->has_content_length && r->content_length != q->expect_total) {
+			snprintf(r->error, sizeof(r->error), "object is %llu bytes, expected %llu",
+				 (unsigned long long)r->content_length,
+				 (unsigned long long)q->expect_total);
+			return -ESTALE;
+		}
+		return 0;
+	}
+	if (st != 206) {
+		snprintf(r->error, sizeof(r->error), "HTTP %ld to a ranged GET", st);
+		return -EPROTO;
+	}
+	if (!r->has_content_range || r->content_range_bad) {
+		snprintf(r->error, sizeof(r->error), "HTTP 206 with %s Content-Range",
+			 r->has_content_range ? "a malformed" : "no");
+		return -EPROTO;
+	}
+	if (q->expect_total && r->range_total != HTTP_RANGE_TOTAL_UNKNOWN &&
+	    r->range_total != q->expect_total) {
+		snprintf(r->error, sizeof(r->error), "object is %llu bytes, expected %llu",
+			 (unsigned long long)r->range_total, (unsigned long long)q->expect_total);
+		return -ESTALE;
+	}
+	/* the range asked, or shorter only where the object ends */
+	if (r->range_start != q->range_off || r->range_end < r->range_start ||
+	    r->range_end > want_end ||
+	    (r->range_total != HTTP_RANGE_TOTAL_UNKNOWN && r->range_end >= r->range_total) ||
+	    (r->range_end < want_end &&
+	     (r->range_total == HTTP_RANGE_TOTAL_UNKNOWN || r->range_end + 1 != r->range_total)) ||
+	    (r->has_content_length && r->content_length != r->range_end - r->range_start + 1)) {
+		char total[24] = "*";
+		if (r->range_total != HTTP_RANGE_TOTAL_UNKNOWN)
+			snprintf(total, sizeof(total), "%llu", (unsigned long long)r->range_total);
+		snprintf(r->error, sizeof(r->error), "Content-Range bytes %llu-%llu/%s for bytes=%llu-%llu",
+			 (unsigned long long)r->range_start, (unsigned long long)r->range_end, total,
+			 (unsigned long long)q->range_off, (unsigned long long)want_end);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Look at the answer once, before its first byte is used. @return 0, or an
+ * error that ends the transfer. */
+static int sink_check(struct sink *s)
+{
+	long st = 0;
+
+	if (s->checked)
+		return 0;
+	s->checked = 1;
+	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &st);
+	s->ok_answer = st >= 200 && st < 300;
+	if (!s->ok_answer)
+		return 0;
+	s->abort_err = answer_check(s->req, s->resp, st);
+	return s->abort_err;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -134,14 +194,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 	struct http_response *r = s->resp;
 
-	if (s->req->sink) {
-		int used = stream_body(s, data, n);
-		if (used < 0)
-			return 0; /* aborts the transfer */
-		if (used > 0) {
-			r->body_len += n;
-			return n;
+	if (sink_check(s))
+		return 0; /* aborts the transfer */
+	if (s->req->sink && s->ok_answer) {
+		/* a 2xx body goes to the sink; an error body to resp->body */
+		s->abort_err = s->req->sink(s->req->sink_arg, data, n);
+		if (s->abort_err) {
+			snprintf(r->error, sizeof(r->error), "%s", strerror(-s->abort_err));
+			return 0;
 		}
+		r->body_len += n;
+		return n;
 	}
 	if (s->req->buf) {
 		if (r->body_len + n > s->req->buf_len) {
@@ -164,6 +227,42 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	}
 	r->body_len += n;
 	return n;
+}
+
+/* Parse an unsigned decimal that fills [p, e) exactly; @return 0 or -1. */
+static int parse_dec(const char *p, const char *e, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (p == e)
+		return -1;
+	for (; p < e; p++) {
+		if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* "bytes START-END/TOTAL" (TOTAL may be "*"). @return 0 or -1. */
+static int parse_content_range(const char *v, struct http_response *r)
+{
+	const char *dash, *slash, *end = v + strlen(v);
+
+	if (strncasecmp(v, "bytes ", 6) != 0)
+		return -1;
+	v += 6;
+	dash = memchr(v, '-', (size_t)(end - v));
+	slash = memchr(v, '/', (size_t)(end - v));
+	if (!dash || !slash || slash < dash || parse_dec(v, dash, &r->range_start) ||
+	    parse_dec(dash + 1, slash, &r->range_end))
+		return -1;
+	if (slash + 2 == end && slash[1] == '*') {
+		r->range_total = HTTP_RANGE_TOTAL_UNKNOWN;
+		return 0;
+	}
+	return parse_dec(slash + 1, end, &r->range_total);
 }
 
 /* Copy a header value, trimmed of blanks, CR/LF and surrounding quotes. */
@@ -195,8 +294,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 
 	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* a new response (after a 100-continue or a redirect) */
-		r->etag[0] = r->last_modified[0] = '\0';
+		r->etag[0] = r->last_modified[0] = r->content_type[0] = '\0';
 		r->has_content_length = 0;
+		r->has_content_range = r->content_range_bad = 0;
+		r->retry_after_ms = 0;
 		return n;
 	}
 	if (!colon)
@@ -207,11 +308,29 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		copy_value(r->etag, sizeof(r->etag), colon + 1, vlen);
 	} else if (name_len == 13 && strncasecmp(data, "last-modified", 13) == 0) {
 		copy_value(r->last_modified, sizeof(r->last_modified), colon + 1, vlen);
+	} else if (name_len == 12 && strncasecmp(data, "content-type", 12) == 0) {
+		copy_value(r->content_type, sizeof(r->content_type), colon + 1, vlen);
 	} else if (name_len == 14 && strncasecmp(data, "content-length", 14) == 0) {
 		char num[32];
 		copy_value(num, sizeof(num), colon + 1, vlen);
 		r->content_length = strtoull(num, NULL, 10);
 		r->has_content_length = 1;
+	} else if (name_len == 13 && strncasecmp(data, "content-range", 13) == 0) {
+		char v[128];
+		copy_value(v, sizeof(v), colon + 1, vlen);
+		r->has_content_range = 1;
+		r->content_range_bad = parse_content_range(v, r) != 0;
+	} else if (name_len == 11 && strncasecmp(data, "retry-after", 11) == 0) {
+		char v[64];
+		uint64_t sec;
+		copy_value(v, sizeof(v), colon + 1, vlen);
+		if (parse_dec(v, v + strlen(v), &sec) != 0) {
+			/* or an HTTP-date */
+			time_t t = curl_getdate(v, NULL), now = time(NULL);
+			sec = t > now ? (uint64_t)(t - now) : 0;
+		}
+		r->retry_after_ms = sec >= HTTP_RETRY_AFTER_MAX_MS / 1000 ? HTTP_RETRY_AFTER_MAX_MS
+									 : (unsigned)sec * 1000;
 	}
 	return n;
 }
@@ -291,17 +410,37 @@ static unsigned backoff_ms(int attempt)
 	return base * 3 / 4 + (unsigned)(rand() % (int)(base / 2 + 1));
 }
 
+/* Failures a kept-alive connection can cause by itself: the server closed it
+ * while idle, or the last answer left junk on it (seen as an HTTP/0.9 or a
+ * weird reply). TLS verification failures are not among them. */
+static int conn_failure(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_UNSUPPORTED_PROTOCOL: /* "Received HTTP/0.9 when not allowed" */
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* One attempt. *@stale_conn is set when it failed in a way a reused
+ * connection explains (conn_failure() on a connection it did not open). */
 static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
-			struct http_response *resp)
+			struct http_response *resp, int *stale_conn)
 {
 	struct http_headers hd = {0};
 	struct curl_slist *list = NULL;
-	struct sink s = {req, resp, c, 0, 0, 0};
+	struct sink s = {.req = req, .resp = resp, .c = c};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char range[64];
 	CURLcode rc;
 	int err;
 
+	*stale_conn = 0;
 	free(resp->body);
 	memset(resp, 0, sizeof(*resp));
 	if (req->sink_reset)
@@ -330,10 +469,14 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->cfg.connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
 			 (long)(req->timeout_ms ? req->timeout_ms : h->cfg.request_timeout_ms));
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)HTTP_LOW_SPEED_BYTES);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)HTTP_LOW_SPEED_S);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* bytes without a status line are junk, never a body */
+	curl_easy_setopt(c, CURLOPT_HTTP09_ALLOWED, 0L);
 	/* bigger receive pieces: fewer callbacks and copies per GiB */
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -366,19 +509,23 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 		snprintf(resp->error, sizeof(resp->error), "cancelled: shutting down");
 		return -ECANCELED;
 	}
-	if (rc == CURLE_WRITE_ERROR && s.sink_err) {
-		snprintf(resp->error, sizeof(resp->error), "%s", strerror(-s.sink_err));
-		return s.sink_err;
-	}
+	if (rc == CURLE_WRITE_ERROR && s.abort_err)
+		return s.abort_err; /* resp->error says why */
 	if (rc == CURLE_WRITE_ERROR && s.overflow) {
 		snprintf(resp->error, sizeof(resp->error), "response body larger than expected");
 		return -EMSGSIZE;
 	}
 	if (rc != CURLE_OK) {
+		long new_conns = -1;
 		snprintf(resp->error, sizeof(resp->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &new_conns);
+		*stale_conn = conn_failure(rc) && new_conns == 0;
 		return map_curl(rc);
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	/* an answer without a body (or an empty one) is checked all the same */
+	if (sink_check(&s))
+		return s.abort_err;
 	return 0;
 }
 
@@ -387,25 +534,31 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 {
 	int attempts = max_attempts_override > 0 ? max_attempts_override : h->cfg.retries + 1;
 	CURL *c = handle_get(h);
-	int err = -EIO;
+	int err = -EIO, fresh_retry_used = 0, at_once = 0, stale_conn;
+	unsigned wait_ms = 0; /* a Retry-After of the last answer */
 
 	memset(resp, 0, sizeof(*resp));
 	if (!c)
 		return -ENOMEM;
 	for (int a = 0; a < attempts; a++) {
-		if (a > 0)
-			sleep_ms(h, backoff_ms(a - 1));
+		if (a > 0 && !at_once) {
+			unsigned b = backoff_ms(a - 1);
+			sleep_ms(h, wait_ms > b ? wait_ms : b);
+		}
+		wait_ms = 0;
+		at_once = 0;
 		if (atomic_load(&h->cancelled)) {
 			snprintf(resp->error, sizeof(resp->error), "cancelled: shutting down");
 			err = -ECANCELED;
 			break;
 		}
-		err = attempt_once(h, c, req, resp);
+		err = attempt_once(h, c, req, resp, &stale_conn);
 		if (err == 0 && !http_status_retryable(resp->status))
 			break;
 		if (err == 0) {
 			log_debug("%s %s: HTTP %ld, attempt %d of %d", req->method, req->url,
 				  resp->status, a + 1, attempts);
+			wait_ms = resp->retry_after_ms;
 			continue;
 		}
 		log_debug("%s %s: %s, attempt %d of %d", req->method, req->url, resp->error, a + 1,
@@ -417,6 +570,13 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		c = curl_easy_init();
 		if (!c)
 			return -ENOMEM;
+		if (stale_conn && !fresh_retry_used) {
+			/* the connection, not the server, may be at fault: once more
+			 * at once, on a new connection, whatever the budget */
+			fresh_retry_used = at_once = 1;
+			a--;
+			continue;
+		}
 		if (err == -EMSGSIZE || err == -ENOMEM || err == -EPROTO || err == -ESTALE ||
 		    err == -ENOSPC || err == -ECANCELED)
 			break;

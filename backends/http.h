@@ -2,6 +2,24 @@
  * handles (kept-alive connections), TLS settings, per-attempt timeouts, and
  * bounded retries with exponential backoff. Knows nothing of S3.
  *
+ * What a 2xx answer must be before any of its bytes reach the caller (buffer
+ * or sink), so that a broken or hostile server never hands out wrong bytes:
+ *   - with expect_etag set: an ETag header equal to it (none at all, or
+ *     another one, is -ESTALE);
+ *   - for a ranged request: a 206 whose Content-Range is "bytes START-END/
+ *     TOTAL" with START the offset asked, END the last byte asked (or less,
+ *     only when END is the object's last byte), Content-Length END-START+1,
+ *     and TOTAL equal to expect_total when that is known (else -ESTALE: the
+ *     object changed); a 206 without Content-Range or with another range is
+ *     -EPROTO. A 200 is the whole object: accepted only for offset 0.
+ *
+ * Time limits of one attempt: connect_timeout_ms to connect,
+ * request_timeout_ms from start to end, and a low-speed limit: fewer than
+ * HTTP_LOW_SPEED_BYTES per second over HTTP_LOW_SPEED_S seconds ends the
+ * attempt (-ETIMEDOUT), so a body that trickles in fails in about
+ * min(request_timeout, HTTP_LOW_SPEED_S) instead of holding a reader for the
+ * whole request timeout.
+ *
  * Thread safety: http_perform() may be called from any number of threads;
  * the pool is protected by its own mutex and a handle is used by one thread
  * at a time.
@@ -21,6 +39,15 @@ struct http_config {
 	unsigned connect_timeout_ms;
 	unsigned request_timeout_ms; /* one attempt, start to end */
 };
+
+/* Below 1 KiB/s for 10 s: no store that serves model weights is that slow
+ * while healthy; the wait for the first byte counts too. */
+#define HTTP_LOW_SPEED_BYTES 1024
+#define HTTP_LOW_SPEED_S 10
+
+/* A Retry-After on a 503 or 429 is honoured up to this long, and only
+ * within the retry budget (it lengthens a backoff, never adds an attempt). */
+#define HTTP_RETRY_AFTER_MAX_MS 10000
 
 #define HTTP_MAX_HEADERS 8
 #define HTTP_HEADER_MAX 2048
@@ -54,11 +81,16 @@ struct http_request {
 	int (*sink)(void *arg, const char *data, size_t n);
 	void (*sink_reset)(void *arg);
 	void *sink_arg;
-	/* With a sink: fail with -ESTALE, before the first byte reaches it,
-	 * when the answer's ETag is not this one. */
+	/* Fail with -ESTALE, before the first byte reaches the buffer or the
+	 * sink, when the answer's ETag is not this one or is missing. */
 	const char *expect_etag;
 	unsigned timeout_ms;  /* > 0: this request's own bound per attempt */
+	/* The object's size, 0 when unknown: a ranged answer's Content-Range
+	 * total must be this (else -ESTALE). */
+	uint64_t expect_total;
 };
+
+#define HTTP_RANGE_TOTAL_UNKNOWN UINT64_MAX /* a Content-Range total of "*" */
 
 struct http_response {
 	long status;             /* 0 when no HTTP answer arrived */
@@ -66,8 +98,14 @@ struct http_response {
 	size_t body_len;         /* bytes received, in buf or body */
 	char etag[128];          /* ETag header without quotes */
 	char last_modified[64];
+	char content_type[64];
 	uint64_t content_length;
 	int has_content_length;
+	/* Content-Range of a 206: "bytes START-END/TOTAL" */
+	int has_content_range;
+	int content_range_bad;   /* present but not of that form */
+	uint64_t range_start, range_end, range_total; /* total: or HTTP_RANGE_TOTAL_UNKNOWN */
+	unsigned retry_after_ms; /* Retry-After, capped at HTTP_RETRY_AFTER_MAX_MS; 0: none */
 	char error[256];         /* a human line when the request failed */
 	int connected;           /* a failed request had connected first */
 };
@@ -76,12 +114,17 @@ int http_open(const struct http_config *cfg, struct http **out);
 void http_close(struct http *h);
 
 /* Perform @req, retrying transport errors, 5xx and 429 up to cfg->retries
- * times with backoff. @max_attempts_override > 0 caps the attempts (mount-time
- * probes use 1). An HTTP answer, whatever its status, returns 0 with
+ * times with backoff (a Retry-After lengthens the wait, see above).
+ * @max_attempts_override > 0 caps the attempts (mount-time probes use 1). A
+ * failure that a kept-alive connection can cause (junk left on it by the
+ * last answer, the server closing it meanwhile) is tried once more on a
+ * fresh connection, outside the retry budget; TLS verification failures
+ * never are. An HTTP answer, whatever its status, returns 0 with
  * resp->status set (the body of a retried answer is the last one's).
  * @return 0, or -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT, -EPROTO (TLS or
- * protocol failure), -EMSGSIZE (body larger than the sink), -ENOMEM,
- * -ECANCELED (http_cancel), -EIO. */
+ * protocol failure, an answer that is not the range asked), -ESTALE (another
+ * version: ETag or total size), -EMSGSIZE (body larger than the sink),
+ * -ENOMEM, -ECANCELED (http_cancel), -EIO. */
 int http_perform(struct http *h, const struct http_request *req, int max_attempts_override,
 		 struct http_response *resp);
 

@@ -24,6 +24,16 @@
 #define S3_URL_MAX 8192
 #define S3_LIST_BODY_MAX (64u << 20)
 
+/* Bounds on one listing, so that a store that never ends its listing fails
+ * the mount instead of growing it without end. A real S3 sends 1,000 keys
+ * a page: the page bound is 100 million keys' worth, beyond the key bound;
+ * more pages than that are pages of (almost) nothing. Five million keys make
+ * a tree of a couple of GiB; the key bytes bound (2 GiB of key text) catches
+ * fewer but very long keys. A token that comes back is caught at once. */
+#define S3_LIST_MAX_PAGES 100000u
+#define S3_LIST_MAX_KEYS 5000000u
+#define S3_LIST_MAX_KEY_BYTES (2ull << 30)
+
 struct s3 {
 	struct backend base; /* must be first */
 	struct http *http;
@@ -150,6 +160,24 @@ static int map_status(const struct http_response *resp, char *msg, size_t msg_le
 	default:
 		return -EIO;
 	}
+}
+
+/* An <Error> document sent with a 2xx status (S3 does this where an error
+ * comes after the headers): an error all the same, mapped by its Code. */
+static int map_error_200(const struct http_response *resp, char *msg, size_t msg_len)
+{
+	char code[64] = "", text[256] = "";
+
+	s3xml_parse_error(resp->body, resp->body_len, code, sizeof(code), text, sizeof(text));
+	if (msg)
+		snprintf(msg, msg_len, "HTTP %ld with an <Error> body: %s%s%s", resp->status,
+			 *code ? code : "no Code", *text ? ": " : "", text);
+	if (strcmp(code, "AccessDenied") == 0 || strcmp(code, "InvalidAccessKeyId") == 0 ||
+	    strcmp(code, "SignatureDoesNotMatch") == 0 || strcmp(code, "ExpiredToken") == 0)
+		return -EACCES;
+	if (strcmp(code, "NoSuchBucket") == 0 || strcmp(code, "NoSuchKey") == 0)
+		return -ENOENT;
+	return -EIO;
 }
 
 static int s3_open(const struct backend_config *cfg, const char *bucket, struct backend **out)
@@ -296,7 +324,15 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 	if (err)
 		goto out;
 	err = s3xml_parse_list(resp.body ? resp.body : "", resp.body_len, cb, arg, page);
-	if (err == -EPROTO && msg)
+	if (err == -EPROTO && strcmp(page->root, "Error") == 0)
+		err = map_error_200(&resp, msg, msg_len);
+	else if (err == -EPROTO && page->root[0] && strcmp(page->root, "ListBucketResult") != 0 &&
+		 msg)
+		snprintf(msg, msg_len,
+			 "the answer to a listing is not a ListBucketResult but <%s> (HTTP %ld%s%s): "
+			 "a proxy or a login page in the way?",
+			 page->root, resp.status, resp.content_type[0] ? ", " : "", resp.content_type);
+	else if (err == -EPROTO && msg)
 		snprintf(msg, msg_len, "malformed ListObjectsV2 answer from the server");
 out:
 	http_response_free(&resp);
@@ -333,11 +369,62 @@ static int s3_check(struct backend *be, const char *prefix, char *msg, size_t ms
 	return err;
 }
 
+/* The continuation tokens of one listing, as 64-bit hashes in an open-
+ * addressing set (0 marks a free slot): a token handed out twice would make
+ * the listing loop for ever. At most S3_LIST_MAX_PAGES entries (~2 MiB). */
+struct token_set {
+	uint64_t *h;
+	size_t n, cap; /* cap: a power of two, or 0 */
+};
+
+static uint64_t token_hash(const char *t)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *t; t++)
+		h = (h ^ (unsigned char)*t) * 1099511628211ULL;
+	return h ? h : 1;
+}
+
+/* @return 1 when @tok was seen before, 0 when added, -ENOMEM. */
+static int token_seen(struct token_set *ts, const char *tok)
+{
+	uint64_t h = token_hash(tok);
+	size_t i;
+
+	if (2 * (ts->n + 1) > ts->cap) {
+		size_t ncap = ts->cap ? 2 * ts->cap : 64;
+		uint64_t *nh = calloc(ncap, sizeof(*nh));
+		if (!nh)
+			return -ENOMEM;
+		for (size_t j = 0; j < ts->cap; j++) {
+			if (!ts->h[j])
+				continue;
+			for (i = ts->h[j] & (ncap - 1); nh[i]; i = (i + 1) & (ncap - 1))
+				;
+			nh[i] = ts->h[j];
+		}
+		free(ts->h);
+		ts->h = nh;
+		ts->cap = ncap;
+	}
+	for (i = h & (ts->cap - 1); ts->h[i]; i = (i + 1) & (ts->cap - 1))
+		if (ts->h[i] == h)
+			return 1;
+	ts->h[i] = h;
+	ts->n++;
+	return 0;
+}
+
 static int s3_list(struct backend *be, const char *prefix, const char *delimiter,
 		   backend_list_cb cb, void *arg)
 {
 	struct s3 *s = (struct s3 *)be;
-	char *token = NULL, msg[512] = "";
+	struct token_set seen = {0};
+	char *token = NULL, msg[512] = "", skip_key[128] = "";
+	const char *skip_why = NULL;
+	uint64_t keys = 0, key_bytes = 0, skipped = 0;
+	unsigned pages = 0;
 	int err;
 
 	for (;;) {
@@ -349,14 +436,51 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 		if (err) {
 			if (*msg)
 				log_warn("listing s3://%s/%s: %s", s->bucket, prefix, msg);
-			return err;
+			goto out;
 		}
+		pages++;
+		keys += page.n_keys;
+		key_bytes += page.key_bytes;
+		if (page.n_skipped && !skip_why) {
+			skip_why = page.skip_why;
+			snprintf(skip_key, sizeof(skip_key), "%s", page.skip_key);
+		}
+		skipped += page.n_skipped;
 		if (!page.truncated) {
 			free(page.next_token);
-			return 0;
+			break;
 		}
 		token = page.next_token;
+		err = token_seen(&seen, token);
+		if (err == 1) {
+			log_warn("listing s3://%s/%s: the server sent continuation token '%.64s%s' "
+				 "a second time (after %u pages): a listing that would never end",
+				 s->bucket, prefix, token, strlen(token) > 64 ? "..." : "", pages);
+			err = -EPROTO;
+			goto out;
+		}
+		if (err)
+			goto out;
+		if (pages >= S3_LIST_MAX_PAGES || keys >= S3_LIST_MAX_KEYS ||
+		    key_bytes >= S3_LIST_MAX_KEY_BYTES) {
+			log_warn("listing s3://%s/%s: more than %s (%u pages, %llu keys, %llu MiB "
+				 "of keys so far): giving up", s->bucket, prefix,
+				 pages >= S3_LIST_MAX_PAGES ? "100,000 pages"
+				 : keys >= S3_LIST_MAX_KEYS ? "5,000,000 keys" : "2 GiB of keys",
+				 pages, (unsigned long long)keys,
+				 (unsigned long long)(key_bytes >> 20));
+			err = -EFBIG;
+			goto out;
+		}
 	}
+out:
+	if (skipped)
+		log_warn("listing s3://%s/%s: skipped %llu entr%s the server listed with a bad "
+			 "field (first: '%s': %s)", s->bucket, prefix, (unsigned long long)skipped,
+			 skipped == 1 ? "y" : "ies", skip_key, skip_why);
+	free(token);
+	free(seen.h);
+	return err;
 }
 
 static int s3_stat(struct backend *be, const char *key, struct backend_object *out)
@@ -383,8 +507,11 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
 		out->size = resp.content_length;
 		out->mtime = t < 0 ? 0 : t;
 		snprintf(out->etag, sizeof(out->etag), "%s", resp.etag);
-		if (!resp.has_content_length)
+		if (!resp.has_content_length || resp.content_length > BACKEND_SIZE_MAX) {
+			log_warn("HEAD s3://%s/%s: %s Content-Length", s->bucket, key,
+				 resp.has_content_length ? "unbelievable" : "no");
 			err = -EPROTO;
+		}
 	}
 	http_response_free(&resp);
 	return err;
@@ -392,8 +519,9 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
 
 /* One ranged GET of [off, off + len), its body going where @req says (a
  * buffer or a streaming sink). Sends If-Match and, because some servers
- * ignore it (s3rver), also compares the answer's ETag: one file is never
- * stitched together from two versions. */
+ * ignore it (s3rver), also has http.c compare the answer's ETag (a missing
+ * one fails too) and its Content-Range before any byte is used: one file is
+ * never stitched together from two versions, or from the wrong offsets. */
 static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off, uint64_t len,
 		  struct http_request *req, struct http_response *resp)
 {
@@ -419,10 +547,13 @@ static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off,
 	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
 		  (unsigned long long)(off + len - 1));
 	err = http_perform(s->http, req, 0, resp);
+	if (err == -ESTALE) {
+		log_info("s3://%s/%s changed: %s", s->bucket, key, resp->error);
+		return err;
+	}
 	if (err) {
-		if (err != -ESTALE)
-			log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key,
-				 (unsigned long long)off, (unsigned long long)len, resp->error);
+		log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key, (unsigned long long)off,
+			 (unsigned long long)len, resp->error);
 		return err;
 	}
 	err = map_status(resp, msg, sizeof(msg));
@@ -431,13 +562,6 @@ static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off,
 			log_warn("GET s3://%s/%s: %s", s->bucket, key, msg);
 		return err;
 	}
-	if (etag && *etag && resp->etag[0] && strcmp(etag, resp->etag) != 0) {
-		log_info("s3://%s/%s changed (ETag %s, expected %s)", s->bucket, key, resp->etag,
-			 etag);
-		return -ESTALE;
-	}
-	if (resp->status == 200 && off != 0)
-		return -EPROTO; /* Range ignored: never hand out bytes from offset 0 */
 	return 0;
 }
 

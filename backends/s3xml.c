@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -306,9 +307,11 @@ struct list_state {
 	backend_list_cb cb;
 	void *arg;
 	struct s3xml_page *page;
+	int bad_root; /* not a ListBucketResult: no callback, ever */
 	int in_contents, in_prefixes;
 	char *key;
 	int have_size;
+	const char *bad; /* why this <Contents> is skipped, NULL if fine */
 	struct backend_object obj;
 };
 
@@ -316,11 +319,15 @@ static void list_open(void *arg, int depth, const char *name)
 {
 	struct list_state *s = arg;
 
-	if (depth == 2 && strcmp(name, "Contents") == 0) {
+	if (depth == 1) {
+		snprintf(s->page->root, sizeof(s->page->root), "%s", name);
+		s->bad_root = strcmp(name, "ListBucketResult") != 0;
+	} else if (depth == 2 && strcmp(name, "Contents") == 0) {
 		s->in_contents = 1;
 		free(s->key);
 		s->key = NULL;
 		s->have_size = 0;
+		s->bad = NULL;
 		memset(&s->obj, 0, sizeof(s->obj));
 	} else if (depth == 2 && strcmp(name, "CommonPrefixes") == 0) {
 		s->in_prefixes = 1;
@@ -342,11 +349,24 @@ static int parse_u64(const char *t, uint64_t *out)
 	return 0;
 }
 
+/* Count a skipped entry; remember the first. */
+static void list_skip(struct list_state *s, const char *key, const char *why)
+{
+	struct s3xml_page *pg = s->page;
+
+	if (pg->n_skipped++ == 0) {
+		snprintf(pg->skip_key, sizeof(pg->skip_key), "%s", key ? key : "");
+		pg->skip_why = why;
+	}
+}
+
 static int list_close(void *arg, int depth, const char *name, const char *text, size_t len)
 {
 	struct list_state *s = arg;
 	int err;
 
+	if (s->bad_root)
+		return -EPROTO;
 	if (depth == 2) {
 		if (strcmp(name, "IsTruncated") == 0 && text) {
 			s->page->truncated = strcmp(text, "true") == 0;
@@ -357,10 +377,19 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 				return -ENOMEM;
 		} else if (strcmp(name, "Contents") == 0) {
 			s->in_contents = 0;
-			if (!s->key || !s->have_size)
-				return -EPROTO;
+			if (!s->bad && !s->key)
+				s->bad = "no Key";
+			if (!s->bad && !s->have_size)
+				s->bad = "no Size";
+			if (s->bad) {
+				list_skip(s, s->key, s->bad);
+				free(s->key);
+				s->key = NULL;
+				return 0;
+			}
 			s->obj.key = s->key;
 			s->page->n_keys++;
+			s->page->key_bytes += strlen(s->key);
 			err = s->cb(s->arg, s->key, &s->obj);
 			free(s->key);
 			s->key = NULL;
@@ -380,9 +409,16 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 			s->key = strdup(text);
 			if (!s->key)
 				return -ENOMEM;
+			if (len > S3XML_KEY_MAX && !s->bad)
+				s->bad = "key longer than S3's 1024 bytes";
 		} else if (strcmp(name, "Size") == 0) {
-			if (parse_u64(text, &s->obj.size))
-				return -EPROTO;
+			if (parse_u64(text, &s->obj.size)) {
+				if (!s->bad)
+					s->bad = "Size not a number of bytes";
+			} else if (s->obj.size > BACKEND_SIZE_MAX) {
+				if (!s->bad)
+					s->bad = "Size above 2^62";
+			}
 			s->have_size = 1;
 		} else if (strcmp(name, "LastModified") == 0) {
 			long long t = s3xml_parse_time(text);
@@ -393,15 +429,23 @@ static int list_close(void *arg, int depth, const char *name, const char *text, 
 				text++;
 				n -= 2;
 			}
-			if (n >= sizeof(s->obj.etag))
-				return -EPROTO;
+			if (n >= sizeof(s->obj.etag)) {
+				if (!s->bad)
+					s->bad = "ETag longer than 127 bytes";
+				return 0;
+			}
 			memcpy(s->obj.etag, text, n);
 			s->obj.etag[n] = '\0';
 		}
 	} else if (s->in_prefixes && strcmp(name, "Prefix") == 0) {
 		if (strlen(text) != len)
 			return -EPROTO; /* embedded NUL */
+		if (len > S3XML_KEY_MAX) {
+			list_skip(s, text, "prefix longer than S3's 1024 bytes");
+			return 0;
+		}
 		s->page->n_keys++;
+		s->page->key_bytes += len;
 		return s->cb(s->arg, text, NULL);
 	}
 	return 0;

@@ -11,16 +11,31 @@
 
 #include "backend.h"
 
+/* S3 keys are at most 1024 bytes; a longer one is not a key. */
+#define S3XML_KEY_MAX 1024
+
 struct s3xml_page {
 	int truncated;    /* IsTruncated */
 	char *next_token; /* NextContinuationToken, heap, NULL when absent */
 	size_t n_keys;    /* objects + common prefixes delivered */
+	size_t key_bytes; /* their keys' lengths, summed */
+	char root[64];    /* the document's root element, "" when none */
+	/* <Contents> entries skipped, and the first one's key and why */
+	size_t n_skipped;
+	char skip_key[128];
+	const char *skip_why; /* static string, NULL when none skipped */
 };
 
 /* Parse one ListObjectsV2 page, calling @cb for each <Contents> (with an
  * object) and each <CommonPrefixes><Prefix> (object NULL), in document order.
- * @return 0, -EPROTO on malformed XML or a bad field (Size not a number,
- * missing Key), -ENOMEM, or the callback's non-zero return. */
+ * One bad entry does not spoil the page: a <Contents> without a Key or a
+ * Size, with a Size that is not a number or above BACKEND_SIZE_MAX, an ETag
+ * too long to hold, or a key longer than S3XML_KEY_MAX is skipped and
+ * counted in @page (the caller warns). The root element must be
+ * ListBucketResult: anything else (an <Error> or an HTML page sent with
+ * status 200) is -EPROTO before any callback, with @page->root naming it.
+ * @return 0, -EPROTO on malformed XML, a NUL inside a key or an IsTruncated
+ * page without a token, -ENOMEM, or the callback's non-zero return. */
 int s3xml_parse_list(const char *xml, size_t len, backend_list_cb cb, void *arg,
 		     struct s3xml_page *page);
 

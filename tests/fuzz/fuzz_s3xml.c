@@ -48,6 +48,11 @@ static void check_list(const char *xml, size_t len)
 	int err = s3xml_parse_list(xml, len, on_key, &s, &page);
 
 	FUZZ_CHECK(err == 0 || err == -EPROTO || err == -ENOMEM);
+	/* a skipped entry is named; only a ListBucketResult reaches the callback */
+	FUZZ_CHECK((page.n_skipped == 0) == (page.skip_why == NULL));
+	FUZZ_CHECK(strnlen(page.root, sizeof(page.root)) < sizeof(page.root));
+	if (s.calls > 0 || err == 0)
+		FUZZ_CHECK(strcmp(page.root, "ListBucketResult") == 0);
 	if (err) {
 		FUZZ_CHECK(page.next_token == NULL);
 	} else {

@@ -12,6 +12,23 @@ time with a request to the proxy itself:
     error500   answer N requests (default: all) with HTTP 500
     stall      hold N requests for SEC seconds before forwarding
     reset      close the connection of N requests without an answer
+    slowdown   answer N requests with HTTP 503 and Retry-After: SEC
+  Modes that rewrite upstream's answer (each applies to one kind of request;
+  the others pass untouched and do not count):
+    shift      object GET: serve the range 4 KiB away (after the one asked, or
+               before it when that fits), with its own Content-Range: the
+               right length, the wrong bytes
+    norange    object GET: drop Content-Range from a 206
+    noetag     object GET: drop the ETag header
+    junk       object GET: after the body, the connection carries junk bytes;
+               they are sent when the next request arrives on it, so that the
+               client's idle-connection check cannot see them
+    trickle    object GET: headers, then the body at 1 byte per second
+    listloop   listing: IsTruncated=true and the same NextContinuationToken on
+               every page (the token is not passed upstream)
+    html200    listing: HTTP 200 with an HTML page
+    error200   listing: HTTP 200 with an <Error> body
+    hugelen    HEAD: Content-Length 2^63
 
   s3proxy.py LISTEN_PORT UPSTREAM_PORT [PORTFILE]
 Credentials: S3_KEY / S3_SECRET (default S3RVER / S3RVER).
@@ -21,6 +38,7 @@ import hmac
 import http.client
 import http.server
 import os
+import re
 import socket
 import socketserver
 import sys
@@ -83,9 +101,30 @@ def check_signature(method, raw_path, headers):
         return False
 
 
-def take_fault():
+# which kind of request each rewriting mode applies to; the rest apply to all
+MODE_KIND = {"shift": "object", "norange": "object", "noetag": "object", "junk": "object",
+             "trickle": "object", "listloop": "list", "html200": "list", "error200": "list",
+             "hugelen": "head"}
+JUNK = b"JUNK-AFTER-THE-BODY\r\n"
+LOOP_TOKEN = "modelfs-loop-token"
+
+
+def request_kind(method, raw_path):
+    path, _, query = raw_path.partition("?")
+    if method == "HEAD":
+        return "head"
+    if method != "GET":
+        return "other"
+    if "list-type=2" in query.split("&"):
+        return "list"
+    return "object" if "/" in path.strip("/") else "other"
+
+
+def take_fault(kind):
     with lock:
         if fault["mode"] == "none" or fault["count"] == 0:
+            return "none", 0
+        if MODE_KIND.get(fault["mode"], kind) != kind:
             return "none", 0
         if fault["count"] > 0:
             fault["count"] -= 1
@@ -112,9 +151,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def send_answer(self, status, headers, body):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
     def forward(self):
         if self.path.startswith("/__fault"):
             return self.do_control()
+        if getattr(self, "poisoned", False):
+            # the junk "after the previous body", late on the wire
+            self.poisoned = False
+            self.wfile.write(JUNK)
         with lock:
             stats["requests"] += 1
         length = int(self.headers.get("Content-Length") or 0)
@@ -130,7 +181,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(msg)
             return
-        mode, delay = take_fault()
+        mode, delay = take_fault(request_kind(self.command, self.path))
+        if mode == "slowdown":
+            msg = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+            self.send_answer(503, [("Content-Length", str(len(msg))),
+                                   ("Retry-After", str(int(delay)))], msg)
+            return
+        if mode == "html200":
+            msg = (b"<html><head><title>Sign in</title></head><body><p>Please sign in to "
+                   b"continue.</p></body></html>")
+            self.send_answer(200, [("Content-Type", "text/html"),
+                                   ("Content-Length", str(len(msg)))], msg)
+            return
+        if mode == "error200":
+            msg = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError'
+                   b'</Code><Message>injected with status 200</Message></Error>')
+            self.send_answer(200, [("Content-Type", "application/xml"),
+                                   ("Content-Length", str(len(msg)))], msg)
+            return
+        if mode in ("shift", "norange", "noetag", "junk", "trickle", "listloop", "hugelen"):
+            return self.rewrite(mode, body)
         if mode == "error500":
             msg = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
             self.send_response(500)
@@ -160,6 +230,55 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     break
                 self.wfile.write(chunk)
         up.close()
+
+    def rewrite(self, mode, body):
+        """Forward, then change the answer as @mode says (buffered)."""
+        hdrs = {k: v for k, v in self.headers.items()}
+        path = self.path
+        if mode == "shift":
+            m = re.fullmatch(r"bytes=(\d+)-(\d+)", hdrs.get("Range", ""))
+            if m:
+                a, b = int(m.group(1)), int(m.group(2))
+                d = -4096 if a >= 4096 else 4096
+                hdrs["Range"] = f"bytes={a + d}-{b + d}"
+        if mode == "listloop":
+            p, _, q = path.partition("?")
+            q = "&".join(x for x in q.split("&") if not x.startswith("continuation-token="))
+            path = p + "?" + q
+        up = http.client.HTTPConnection(*UPSTREAM, timeout=120)
+        up.request(self.command, path, body=body, headers=hdrs)
+        resp = up.getresponse()
+        data = resp.read() if self.command != "HEAD" else b""
+        up.close()
+        out = [(k, v) for k, v in resp.getheaders()
+               if k.lower() not in ("connection", "keep-alive", "date", "server")]
+        if mode == "norange":
+            out = [(k, v) for k, v in out if k.lower() != "content-range"]
+        if mode == "noetag":
+            out = [(k, v) for k, v in out if k.lower() != "etag"]
+        if mode == "listloop" and resp.status == 200:
+            text = data.decode()
+            text = re.sub(r"<NextContinuationToken>.*?</NextContinuationToken>", "", text)
+            text = re.sub(r"<IsTruncated>\w+</IsTruncated>",
+                          "<IsTruncated>true</IsTruncated><NextContinuationToken>"
+                          + LOOP_TOKEN + "</NextContinuationToken>", text)
+            data = text.encode()
+            out = [(k, v) for k, v in out if k.lower() != "content-length"]
+            out.append(("Content-Length", str(len(data))))
+        if mode == "hugelen":
+            out = [(k, v) for k, v in out if k.lower() != "content-length"]
+            out.append(("Content-Length", str(1 << 63)))
+        if mode == "trickle":
+            self.send_answer(resp.status, out, b"")
+            self.wfile.flush()
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(1)
+            return
+        self.send_answer(resp.status, out, data)
+        if mode == "junk":
+            self.poisoned = True
 
     do_GET = do_HEAD = do_PUT = do_DELETE = do_POST = forward
 

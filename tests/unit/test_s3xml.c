@@ -97,6 +97,23 @@ static int parse_bad(const char *xml)
 	return parse_bad_n(xml, strlen(xml));
 }
 
+/* Does @xml parse, with its one <Contents> skipped for @why and no callback? */
+static int parse_skipped(const char *xml, const char *why)
+{
+	struct seen s = {0};
+	struct s3xml_page page = {0};
+	int err = parse_n(xml, strlen(xml), &s, &page);
+	int ok = err == 0 && s.calls == 0 && page.n_skipped == 1 && page.n_keys == 0 &&
+		 page.skip_why && strcmp(page.skip_why, why) == 0;
+
+	if (!ok)
+		fprintf(stderr, "parse_skipped: err %d, calls %d, skipped %zu (%s) on: %.200s\n",
+			err, s.calls, page.n_skipped, page.skip_why ? page.skip_why : "-", xml);
+	free(page.next_token);
+	seen_reset(&s);
+	return ok;
+}
+
 /* Parse @xml expecting success; returns the error and fills @s. */
 static int parse_ok(const char *xml, struct seen *s, struct s3xml_page *page)
 {
@@ -212,10 +229,11 @@ static void test_last_page(void)
 	CHECK(page.n_keys == 0 && s.calls == 0 && !page.truncated);
 	seen_reset(&s);
 
-	/* the biggest Size there is */
-	xml = LIST_HEAD OBJ("big", "18446744073709551615") LIST_TAIL;
+	/* the biggest Size believed (2^62) */
+	xml = LIST_HEAD OBJ("big", "4611686018427387904") LIST_TAIL;
 	CHECK(parse_ok(xml, &s, &page) == 0);
-	CHECK(s.n == 1 && s.size[0] == UINT64_MAX);
+	CHECK(s.n == 1 && s.size[0] == BACKEND_SIZE_MAX);
+	CHECK(page.n_skipped == 0 && page.skip_why == NULL);
 	seen_reset(&s);
 
 	/* LastModified missing or unparseable: mtime 0, not an error */
@@ -338,7 +356,7 @@ static void test_odd_keys(void)
 		tag[BACKEND_ETAG_MAX] = '\0';
 		snprintf(big, sizeof(big), LIST_HEAD "<Contents><Key>k</Key><Size>1</Size>"
 			 "<ETag>\"%s\"</ETag></Contents>" LIST_TAIL, tag);
-		CHECK(parse_bad(big) == -EPROTO);
+		CHECK(parse_skipped(big, "ETag longer than 127 bytes"));
 	}
 }
 
@@ -413,21 +431,7 @@ static void test_malformed(void)
 	CHECK(parse_bad(LIST_HEAD OBJ("a&amp b", "1") LIST_TAIL) == -EPROTO);
 	CHECK(parse_bad(LIST_HEAD OBJ("a & b", "1") LIST_TAIL) == -EPROTO);
 	CHECK(parse_bad(LIST_HEAD OBJ("AT&T", "1") LIST_TAIL) == -EPROTO);
-	/* Size */
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "abc") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "-1") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "+1") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "12abc") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "1.5") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", " 1") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD OBJ("k", "18446744073709551616") LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD "<Contents><Key>k</Key><Size/></Contents>" LIST_TAIL) ==
-	      -EPROTO);
-	/* Contents without Key, or without Size */
-	CHECK(parse_bad(LIST_HEAD "<Contents><Size>1</Size></Contents>" LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD "<Contents/>" LIST_TAIL) == -EPROTO);
-	CHECK(parse_bad(LIST_HEAD "<Contents><Key>k</Key></Contents>" LIST_TAIL) == -EPROTO);
+	/* (a bad Size, a missing Key or Size: see test_skipped_entries) */
 	/* a NUL inside a key, raw or in CDATA */
 	{
 		static const char nul1[] = LIST_HEAD "<Contents><Key><![CDATA[a\0b]]></Key>"
@@ -445,7 +449,8 @@ static void test_malformed(void)
 		char name[65];
 		memset(name, 'n', (size_t)nlen);
 		name[nlen] = '\0';
-		snprintf(deep, sizeof(deep), "<%s></%s>", name, name);
+		snprintf(deep, sizeof(deep), "<ListBucketResult><%s></%s></ListBucketResult>", name,
+			 name);
 		if (nlen == 63) {
 			struct seen s = {0};
 			struct s3xml_page page = {0};
@@ -460,11 +465,12 @@ static void test_malformed(void)
 	for (int levels = 16; levels <= 17; levels++) {
 		struct seen s = {0};
 		struct s3xml_page page = {0};
-		o = 0;
-		for (i = 0; i < levels; i++)
+		o = (size_t)snprintf(deep, sizeof(deep), "<ListBucketResult>");
+		for (i = 1; i < levels; i++)
 			o += (size_t)snprintf(deep + o, sizeof(deep) - o, "<d%d>", i);
-		for (i = levels - 1; i >= 0; i--)
+		for (i = levels - 1; i >= 1; i--)
 			o += (size_t)snprintf(deep + o, sizeof(deep) - o, "</d%d>", i);
+		o += (size_t)snprintf(deep + o, sizeof(deep) - o, "</ListBucketResult>");
 		if (levels == 16) {
 			CHECK(parse_ok(deep, &s, &page) == 0);
 			CHECK(s.calls == 0);
@@ -653,6 +659,94 @@ static void test_time_trailing(void)
 	CHECK(s3xml_parse_time("2009-10-12T17:50:30ZZ") == -1);
 }
 
+/* One bad entry is skipped (and counted, the first named), not the page. */
+static void test_skipped_entries(void)
+{
+	static const char *const bad_sizes[] = {"abc", "-1", "+1", "", "12abc", "1.5", " 1",
+						"18446744073709551616"};
+	struct seen s = {0};
+	struct s3xml_page page = {0};
+	char key[S3XML_KEY_MAX + 2], *xml;
+	size_t xml_len = S3XML_KEY_MAX + 512;
+
+	for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
+		char doc[512];
+		snprintf(doc, sizeof(doc), LIST_HEAD OBJ("k", "%s") LIST_TAIL, bad_sizes[i]);
+		CHECK(parse_skipped(doc, "Size not a number of bytes"));
+	}
+	CHECK(parse_skipped(LIST_HEAD "<Contents><Key>k</Key><Size/></Contents>" LIST_TAIL,
+			    "Size not a number of bytes"));
+	CHECK(parse_skipped(LIST_HEAD OBJ("k", "4611686018427387905") LIST_TAIL,
+			    "Size above 2^62"));
+	CHECK(parse_skipped(LIST_HEAD OBJ("k", "18446744073709551615") LIST_TAIL,
+			    "Size above 2^62"));
+	CHECK(parse_skipped(LIST_HEAD "<Contents><Size>1</Size></Contents>" LIST_TAIL, "no Key"));
+	CHECK(parse_skipped(LIST_HEAD "<Contents/>" LIST_TAIL, "no Key"));
+	CHECK(parse_skipped(LIST_HEAD "<Contents><Key>k</Key></Contents>" LIST_TAIL, "no Size"));
+
+	/* the bad one between two good ones: the good ones arrive, in order */
+	CHECK(parse_ok(LIST_HEAD OBJ("a", "1") OBJ("bad", "-1") OBJ("c", "3") LIST_TAIL, &s,
+		       &page) == 0);
+	CHECK(s.n == 2 && strcmp(s.key[0], "a") == 0 && strcmp(s.key[1], "c") == 0);
+	CHECK(page.n_keys == 2 && page.n_skipped == 1);
+	CHECK_STR(page.skip_key, "bad");
+	seen_reset(&s);
+
+	/* keys: 1024 bytes are fine, 1025 are not an S3 key */
+	xml = malloc(xml_len);
+	CHECK(xml != NULL);
+	if (!xml)
+		return;
+	memset(key, 'k', sizeof(key));
+	key[S3XML_KEY_MAX] = '\0';
+	snprintf(xml, xml_len, LIST_HEAD OBJ("%s", "1") LIST_TAIL, key);
+	CHECK(parse_ok(xml, &s, &page) == 0);
+	CHECK(s.n == 1 && page.n_skipped == 0 && page.key_bytes == S3XML_KEY_MAX);
+	seen_reset(&s);
+	key[S3XML_KEY_MAX] = 'k';
+	key[S3XML_KEY_MAX + 1] = '\0';
+	snprintf(xml, xml_len, LIST_HEAD OBJ("%s", "1") LIST_TAIL, key);
+	CHECK(parse_skipped(xml, "key longer than S3's 1024 bytes"));
+	snprintf(xml, xml_len, LIST_HEAD "<CommonPrefixes><Prefix>%s/</Prefix></CommonPrefixes>"
+		 LIST_TAIL, key);
+	CHECK(parse_ok(xml, &s, &page) == 0);
+	CHECK(s.calls == 0 && page.n_skipped == 1);
+	seen_reset(&s);
+	free(xml);
+}
+
+/* Only a ListBucketResult is a listing; what else comes with status 200 is
+ * named, and no callback ever runs for it. */
+static void test_root_element(void)
+{
+	struct seen s = {0};
+	struct s3xml_page page = {0};
+
+	CHECK(parse_ok("<Error><Code>InternalError</Code><Message>x</Message>"
+		       "<Contents><Key>k</Key><Size>1</Size></Contents></Error>", &s,
+		       &page) == -EPROTO);
+	CHECK(s.calls == 0);
+	CHECK_STR(page.root, "Error");
+	CHECK(page.next_token == NULL);
+	seen_reset(&s);
+
+	CHECK(parse_ok("<!DOCTYPE html><html><head><title>Sign in</title></head>"
+		       "<body><p>Please sign in.</p></body></html>", &s, &page) == -EPROTO);
+	CHECK(s.calls == 0);
+	CHECK_STR(page.root, "html");
+	seen_reset(&s);
+
+	CHECK(parse_ok("<ListAllMyBucketsResult><Buckets/></ListAllMyBucketsResult>", &s,
+		       &page) == -EPROTO);
+	CHECK_STR(page.root, "ListAllMyBucketsResult");
+	seen_reset(&s);
+
+	CHECK(parse_ok("<ListBucketResult/>", &s, &page) == 0);
+	CHECK_STR(page.root, "ListBucketResult");
+	CHECK(s.calls == 0 && page.n_keys == 0);
+	seen_reset(&s);
+}
+
 int main(void)
 {
 	test_realistic_page();
@@ -663,6 +757,8 @@ int main(void)
 	test_truncated_every_length();
 	test_malformed();
 	test_malformed_edges();
+	test_skipped_entries();
+	test_root_element();
 	test_callback_stops();
 	test_error_doc();
 	test_time();
