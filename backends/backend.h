@@ -36,6 +36,13 @@ struct backend_object {
 	char etag[BACKEND_ETAG_MAX]; /* without quotes; "" when unknown */
 };
 
+/* The version of an object a read is for, as listed. */
+struct backend_ref {
+	const char *key;
+	const char *etag; /* "" or NULL: unknown (no check) */
+	uint64_t size;    /* 0: unknown (no check) */
+};
+
 /* Called once per object (@obj set) or per common prefix (@obj NULL, @key is
  * the prefix ending in the delimiter). A non-zero return stops the listing
  * and is returned by list(). */
@@ -77,17 +84,18 @@ struct backend_ops {
 		    backend_list_cb cb, void *arg);
 	/* One object's metadata (HEAD). @out->key is NULL on return. */
 	int (*stat)(struct backend *be, const char *key, struct backend_object *out);
-	/* Read up to @len bytes at @off into @buf; *@got is the count read (short
-	 * only at the end of the object). With @etag non-empty, a read of another
-	 * version fails with -ESTALE instead of returning its bytes. */
-	int (*read)(struct backend *be, const char *key, const char *etag, uint64_t off,
-		    size_t len, void *buf, size_t *got);
+	/* Read up to @len bytes at @off of @obj into @buf; *@got is the count
+	 * read (short only at the end of the object). With @obj->etag non-empty,
+	 * a read of another version fails with -ESTALE instead of returning its
+	 * bytes; so does an answer whose total size is not @obj->size (when > 0). */
+	int (*read)(struct backend *be, const struct backend_ref *obj, uint64_t off, size_t len,
+		    void *buf, size_t *got);
 	/* The same as read, but the bytes go to @sink in pieces as they
 	 * arrive (memory stays small whatever @len). @reset is called before
 	 * every attempt: the bytes start over from @off. A non-zero return of
 	 * @sink ends the read with that error. Short only at the object's end
 	 * (the caller counts the bytes). */
-	int (*read_stream)(struct backend *be, const char *key, const char *etag, uint64_t off,
+	int (*read_stream)(struct backend *be, const struct backend_ref *obj, uint64_t off,
 			   uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
 			   void (*reset)(void *arg), void *arg);
 	/* Shutdown: end every request in flight within about a second and

@@ -522,9 +522,10 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
  * ignore it (s3rver), also has http.c compare the answer's ETag (a missing
  * one fails too) and its Content-Range before any byte is used: one file is
  * never stitched together from two versions, or from the wrong offsets. */
-static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off, uint64_t len,
+static int s3_get(struct s3 *s, const struct backend_ref *obj, uint64_t off, uint64_t len,
 		  struct http_request *req, struct http_response *resp)
 {
+	const char *key = obj->key, *etag = obj->etag;
 	char path[4096], url[S3_URL_MAX], msg[512];
 	struct s3_req r = {s, "GET", path, "", s->no_etag_match ? NULL : etag};
 	int err;
@@ -544,6 +545,7 @@ static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off,
 	req->range_off = off;
 	req->range_len = len;
 	req->expect_etag = etag;
+	req->expect_total = obj->size;
 	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
 		  (unsigned long long)(off + len - 1));
 	err = http_perform(s->http, req, 0, resp);
@@ -565,8 +567,8 @@ static int s3_get(struct s3 *s, const char *key, const char *etag, uint64_t off,
 	return 0;
 }
 
-static int s3_read(struct backend *be, const char *key, const char *etag, uint64_t off,
-		   size_t len, void *buf, size_t *got)
+static int s3_read(struct backend *be, const struct backend_ref *obj, uint64_t off, size_t len,
+		   void *buf, size_t *got)
 {
 	struct http_request req = {.buf = buf, .buf_len = len};
 	struct http_response resp = {0};
@@ -575,14 +577,14 @@ static int s3_read(struct backend *be, const char *key, const char *etag, uint64
 	*got = 0;
 	if (len == 0)
 		return 0;
-	err = s3_get((struct s3 *)be, key, etag, off, len, &req, &resp);
+	err = s3_get((struct s3 *)be, obj, off, len, &req, &resp);
 	if (!err)
 		*got = resp.body_len;
 	http_response_free(&resp);
 	return err;
 }
 
-static int s3_read_stream(struct backend *be, const char *key, const char *etag, uint64_t off,
+static int s3_read_stream(struct backend *be, const struct backend_ref *obj, uint64_t off,
 			  uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
 			  void (*reset)(void *arg), void *arg)
 {
@@ -593,7 +595,7 @@ static int s3_read_stream(struct backend *be, const char *key, const char *etag,
 
 	if (len == 0)
 		return 0;
-	err = s3_get((struct s3 *)be, key, etag, off, len, &req, &resp);
+	err = s3_get((struct s3 *)be, obj, off, len, &req, &resp);
 	http_response_free(&resp);
 	return err;
 }

@@ -408,7 +408,7 @@ static int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk
 		if (mem_wait_read(c->mem, id, chunk, a, n, dst, 10) == 0)
 			return 1;
 		/* the fetch we wait on failed: its error is ours, now */
-		if ((*failed = flight_failed(c->fl, id, chunk)) != 0)
+		if ((*failed = flight_failed(c->fl, id)) != 0)
 			return 2;
 	}
 }
@@ -449,7 +449,7 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	}
 
 	/* whoever held the lock before us may just have failed */
-	if ((err = flight_failed(c->fl, id, chunk)) != 0)
+	if ((err = flight_failed(c->fl, id)) != 0)
 		goto out;
 	/* a pool buffer: the chunk stays in memory for the readers after us */
 	mb = c->mem ? mem_take(c->mem) : NULL;
@@ -458,16 +458,16 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		err = -ENOMEM;
 		goto out;
 	}
-	flight_get(c->fl, id, demand_cap(c), 1);
-	err = c->be->ops->read(c->be, o->key, o->etag, coff, clen, buf, &got);
-	flight_put(c->fl, id);
+	if ((err = flight_get(c->fl, id, demand_cap(c), 1)) != 0)
+		goto out; /* the object failed while we waited for a slot */
+	err = c->be->ops->read(c->be, &(struct backend_ref){o->key, o->etag, o->size}, coff, clen,
+			       buf, &got);
 	if (!err && got != clen)
 		err = -ESTALE; /* shorter than the listing said: another version */
-	if (err) {
-		/* before the lock goes: its waiters find the error, not a slot */
-		flight_fail(c->fl, id, chunk, 1, err);
+	/* before the chunk's lock goes: its waiters find the error, not a slot */
+	flight_put(c->fl, id, err);
+	if (err)
 		goto out;
-	}
 	atomic_fetch_add(&c->backend_bytes, clen);
 	atomic_fetch_add(&c->misses, 1);
 	if (refetch)
@@ -538,7 +538,7 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 	if (err == -EBADMSG)
 		log_info("cached chunk %u of %s/%s failed its check (damaged or evicted): "
 			 "fetching it again", chunk, o->source, o->key);
-	else if ((err = flight_failed(c->fl, id, chunk)) != 0)
+	else if ((err = flight_failed(c->fl, id)) != 0)
 		return err; /* failed a moment ago: fail fast, not a whole budget again */
 	return fetch_chunk(c, o, id, chunk, clen, a, n, dst, err == -EBADMSG);
 }
@@ -558,16 +558,13 @@ static int read_range(struct cache *c, const struct cache_object *obj, uint64_t 
 	if (err)
 		return err;
 	if (!c->ix) {
-		/* failures remembered per CACHE_DEFAULT_CHUNK of the object */
-		uint32_t first = (uint32_t)(off / CACHE_DEFAULT_CHUNK);
-		uint32_t last = (uint32_t)((off + want - 1) / CACHE_DEFAULT_CHUNK);
-		for (uint32_t k = first; k <= last; k++)
-			if ((err = flight_failed(c->fl, id, k)) != 0)
-				return err;
-		err = c->be->ops->read(c->be, obj->key, obj->etag, off, want, buf, got);
+		if ((err = flight_failed(c->fl, id)) != 0)
+			return err;
+		err = c->be->ops->read(c->be, &(struct backend_ref){obj->key, obj->etag, obj->size},
+				       off, want, buf, got);
 		if (!err && *got != want)
 			err = -ESTALE; /* the object is shorter than its listing said */
-		flight_fail(c->fl, id, first, last - first + 1, err);
+		flight_fail(c->fl, id, err);
 		return err;
 	}
 	while (done < want) {
@@ -921,19 +918,15 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		f.done = 0;
 		/* readahead leaves alone an object that just failed or that holds
 		 * its share of the slots: it is an extra, never worth a wait */
-		if (optional && (flight_failed(c->fl, id, f.first) ||
-				 flight_get(c->fl, id, ra_cap(c), 0) != 0))
-			break;
-		if (!optional)
-			flight_get(c->fl, id, demand_cap(c), 1);
-		err = c->be->ops->read_stream(c->be, o->key, o->etag, f.start, f.total, stream_sink,
-					      stream_reset, &f);
-		flight_put(c->fl, id);
+		if (flight_get(c->fl, id, optional ? ra_cap(c) : demand_cap(c), !optional) != 0)
+			break; /* failed just now, or (readahead) no slot free for it */
+		err = c->be->ops->read_stream(c->be, &(struct backend_ref){o->key, o->etag, o->size},
+					      f.start, f.total, stream_sink, stream_reset, &f);
 		wr_wait(&f);
 		if (!err && f.pos != f.total)
 			err = -ESTALE; /* shorter than the listing said */
-		if (err) /* before the locks go, for the readers waiting on them */
-			flight_fail(c->fl, id, f.first, f.count, err);
+		/* a failure is remembered before the locks go, for their waiters */
+		flight_put(c->fl, id, err);
 		if (err && f.done < f.total) /* bytes written but never recorded */
 			fallocate(f.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  (off_t)(f.start + f.done), (off_t)(f.total - f.done));

@@ -2,8 +2,7 @@
  *
  * Both tables are small and scanned linearly: at most max_total objects can
  * have a request in flight, and FLIGHT_FAILS failures are kept, the oldest
- * replaced first. A failure is a range of chunks, so one failed streaming
- * GET of a 16-chunk run is one entry.
+ * replaced first (a failure of an object already in the table renews it).
  */
 #include "flight.h"
 
@@ -22,7 +21,6 @@ struct flight_obj {
 
 struct flight_fail {
 	uint8_t id[OBJID_LEN];
-	uint32_t first, count;
 	int err;
 	uint64_t until_ms; /* 0: a free entry */
 };
@@ -87,14 +85,30 @@ static struct flight_obj *obj_of(struct flight *f, const uint8_t *id)
 	return free_e;
 }
 
+/* The remembered failure of @id, or 0. Called with f->lock held. */
+static int failed_locked(struct flight *f, const uint8_t *id, uint64_t now)
+{
+	for (unsigned i = 0; i < FLIGHT_FAILS; i++) {
+		const struct flight_fail *e = &f->fails[i];
+		if (e->until_ms > now && memcmp(e->id, id, OBJID_LEN) == 0)
+			return e->err;
+	}
+	return 0;
+}
+
 int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, int wait)
 {
 	struct flight_obj *o;
+	int err;
 
 	if (obj_cap == 0)
 		obj_cap = 1;
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
+		if ((err = failed_locked(f, id, mono_ms())) != 0) {
+			pthread_mutex_unlock(&f->lock);
+			return err;
+		}
 		o = f->total < f->max_total ? obj_of(f, id) : NULL;
 		if (o && o->n < obj_cap)
 			break;
@@ -112,7 +126,26 @@ int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, 
 	return 0;
 }
 
-void flight_put(struct flight *f, const uint8_t id[OBJID_LEN])
+/* Remember @err for @id. Called with f->lock held. */
+static void fail_locked(struct flight *f, const uint8_t *id, int err)
+{
+	struct flight_fail *e = NULL;
+
+	if (err == 0 || err == -ENOMEM || err == -ECANCELED)
+		return;
+	for (unsigned i = 0; i < FLIGHT_FAILS && !e; i++)
+		if (memcmp(f->fails[i].id, id, OBJID_LEN) == 0)
+			e = &f->fails[i];
+	if (!e) {
+		e = &f->fails[f->next_fail];
+		f->next_fail = (f->next_fail + 1) % FLIGHT_FAILS;
+		memcpy(e->id, id, OBJID_LEN);
+	}
+	e->err = err;
+	e->until_ms = mono_ms() + FLIGHT_FAIL_MS;
+}
+
+void flight_put(struct flight *f, const uint8_t id[OBJID_LEN], int err)
 {
 	pthread_mutex_lock(&f->lock);
 	for (unsigned i = 0; i < f->max_total; i++) {
@@ -122,41 +155,27 @@ void flight_put(struct flight *f, const uint8_t id[OBJID_LEN])
 			break;
 		}
 	}
-	/* waiters for another object may now fit, and so may this one's */
+	fail_locked(f, id, err);
+	/* waiters for another object may now fit; this one's may fit or fail */
 	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 }
 
-void flight_fail(struct flight *f, const uint8_t id[OBJID_LEN], uint32_t first, uint32_t count,
-		 int err)
+void flight_fail(struct flight *f, const uint8_t id[OBJID_LEN], int err)
 {
-	struct flight_fail *e;
-
-	if (err == 0 || err == -ENOMEM || err == -ECANCELED || count == 0)
-		return;
 	pthread_mutex_lock(&f->lock);
-	e = &f->fails[f->next_fail];
-	f->next_fail = (f->next_fail + 1) % FLIGHT_FAILS;
-	memcpy(e->id, id, OBJID_LEN);
-	e->first = first;
-	e->count = count;
-	e->err = err;
-	e->until_ms = mono_ms() + FLIGHT_FAIL_MS;
+	fail_locked(f, id, err);
+	/* fetches waiting for a slot of this object give up now */
+	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 }
 
-int flight_failed(struct flight *f, const uint8_t id[OBJID_LEN], uint32_t chunk)
+int flight_failed(struct flight *f, const uint8_t id[OBJID_LEN])
 {
-	uint64_t now = mono_ms();
-	int err = 0;
+	int err;
 
 	pthread_mutex_lock(&f->lock);
-	for (unsigned i = 0; i < FLIGHT_FAILS && !err; i++) {
-		const struct flight_fail *e = &f->fails[i];
-		if (e->until_ms > now && chunk >= e->first && chunk - e->first < e->count &&
-		    memcmp(e->id, id, OBJID_LEN) == 0)
-			err = e->err;
-	}
+	err = failed_locked(f, id, mono_ms());
 	pthread_mutex_unlock(&f->lock);
 	return err;
 }

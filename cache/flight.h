@@ -5,11 +5,14 @@
  * at most a per-call cap of them for one object, so a stalled object can
  * hold only its share and other objects' fetches go on.
  *
- * Failures: a fetch that failed is remembered for FLIGHT_FAIL_MS over the
- * chunks it covered. Readers that waited on it (single flight) and readers
- * that come right after (the kernel asks again for a page whose readahead
- * failed) get the same error at once instead of each paying a whole retry
- * budget; the bound on a read's time to EIO is then one budget.
+ * Failures: a fetch that failed (after its retries) is remembered for
+ * FLIGHT_FAIL_MS, for its whole object. Readers that waited on it (single
+ * flight), readers of other chunks of it, and readers that come right after
+ * (the kernel asks again for a page whose readahead failed) get the same
+ * error at once instead of each paying a whole retry budget: a read's time
+ * to EIO is one budget. The object, not the chunk: a store that is slow or
+ * broken for one chunk of an object is so for the rest of it, and an object
+ * that changed (ESTALE) changed everywhere.
  *
  * Thread safety: every function may be called from any thread; one mutex
  * and one condvar, owned here.
@@ -29,18 +32,20 @@ int flight_open(unsigned max_total, struct flight **out);
 void flight_close(struct flight *f);
 
 /* Take a slot for a request on object @id, of which at most @obj_cap may be
- * in flight. @wait 0: @return -EAGAIN at once when one is not free. */
+ * in flight. @wait 0: -EAGAIN at once when none is free. @return 0, -EAGAIN,
+ * or the error of a failure of @id remembered now (then no slot is taken):
+ * a fetch that waited for a slot must not try again what just failed. */
 int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, int wait);
-void flight_put(struct flight *f, const uint8_t id[OBJID_LEN]);
 
-/* Remember that fetching chunks [@first, @first + @count) of @id failed with
- * @err (errors that another try at once could not fix: not -ENOMEM,
- * -ECANCELED). */
-void flight_fail(struct flight *f, const uint8_t id[OBJID_LEN], uint32_t first, uint32_t count,
-		 int err);
+/* Give the slot back; @err: how the request ended. A failure is remembered
+ * (not -ENOMEM or -ECANCELED, which say nothing of the object) in the same
+ * step, so that no fetch waiting for the slot can start before it sees it. */
+void flight_put(struct flight *f, const uint8_t id[OBJID_LEN], int err);
 
-/* The error of a failure of @chunk remembered from the last FLIGHT_FAIL_MS,
- * or 0. */
-int flight_failed(struct flight *f, const uint8_t id[OBJID_LEN], uint32_t chunk);
+/* Remember that fetching from @id failed with @err, without a slot. */
+void flight_fail(struct flight *f, const uint8_t id[OBJID_LEN], int err);
+
+/* The error of a failure of @id remembered from the last FLIGHT_FAIL_MS, or 0. */
+int flight_failed(struct flight *f, const uint8_t id[OBJID_LEN]);
 
 #endif

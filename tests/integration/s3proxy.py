@@ -29,6 +29,9 @@ time with a request to the proxy itself:
     html200    listing: HTTP 200 with an HTML page
     error200   listing: HTTP 200 with an <Error> body
     hugelen    HEAD: Content-Length 2^63
+    badtotal   object GET: the Content-Range total one byte more than the object
+  &key=SUFFIX limits the fault to requests whose path ends in SUFFIX (one
+  slow object among healthy ones).
 
   s3proxy.py LISTEN_PORT UPSTREAM_PORT [PORTFILE]
 Credentials: S3_KEY / S3_SECRET (default S3RVER / S3RVER).
@@ -104,7 +107,7 @@ def check_signature(method, raw_path, headers):
 # which kind of request each rewriting mode applies to; the rest apply to all
 MODE_KIND = {"shift": "object", "norange": "object", "noetag": "object", "junk": "object",
              "trickle": "object", "listloop": "list", "html200": "list", "error200": "list",
-             "hugelen": "head"}
+             "hugelen": "head", "badtotal": "object"}
 JUNK = b"JUNK-AFTER-THE-BODY\r\n"
 LOOP_TOKEN = "modelfs-loop-token"
 
@@ -120,11 +123,13 @@ def request_kind(method, raw_path):
     return "object" if "/" in path.strip("/") else "other"
 
 
-def take_fault(kind):
+def take_fault(kind, raw_path):
     with lock:
         if fault["mode"] == "none" or fault["count"] == 0:
             return "none", 0
         if MODE_KIND.get(fault["mode"], kind) != kind:
+            return "none", 0
+        if fault.get("key") and not raw_path.partition("?")[0].endswith(fault["key"]):
             return "none", 0
         if fault["count"] > 0:
             fault["count"] -= 1
@@ -144,6 +149,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 fault["mode"] = q["mode"][0]
                 fault["count"] = int(q.get("count", ["-1"])[0])
                 fault["delay"] = float(q.get("delay", ["0"])[0])
+                fault["key"] = q.get("key", [""])[0]
             body = (f"mode={fault['mode']} count={fault['count']} "
                     f"requests={stats['requests']} bad_signatures={stats['bad_signatures']}\n").encode()
         self.send_response(200)
@@ -181,7 +187,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(msg)
             return
-        mode, delay = take_fault(request_kind(self.command, self.path))
+        mode, delay = take_fault(request_kind(self.command, self.path), self.path)
         if mode == "slowdown":
             msg = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
             self.send_answer(503, [("Content-Length", str(len(msg))),
@@ -199,7 +205,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_answer(200, [("Content-Type", "application/xml"),
                                    ("Content-Length", str(len(msg)))], msg)
             return
-        if mode in ("shift", "norange", "noetag", "junk", "trickle", "listloop", "hugelen"):
+        if mode in ("shift", "norange", "noetag", "junk", "trickle", "listloop", "hugelen",
+                    "badtotal"):
             return self.rewrite(mode, body)
         if mode == "error500":
             msg = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
@@ -256,6 +263,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             out = [(k, v) for k, v in out if k.lower() != "content-range"]
         if mode == "noetag":
             out = [(k, v) for k, v in out if k.lower() != "etag"]
+        if mode == "badtotal":
+            out = [(k, re.sub(r"/(\d+)$", lambda m: "/" + str(int(m.group(1)) + 1), v))
+                   if k.lower() == "content-range" else (k, v) for k, v in out]
         if mode == "listloop" and resp.status == 200:
             text = data.decode()
             text = re.sub(r"<NextContinuationToken>.*?</NextContinuationToken>", "", text)

@@ -96,9 +96,10 @@ struct fake {
 	atomic_uint_fast64_t *shared_reads; /* when set: reads of all processes */
 };
 
-static int fake_read(struct backend *be, const char *key, const char *etag, uint64_t off,
-		     size_t len, void *buf, size_t *got)
+static int fake_read(struct backend *be, const struct backend_ref *ref, uint64_t off, size_t len,
+		     void *buf, size_t *got)
 {
+	const char *key = ref->key;
 	struct fake *f = (struct fake *)be;
 	struct fake_obj o;
 	int found = 0, err, sl, sh;
@@ -127,7 +128,7 @@ static int fake_read(struct backend *be, const char *key, const char *etag, uint
 		return err;
 	if (!found)
 		return -ENOENT;
-	if (etag[0] && strcmp(etag, o.etag) != 0)
+	if (ref->etag[0] && strcmp(ref->etag, o.etag) != 0)
 		return -ESTALE; /* as S3 answers a failed If-Match */
 	if (f->align && (off % f->align != 0 ||
 			 len != (o.size - off < f->align ? o.size - off : f->align)))
