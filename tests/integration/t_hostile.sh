@@ -57,6 +57,7 @@ proxy_fault norange >/dev/null
 try_read head -c $((4 << 20)) "$MNT/big.bin"
 check "a 206 without Content-Range, no_cache: the read fails with EIO (rc $RC: $ERR)" read_failed_eio
 proxy_fault none >/dev/null
+sleep 1.2 # the failure is remembered for a second (FLIGHT_FAIL_MS)
 check "no_cache: after the fault the first 4 MiB read correctly" \
 	[ "$(drop_caches; head -c $((4 << 20)) "$MNT/big.bin" | sha)" = "$want_big4" ]
 umount_fs "$MNT"
@@ -68,6 +69,7 @@ try_read cat "$MNT/small.bin"
 check "GET answers without an ETag: the read fails (rc $RC: $ERR)" \
 	bash -c "[ $RC -ne 0 ] && [ $RC -ne 124 ]"
 proxy_fault none >/dev/null
+sleep 1.2 # the failure is remembered for a second (FLIGHT_FAIL_MS)
 check "with ETags back, small.bin reads correctly" [ "$(read_sha "$MNT/small.bin")" = "$want_small" ]
 umount_fs "$MNT"
 mnt_p "no_cache,retries=1"
