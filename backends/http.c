@@ -53,7 +53,14 @@ int http_open(const struct http_config *cfg, struct http **out)
 		}
 	}
 	pthread_mutex_init(&h->lock, NULL);
-	pthread_cond_init(&h->cancel_cond, NULL);
+	{
+		/* backoff sleeps are relative: a clock step must not stretch them */
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&h->cancel_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	*out = h;
 	return 0;
 }
@@ -385,7 +392,7 @@ static void sleep_ms(struct http *h, unsigned ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {

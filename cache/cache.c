@@ -294,9 +294,10 @@ static int try_disk(struct cache *c, const uint8_t *id, uint32_t chunk, uint32_t
 /* ---- misses ---- */
 
 /* What one object may hold of the fetch slots: half of them for reads that
- * someone waits for, and half of the readahead workers' share for readahead
- * (which skips a run rather than wait), so one stalled object leaves the
- * rest of the mount its fetches and its readahead. */
+ * someone waits for, and, counted apart, half of the readahead workers for
+ * readahead (which skips a run rather than wait), so one stalled object
+ * leaves the rest of the mount its fetches and its readahead, and a busy
+ * healthy one keeps its readahead. */
 static unsigned demand_cap(const struct cache *c)
 {
 	return c->max_fetches / 2 ? c->max_fetches / 2 : 1;
@@ -458,14 +459,14 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 		err = -ENOMEM;
 		goto out;
 	}
-	if ((err = flight_get(c->fl, id, demand_cap(c), 1)) != 0)
+	if ((err = flight_get(c->fl, id, FLIGHT_DEMAND, demand_cap(c))) != 0)
 		goto out; /* the object failed while we waited for a slot */
 	err = c->be->ops->read(c->be, &(struct backend_ref){o->key, o->etag, o->size}, coff, clen,
 			       buf, &got);
 	if (!err && got != clen)
 		err = -ESTALE; /* shorter than the listing said: another version */
 	/* before the chunk's lock goes: its waiters find the error, not a slot */
-	flight_put(c->fl, id, err);
+	flight_put(c->fl, id, FLIGHT_DEMAND, err);
 	if (err)
 		goto out;
 	atomic_fetch_add(&c->backend_bytes, clen);
@@ -886,6 +887,7 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 {
 	uint64_t start = (uint64_t)first * c->chunk_size;
 	struct stream_fetch f = {.c = c, .o = o, .id = id};
+	enum flight_kind kind = optional ? FLIGHT_READAHEAD : FLIGHT_DEMAND;
 	uint32_t i = 0;
 	int err;
 
@@ -918,7 +920,7 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		f.done = 0;
 		/* readahead leaves alone an object that just failed or that holds
 		 * its share of the slots: it is an extra, never worth a wait */
-		if (flight_get(c->fl, id, optional ? ra_cap(c) : demand_cap(c), !optional) != 0)
+		if (flight_get(c->fl, id, kind, optional ? ra_cap(c) : demand_cap(c)) != 0)
 			break; /* failed just now, or (readahead) no slot free for it */
 		err = c->be->ops->read_stream(c->be, &(struct backend_ref){o->key, o->etag, o->size},
 					      f.start, f.total, stream_sink, stream_reset, &f);
@@ -926,7 +928,7 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		if (!err && f.pos != f.total)
 			err = -ESTALE; /* shorter than the listing said */
 		/* a failure is remembered before the locks go, for their waiters */
-		flight_put(c->fl, id, err);
+		flight_put(c->fl, id, kind, err);
 		if (err && f.done < f.total) /* bytes written but never recorded */
 			fallocate(f.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  (off_t)(f.start + f.done), (off_t)(f.total - f.done));

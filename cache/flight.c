@@ -16,7 +16,8 @@
 
 struct flight_obj {
 	uint8_t id[OBJID_LEN];
-	unsigned n; /* 0: a free entry */
+	unsigned n;    /* slots held, of every kind; 0: a free entry */
+	unsigned n_ra; /* ... of them readahead */
 };
 
 struct flight_fail {
@@ -96,8 +97,10 @@ static int failed_locked(struct flight *f, const uint8_t *id, uint64_t now)
 	return 0;
 }
 
-int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, int wait)
+int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind kind,
+	       unsigned obj_cap)
 {
+	int wait = kind == FLIGHT_DEMAND;
 	struct flight_obj *o;
 	int err;
 
@@ -110,7 +113,7 @@ int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, 
 			return err;
 		}
 		o = f->total < f->max_total ? obj_of(f, id) : NULL;
-		if (o && o->n < obj_cap)
+		if (o && (kind == FLIGHT_READAHEAD ? o->n_ra : o->n) < obj_cap)
 			break;
 		if (!wait) {
 			pthread_mutex_unlock(&f->lock);
@@ -118,9 +121,12 @@ int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, 
 		}
 		pthread_cond_wait(&f->cond, &f->lock);
 	}
-	if (!o->n)
+	if (!o->n) {
 		memcpy(o->id, id, OBJID_LEN);
+		o->n_ra = 0;
+	}
 	o->n++;
+	o->n_ra += kind == FLIGHT_READAHEAD;
 	f->total++;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
@@ -145,12 +151,13 @@ static void fail_locked(struct flight *f, const uint8_t *id, int err)
 	e->until_ms = mono_ms() + FLIGHT_FAIL_MS;
 }
 
-void flight_put(struct flight *f, const uint8_t id[OBJID_LEN], int err)
+void flight_put(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind kind, int err)
 {
 	pthread_mutex_lock(&f->lock);
 	for (unsigned i = 0; i < f->max_total; i++) {
 		if (f->objs[i].n && memcmp(f->objs[i].id, id, OBJID_LEN) == 0) {
 			f->objs[i].n--;
+			f->objs[i].n_ra -= kind == FLIGHT_READAHEAD;
 			f->total--;
 			break;
 		}

@@ -31,16 +31,23 @@ struct flight;
 int flight_open(unsigned max_total, struct flight **out);
 void flight_close(struct flight *f);
 
-/* Take a slot for a request on object @id, of which at most @obj_cap may be
- * in flight. @wait 0: -EAGAIN at once when none is free. @return 0, -EAGAIN,
- * or the error of a failure of @id remembered now (then no slot is taken):
- * a fetch that waited for a slot must not try again what just failed. */
-int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], unsigned obj_cap, int wait);
+/* How a slot is asked for. */
+enum flight_kind {
+	FLIGHT_DEMAND,    /* someone waits for the bytes: wait for a slot */
+	FLIGHT_READAHEAD, /* an extra: never wait; counted apart from demand */
+};
+
+/* Take a slot for a request on object @id, of which at most @obj_cap of
+ * @kind may be in flight. @return 0, -EAGAIN (readahead: none free now), or
+ * the error of a failure of @id remembered now (then no slot is taken): a
+ * fetch that waited for a slot must not try again what just failed. */
+int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind kind,
+	       unsigned obj_cap);
 
 /* Give the slot back; @err: how the request ended. A failure is remembered
  * (not -ENOMEM or -ECANCELED, which say nothing of the object) in the same
  * step, so that no fetch waiting for the slot can start before it sees it. */
-void flight_put(struct flight *f, const uint8_t id[OBJID_LEN], int err);
+void flight_put(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind kind, int err);
 
 /* Remember that fetching from @id failed with @err, without a slot. */
 void flight_fail(struct flight *f, const uint8_t id[OBJID_LEN], int err);

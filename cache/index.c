@@ -332,6 +332,13 @@ static void check_child(const char *dir, int fd)
 
 	if (null >= 0)
 		dup2(null, STDERR_FILENO);
+	/* hold nothing of the parent's (/dev/fuse, open.lock, sockets): a
+	 * parent killed during a long check must not live on in its child */
+	if (fd != 3) {
+		dup2(fd, 3);
+		fd = 3;
+	}
+	close_range(4, ~0U, 0);
 	sigemptyset(&set);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		signal(sigs[i], SIG_DFL);
@@ -392,13 +399,25 @@ int index_check(const char *dir, char *why, size_t why_len)
 			return -errno;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	if (got == 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+	/* Damage is what the walk found, or a fault reading the file. Anything
+	 * else (out of memory, killed, too slow) says nothing of the index:
+	 * -EIO, and the caller must not throw a good cache away for it. */
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && got > 0)
+		return -EBADMSG;
+	if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGBUS || WTERMSIG(status) == SIGSEGV ||
+				    WTERMSIG(status) == SIGABRT)) {
+		if (got == 0)
+			snprintf(why, why_len, "reading it faulted: %s", strsignal(WTERMSIG(status)));
+		return -EBADMSG;
+	}
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
 		snprintf(why, why_len, "reading it took over %d s", CHECK_TIMEOUT_S);
-	else if (got == 0 && WIFSIGNALED(status))
-		snprintf(why, why_len, "reading it faulted: %s", strsignal(WTERMSIG(status)));
-	else if (got == 0)
-		snprintf(why, why_len, "its check failed (exit status %d)", WEXITSTATUS(status));
-	return -EBADMSG;
+	else if (WIFSIGNALED(status))
+		snprintf(why, why_len, "the check was killed (%s)", strsignal(WTERMSIG(status)));
+	else
+		snprintf(why, why_len, "the check could not run (exit status %d)",
+			 WEXITSTATUS(status));
+	return -EIO;
 }
 
 /* Rename data.mdb aside (lock.mdb only holds reader slots: removed). */
@@ -489,6 +508,10 @@ int index_open(const char *dir, unsigned flags, uint32_t chunk_size, uint32_t *c
 		} else if (rc == -EBADMSG) {
 			snprintf(msg, msg_len, "the cache index %s/data.mdb is damaged (%s)", dir, why);
 			goto out_close;
+		} else if (rc == -EIO) {
+			/* as before there was a check: better than an empty cache */
+			log_warn("cache index %s/data.mdb could not be checked (%s): using it as "
+				 "it is", dir, why);
 		} else if (rc && rc != -ENOENT) {
 			snprintf(msg, msg_len, "cannot check the cache index in %s: %s", dir,
 				 strerror(-rc));

@@ -84,7 +84,8 @@ void index_reset_done(struct index *ix);
  * garbage that makes LMDB assert or fault only means "damaged". Run it only
  * while no process writes the index (index_open does: as the first opener).
  * @return 0: sound; -ENOENT: no index; -EBADMSG: damaged, @why says how;
- * -errno: the check could not run (fork, pipe). */
+ * -EIO: the check could not finish (killed, out of memory, over its time),
+ * @why says why: nothing is known of the index; -errno: fork or pipe failed. */
 int index_check(const char *dir, char *why, size_t why_len);
 
 /* @return 0 and the record, or -ENOENT. */

@@ -61,7 +61,8 @@ int ctl_status(int argc, char **argv);
 /* Send a state line to systemd's NOTIFY_SOCKET, if there is one. */
 void fs_notify(const char *state);
 
-/* Find the mount's "major:minor" in /proc/self/mountinfo. @return 0 or -ENOENT. */
+/* Find the mount's "major:minor" in /proc/self/mountinfo; @mountpoint as mounted
+ * (absolute, canonical: it is not resolved again). @return 0 or -ENOENT. */
 int fs_find_bdi(const char *mountpoint, char *out, size_t len);
 
 /* The mountpoint before mounting (mnt.c). fs_mount_at: the type
@@ -73,6 +74,9 @@ int fs_mount_at(const char *mountpoint, char *fstype, size_t type_len, char *sou
 		size_t source_len);
 int fs_clear_dead_mount(const char *mountpoint);
 int fs_dir_is_empty(const char *dir);
+/* @path made absolute, following links but for a last component that cannot
+ * be reached (a dead mount). @return 0 or -errno. */
+int fs_abs_path(const char *path, char *out, size_t len);
 
 extern const struct fuse_lowlevel_ops fs_ops;
 

@@ -161,7 +161,7 @@ static void on_signal(int sig)
 
 	if (sig_se)
 		fuse_session_exit(sig_se);
-	if (write(sig_pipe[1], &c, 1) < 0) {
+	if (sig_pipe[1] >= 0 && write(sig_pipe[1], &c, 1) < 0) {
 		/* the pipe is full: a cancel is pending anyway */
 	}
 	errno = saved;
@@ -213,20 +213,26 @@ static int signals_start(struct fs *fs, struct fuse_session *se, pthread_t *th)
 	return 0;
 }
 
+/* After the loop: the thread goes first (it may be about to signal the main
+ * thread), then the signals are ignored, not reset: the default action of a
+ * late SIGTERM would end us before the unmount and leave a dead mount. */
 static void signals_stop(pthread_t th)
 {
 	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
-	struct sigaction sa = {.sa_handler = SIG_DFL};
+	struct sigaction sa = {.sa_handler = SIG_IGN};
 	char c = 0;
+	int fd;
 
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
-	while (write(sig_pipe[1], &c, 1) < 0 && errno == EAGAIN)
+	while (write(sig_pipe[1], &c, 1) < 0 && (errno == EAGAIN || errno == EINTR))
 		usleep(1000);
 	pthread_join(th, NULL);
-	close(sig_pipe[0]);
-	close(sig_pipe[1]);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
 	sig_se = NULL;
+	fd = sig_pipe[1];
+	sig_pipe[1] = -1;
+	close(fd);
+	close(sig_pipe[0]);
 }
 
 /* The mountpoint: clear a dead modelfs mount there (a killed daemon), then
@@ -263,6 +269,22 @@ static void check_mountpoint(const struct fs_opts *o)
 	if (!o->nonempty && fs_dir_is_empty(o->mountpoint) == 0)
 		die("mountpoint %s is not empty: -o nonempty mounts over its contents",
 		    o->mountpoint);
+}
+
+/* fuse_daemonize() goes to "/": a relative path given on the command line
+ * would name another file afterwards (or, for the mountpoint, make the
+ * unmount at exit miss). Also canonical ("/mnt/x/" is "/mnt/x"): after the
+ * mount, nothing may resolve the mountpoint again before the session runs. */
+static void make_absolute(char **path)
+{
+	char abs[4096];
+
+	if (!*path || fs_abs_path(*path, abs, sizeof(abs)) != 0)
+		return; /* a path that cannot be resolved fails clearly where it is used */
+	free(*path);
+	*path = strdup(abs);
+	if (!*path)
+		die("out of memory");
 }
 
 /* Can the cache live in @dir? Creates it (one level), then writes a file. */
@@ -314,8 +336,10 @@ static char *choose_cache_dir(const struct fs_opts *o)
 		dir = NULL;
 	if (!dir)
 		die("out of memory");
-	if (cache_dir_usable(dir, msg, sizeof(msg)) == 0)
+	if (cache_dir_usable(dir, msg, sizeof(msg)) == 0) {
+		make_absolute(&dir);
 		return dir;
+	}
 	if (o->cache_dir)
 		die("cache_dir %s cannot be used: %s", dir, msg);
 	log_warn("no disk cache: the default cache_dir %s cannot be used (%s); every read goes "
@@ -369,6 +393,9 @@ int main(int argc, char **argv)
 		if (log_fd < 0)
 			die("log_file %s: %s", o.log_file, strerror(errno));
 	}
+	make_absolute(&o.mountpoint);
+	make_absolute(&o.ready_file);
+	make_absolute(&o.ca_file);
 	if (o.rw_asked)
 		log_info("modelfs is read-only: mounting %s read-only ('rw' ignored)",
 			 o.mountpoint);

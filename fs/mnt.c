@@ -37,14 +37,22 @@ static void unescape(char *s)
 }
 
 /* @path made absolute without stat()ing its last component. */
-static int abs_path(const char *path, char *out, size_t len)
+static int abs_path(const char *path_in, char *out, size_t len)
 {
-	char dir[PATH_MAX], real[PATH_MAX];
-	const char *slash = strrchr(path, '/'), *base;
-	size_t n;
+	char path[PATH_MAX], dir[PATH_MAX], real[PATH_MAX];
+	const char *slash, *base;
+	size_t n = strlen(path_in);
 
-	if (realpath(path, out))
+	if (realpath(path_in, out))
 		return 0;
+	/* "/mnt/x/" is "/mnt/x" (tab completion leaves the slash) */
+	while (n > 1 && path_in[n - 1] == '/')
+		n--;
+	if (n >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, path_in, n);
+	path[n] = '\0';
+	slash = strrchr(path, '/');
 	if (slash) {
 		n = (size_t)(slash - path);
 		if (n == 0)
@@ -64,6 +72,8 @@ static int abs_path(const char *path, char *out, size_t len)
 		return -ENAMETOOLONG;
 	return 0;
 }
+
+int fs_abs_path(const char *path, char *out, size_t len) { return abs_path(path, out, len); }
 
 int fs_mount_at(const char *mountpoint, char *fstype, size_t type_len, char *source,
 		size_t source_len)

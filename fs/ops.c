@@ -99,8 +99,9 @@ int fs_find_bdi(const char *mountpoint, char *out, size_t len)
 
 	if (!f)
 		return -errno;
-	if (!realpath(mountpoint, mp))
-		snprintf(mp, sizeof(mp), "%s", mountpoint);
+	/* as given (main made it absolute before mounting): no realpath, whose
+	 * stat of the mount would wait for an INIT that this thread answers */
+	snprintf(mp, sizeof(mp), "%s", mountpoint);
 	while (fgets(line, sizeof(line), f)) {
 		char dev[32], path[4096];
 		/* id parent major:minor root mountpoint ...; the last match wins

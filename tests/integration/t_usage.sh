@@ -105,8 +105,8 @@ umount_fs "$WORK/full"
 mount_fs s3://models/m "$MNT" ""
 kill -9 "$MNT_PID"
 wait "$MNT_PID" 2>/dev/null
-check "after kill -9 the mountpoint is dead (ENOTCONN)" bash -c "! ls '$MNT' 2>&1 | grep -q . || ls '$MNT' 2>&1 | grep -q 'not connected'"
-mount_fs s3://models/m "$MNT" ""
+check "after kill -9 the mountpoint is dead (ENOTCONN)" bash -c "stat -f '$MNT' 2>&1 | grep -q 'not connected'"
+mount_fs s3://models/m "$MNT/" "" # a trailing slash, as tab completion leaves it
 rc=$?
 check "mounting again on it works (rc $rc)" [ "$(sum "$MNT/shard.bin")" = "$want" ]
 check "... saying once that it cleared the dead mount" \
@@ -134,6 +134,21 @@ timeout 10 tail --pid="$reader" -f /dev/null
 check "... and the reader is not left hanging" bash -c "! kill -0 $reader 2>/dev/null"
 check "... the log says the requests were cancelled" grep -q "cancelling the backend requests in flight" "$WORK/mnt.log"
 proxy_fault none >/dev/null
+
+# SIGTERM on an idle mount, again and again: the exit is clean every time
+# (a late signal once killed the daemon between the loop and the unmount)
+bad=0
+for k in $(seq 1 15); do
+	mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4" || { bad=$((bad + 1)); continue; }
+	kill -TERM "$MNT_PID"
+	wait "$MNT_PID"
+	rc=$?
+	if [ "$rc" -ne 0 ] || mountpoint -q "$MNT" || grep -q " $MNT " /proc/mounts; then
+		bad=$((bad + 1))
+		fusermount3 -uz "$MNT" 2>/dev/null
+	fi
+done
+check "15 x SIGTERM on an idle mount: exit 0 and no mount left every time ($bad bad)" [ "$bad" -eq 0 ]
 
 # --- 5. a store that connects but never answers fails the mount in seconds
 proxy_fault stall -1 60 >/dev/null
@@ -164,6 +179,13 @@ expect_err "cache_dir in /proc" "cache_dir /proc/modelfs-x cannot be used: canno
 	s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=/proc/modelfs-x"
 expect_err "cache_dir on a read-only filesystem" "cannot be used: cannot write in it: Read-only file system" \
 	s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/rofs"
+(cd "$WORK" && "$MODELFS" s3://models/m mnt -o "endpoint=$S3_ENDPOINT,cache_dir=relcache" 2>"$WORK/rel.err")
+MOUNTS+=("$MNT")
+cat "$MNT/sub/hello.txt" >/dev/null
+fusermount3 -u "$MNT"
+for ((i = 0; i < 50; i++)); do mountpoint -q "$MNT" || break; sleep 0.1; done
+check "a relative cache_dir and mountpoint mean the caller's directory, also after going to the background" \
+	bash -c "[ -d '$WORK/relcache/index' ] && [ ! -e /relcache ] && ! mountpoint -q '$MNT'"
 mount -t tmpfs -o ro,size=1m tmpfs /var/cache
 TMPFS_MOUNTS+=(/var/cache)
 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT" 2>"$WORK/default.err"
