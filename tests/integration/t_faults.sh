@@ -78,6 +78,7 @@ check "server killed mid-read: the reader gets EIO in $ms ms ($(cat "$WORK/reade
 	bash -c "[ $rc -eq 0 ] && [ $ms -lt 20000 ]"
 check "the daemon is still serving (ls works)" ls "$MNT/shard.bin"
 S3_PORT_WANT=$S3_PORT s3_start s3
+sleep 1.2 # the last failure is remembered for a second (FLIGHT_FAIL_MS)
 check "after the server restarts, reads are correct" \
 	[ "$(read_sha "$MNT/shard.bin")" = "$(sha256sum <"$SRC/shard.bin" | cut -d' ' -f1)" ]
 umount_fs "$MNT"
