@@ -399,11 +399,17 @@ int index_check(const char *dir, char *why, size_t why_len)
 			return -errno;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	/* Damage is what the walk found, or a fault reading the file. Anything
-	 * else (out of memory, killed, too slow) says nothing of the index:
-	 * -EIO, and the caller must not throw a good cache away for it. */
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && got > 0)
+	/* Damage is what the walk found (exit 2), or a fault reading the file:
+	 * SIGBUS, SIGSEGV, LMDB's abort, or a sanitizer's exit 1 after it caught
+	 * the fault. Anything else (out of memory at exit 3, killed, too slow)
+	 * says nothing of the index: -EIO, and the caller must not throw a good
+	 * cache away for it. */
+	if (WIFEXITED(status) && WEXITSTATUS(status) != 3) {
+		if (got == 0)
+			snprintf(why, why_len, "reading it failed (exit status %d)",
+				 WEXITSTATUS(status));
 		return -EBADMSG;
+	}
 	if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGBUS || WTERMSIG(status) == SIGSEGV ||
 				    WTERMSIG(status) == SIGABRT)) {
 		if (got == 0)
@@ -415,8 +421,7 @@ int index_check(const char *dir, char *why, size_t why_len)
 	else if (WIFSIGNALED(status))
 		snprintf(why, why_len, "the check was killed (%s)", strsignal(WTERMSIG(status)));
 	else
-		snprintf(why, why_len, "the check could not run (exit status %d)",
-			 WEXITSTATUS(status));
+		snprintf(why, why_len, "the check could not run (out of memory)");
 	return -EIO;
 }
 
