@@ -42,31 +42,35 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/magic.h>
 #include <openssl/sha.h>
 
 #define TOUCH_MAX 65536
 #define EVICT_BATCH 64
 #define STORE_PAUSE_MS 10000
-#define CACHE_RA_THREADS 8
-#define CACHE_WR_THREADS 4
+#define CACHE_RA_THREADS_MAX 32
+#define CACHE_WR_THREADS_MAX 8
 #define RA_QUEUE_MAX 512
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
-#define RA_WINDOW_MAX 16 /* 64 MiB at 4 MiB chunks */
-#define RA_WINDOW_SOLO 32 /* ... 128 MiB for the only sequential reader */
+#define RA_WINDOW_MAX 64 /* 256 MiB at 4 MiB chunks; less when the pool is small */
+#define RA_RUN 16        /* chunks per prefetch or sweep GET */
 #define SWEEP_AFTER_DIV 4   /* a random reader of a quarter of an object's chunks... */
 #define SWEEP_MIN_CHUNKS 16 /* ... of an object of 16 chunks or more: sweep the rest */
 #define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
-#define MEM_BYTES (128u << 20) /* chunks kept in memory for their readers */
+#define MEM_MIN (128ull << 20) /* the memory pool: 1/32 of RAM within these */
+#define MEM_MAX (2ull << 30)
 #define DIO_ALIGN 4096
 
 struct ra_job {
@@ -84,6 +88,7 @@ struct cache {
 	int data_fd;        /* dir/data */
 	int users_fd, evict_fd;
 	uint32_t chunk_size;
+	int prealloc;       /* data files sized and chunks allocated before writes (not tmpfs) */
 	uint64_t quota;
 	double high, low;
 
@@ -103,18 +108,30 @@ struct cache {
 	 * user waits for always find a free one */
 	struct ra_job *ra_head, *ra_tail; /* protected by lock */
 	unsigned ra_queued;               /* protected by lock */
-	pthread_t ra[CACHE_RA_THREADS];
-	unsigned n_ra;
+	pthread_t ra[CACHE_RA_THREADS_MAX];
+	unsigned n_ra, n_ra_want;
+	unsigned ra_runs; /* GETs a sequential reader's window is split into */
 
 	struct mem *mem; /* recently fetched chunks, NULL: none */
-	struct wr_job *wr_head, *wr_tail; /* protected by lock */
-	pthread_t wr[CACHE_WR_THREADS];
-	unsigned n_wr;
-	int wr_stop; /* protected by lock; set once no stream is left */
+	/* the write-behind queue: its own lock, taken by streams and demand
+	 * fetches (push, drop) and the writer threads (pop) */
+	pthread_mutex_t wr_lock;
+	pthread_cond_t wr_cond;           /* a job queued, or stopping */
+	pthread_cond_t wr_done;           /* a stream's job finished */
+	struct wr_job *wr_head, *wr_tail; /* protected by wr_lock */
+	unsigned wr_queued;               /* protected by wr_lock */
+	unsigned wr_busy;                 /* jobs being written; protected by wr_lock */
+	struct wr_job *rec_head, *rec_tail; /* written, to be recorded; protected by wr_lock */
+	unsigned rec_pending;             /* ... and being recorded; protected by wr_lock */
+	int committing;                   /* a writer records them now; protected by wr_lock */
+	pthread_t wr[CACHE_WR_THREADS_MAX];
+	unsigned n_wr, n_wr_want;
+	unsigned mem_chunks; /* buffers in the pool */
+	int wr_stop; /* protected by wr_lock; set once no stream is left */
 
 	atomic_int seq_readers; /* open files read sequentially now */
 	uint32_t ra_cap;        /* most chunks a window may hold (the quota's share) */
-	_Atomic uint64_t hits, mem_hits, misses, backend_bytes, refetches, uncached;
+	_Atomic uint64_t hits, mem_hits, misses, backend_bytes, refetches, uncached, dropped;
 	_Atomic uint64_t store_pause_until_ms;
 	atomic_int cancelled;
 };
@@ -368,11 +385,26 @@ static void record_of(struct index_chunk *rec, const char *buf, uint32_t clen)
  * already, and filling the data file's page cache as well costs more CPU
  * than the rest of the cold path (allocating those pages, on a VM above
  * all). @return 0 or -errno. */
-static int write_chunk(int fd, int dfd, const char *buf, uint64_t coff, uint32_t clen)
+/* A data file has its object's size from the start: writes never extend
+ * it, so that with the chunk allocated first (write_chunk) a direct write
+ * takes the file's lock shared and writers of one file work in parallel
+ * (ext4, xfs). Holes read as zeros, and only recorded chunks are read. */
+static void size_data(struct cache *c, int fd, uint64_t size)
+{
+	struct stat st;
+
+	if (c->prealloc && fstat(fd, &st) == 0 && (uint64_t)st.st_size < size)
+		(void)ftruncate(fd, (off_t)size);
+}
+
+static int write_chunk(struct cache *c, int fd, int dfd, const char *buf, uint64_t coff,
+		       uint32_t clen)
 {
 	uint32_t head = dfd >= 0 ? clen & ~(DIO_ALIGN - 1) : 0;
 	ssize_t w;
 
+	if (head && c->prealloc)
+		(void)fallocate(dfd, 0, (off_t)coff, head); /* a hint: the write says if it fails */
 	if (head) {
 		w = pwrite(dfd, buf, head, (off_t)coff);
 		if (w < 0 && errno == EINVAL) {
@@ -414,6 +446,297 @@ static int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk
 	}
 }
 
+struct stream_fetch {
+	struct cache *c;
+	const struct cache_object *o;
+	const uint8_t *id;
+	int fd;
+	uint32_t first, count; /* the run */
+	uint64_t start, total; /* its bytes in the object */
+	uint64_t pos;          /* bytes received in this attempt */
+	uint64_t done;         /* bytes of chunks recorded or dropped (any attempt) */
+	int dfd;               /* the data file with O_DIRECT, -1: none */
+	struct data_files *files; /* fd and dfd, shared with the stream's write jobs */
+	int may_drop;          /* its writes may be dropped when the disk is behind */
+	struct mem_buf *buf;   /* the chunk being filled in memory, or NULL: */
+	char *block;           /* ... the 64 KiB block being filled */
+	uint32_t blen;
+	int store;             /* the current chunk can still be stored */
+	struct index_chunk *rec;
+	char name[1024];
+};
+
+/* A fetched chunk counts as a miss once, however it is stored. */
+static void note_fetched(struct cache *c, uint32_t clen)
+{
+	atomic_fetch_add(&c->misses, 1);
+	atomic_fetch_add(&c->backend_bytes, clen);
+	pthread_mutex_lock(&c->lock);
+	c->pend_misses++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Chunk @chunk of the data file @fd is written (or, !@store, not): record it
+ * (or punch out what may be there), then release its range lock so that
+ * readers waiting on it go on. */
+static void chunk_finish(struct cache *c, int fd, const uint8_t *id, const char *name,
+			 uint64_t osize, struct index_chunk *rec, uint32_t chunk, uint32_t clen,
+			 int store, int record)
+{
+	uint64_t coff = (uint64_t)chunk * c->chunk_size;
+	struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = (off_t)coff,
+			   .l_len = c->chunk_size};
+
+	if (record) {
+		record_head(rec, clen); /* the block path filled only the checksums */
+		if (!store || !may_store(c, clen) ||
+		    index_chunk_put(c->ix, id, chunk, rec, name, osize) != 0) {
+			fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff, clen);
+			atomic_fetch_add(&c->uncached, 1);
+		}
+	}
+	fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* ---- write-behind ----
+ *
+ * A chunk fetched into a pool buffer is published (readers copy it from
+ * memory at once) and queued for a writer thread, which writes it to its
+ * data file, records it and releases its range lock. Neither the stream nor
+ * the reader waits for the disk. When the disk falls behind, the queue holds
+ * the pool's buffers; a stream that finds no buffer free drops the oldest
+ * queued write instead of waiting (the chunk is left out of the cache,
+ * counted in `dropped`, and fetched again by the next read that misses it).
+ * A prefetch's writes are never dropped: the cache is its whole point, and it
+ * may go at the disk's speed. */
+/* A fetch's data file, open twice (fd holds the range locks; dfd has
+ * O_DIRECT), shared by the fetch and its write jobs and closed by whichever
+ * is done last: a stream never waits for its writes. */
+struct data_files {
+	int fd, dfd;
+	unsigned refs; /* protected by c->wr_lock */
+};
+
+static struct data_files *files_new(int fd, int dfd)
+{
+	struct data_files *d = malloc(sizeof(*d));
+
+	if (d)
+		*d = (struct data_files){fd, dfd, 1};
+	return d;
+}
+
+static void files_put(struct cache *c, struct data_files *d)
+{
+	unsigned left;
+
+	pthread_mutex_lock(&c->wr_lock);
+	left = --d->refs;
+	pthread_mutex_unlock(&c->wr_lock);
+	if (left)
+		return;
+	if (d->dfd >= 0)
+		close(d->dfd);
+	close(d->fd); /* releases what is still locked */
+	free(d);
+}
+
+struct wr_job {
+	struct wr_job *next;
+	struct data_files *files; /* a reference */
+	int fd, dfd;              /* files->fd (its range lock on the chunk) and files->dfd */
+	int keep;               /* never dropped (a prefetch) */
+	int record;
+	uint8_t id[OBJID_LEN];
+	uint64_t osize;
+	struct mem_buf *mb; /* published, with a reference held until written */
+	struct index_chunk *rec;
+	uint32_t chunk, clen;
+	char name[]; /* source/key */
+};
+
+static struct wr_job *wr_job_new(struct cache *c, const char *name)
+{
+	size_t ln = strlen(name) + 1;
+	struct wr_job *j = calloc(1, sizeof(*j) + ln);
+
+	(void)c;
+	if (!j)
+		return NULL;
+	if (!(j->rec = malloc(sizeof(*j->rec)))) {
+		free(j);
+		return NULL;
+	}
+	memcpy(j->name, name, ln);
+	j->fd = j->dfd = -1;
+	return j;
+}
+
+static void wr_push(struct cache *c, struct wr_job *j)
+{
+	pthread_mutex_lock(&c->wr_lock);
+	j->files->refs++;
+	if (c->wr_tail)
+		c->wr_tail->next = j;
+	else
+		c->wr_head = j;
+	c->wr_tail = j;
+	c->wr_queued++;
+	pthread_cond_signal(&c->wr_cond);
+	pthread_mutex_unlock(&c->wr_lock);
+}
+
+/* A job is done with: its buffer back to the pool, its stream told. */
+static void wr_release(struct cache *c, struct wr_job *j)
+{
+	mem_put(c->mem, j->mb);
+	files_put(c, j->files);
+	free(j->rec);
+	free(j);
+}
+
+/* Group commit: a written chunk joins the list of chunks to record; the
+ * first writer to find nobody recording records the whole list in one
+ * transaction (one sync of the index for many chunks: a commit per chunk
+ * would cap the cache at the disk's sync rate), and again while more came
+ * meanwhile. Each chunk's range lock goes only after its record is in. */
+static void commit_add(struct cache *c, struct wr_job *j)
+{
+	struct index_put puts[64];
+	struct wr_job *batch[64];
+
+	pthread_mutex_lock(&c->wr_lock);
+	j->next = NULL;
+	if (c->rec_tail)
+		c->rec_tail->next = j;
+	else
+		c->rec_head = j;
+	c->rec_tail = j;
+	c->rec_pending++;
+	if (c->committing) {
+		pthread_mutex_unlock(&c->wr_lock);
+		return; /* the writer recording now takes it in its next round */
+	}
+	c->committing = 1;
+	while (c->rec_head) {
+		size_t n = 0;
+		int err;
+		while (c->rec_head && n < sizeof(batch) / sizeof(batch[0])) {
+			struct wr_job *k = c->rec_head;
+			c->rec_head = k->next;
+			batch[n] = k;
+			puts[n] = (struct index_put){k->id, k->chunk, k->rec, k->name, k->osize};
+			n++;
+		}
+		if (!c->rec_head)
+			c->rec_tail = NULL;
+		pthread_mutex_unlock(&c->wr_lock);
+		err = index_chunk_put_many(c->ix, puts, n);
+		for (size_t i = 0; i < n; i++) {
+			struct wr_job *k = batch[i];
+			uint64_t coff = (uint64_t)k->chunk * c->chunk_size;
+			struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET,
+					   .l_start = (off_t)coff, .l_len = c->chunk_size};
+			if (err) {
+				fallocate(k->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff,
+					  k->clen);
+				atomic_fetch_add(&c->uncached, 1);
+			}
+			fcntl(k->fd, F_OFD_SETLK, &fl);
+			wr_release(c, k);
+		}
+		if (err)
+			store_failed(c, err);
+		pthread_mutex_lock(&c->wr_lock);
+		c->rec_pending -= (unsigned)n;
+		pthread_cond_broadcast(&c->wr_done);
+	}
+	c->committing = 0;
+	pthread_mutex_unlock(&c->wr_lock);
+}
+
+/* Write (or, !@store, drop) one queued chunk and finish it. */
+static void wr_run(struct cache *c, struct wr_job *j, int store)
+{
+	int err;
+
+	if (store && (err = write_chunk(c, j->fd, j->dfd, mem_data(j->mb),
+					(uint64_t)j->chunk * c->chunk_size, j->clen))) {
+		store_failed(c, err);
+		store = -1;
+	}
+	if (!store)
+		atomic_fetch_add(&c->dropped, 1);
+	if (store == 1 && j->record && may_store(c, j->clen)) {
+		record_head(j->rec, j->clen);
+		commit_add(c, j);
+		return;
+	}
+	chunk_finish(c, j->fd, j->id, j->name, j->osize, j->rec, j->chunk, j->clen, store == 1,
+		     j->record);
+	wr_release(c, j);
+}
+
+static void *wr_main(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->wr_lock);
+	for (;;) {
+		struct wr_job *j;
+		while (!c->wr_head && !c->wr_stop)
+			pthread_cond_wait(&c->wr_cond, &c->wr_lock);
+		if (!c->wr_head)
+			break; /* stopping, and nothing left */
+		j = c->wr_head;
+		c->wr_head = j->next;
+		if (!c->wr_head)
+			c->wr_tail = NULL;
+		c->wr_queued--;
+		c->wr_busy++;
+		pthread_mutex_unlock(&c->wr_lock);
+		wr_run(c, j, 1);
+		pthread_mutex_lock(&c->wr_lock);
+		c->wr_busy--;
+		pthread_cond_broadcast(&c->wr_done);
+	}
+	pthread_mutex_unlock(&c->wr_lock);
+	return NULL;
+}
+
+/* The disk is behind and the pool is full: drop the oldest queued write that
+ * may be dropped. @return 1 when one was dropped (a buffer may be free now). */
+static int wr_drop_oldest(struct cache *c)
+{
+	struct wr_job **p, *j = NULL, *prev = NULL;
+
+	pthread_mutex_lock(&c->wr_lock);
+	for (p = &c->wr_head; *p; prev = *p, p = &(*p)->next) {
+		if (!(*p)->keep) {
+			j = *p;
+			*p = j->next;
+			if (c->wr_tail == j)
+				c->wr_tail = prev;
+			c->wr_queued--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->wr_lock);
+	if (!j)
+		return 0;
+	wr_run(c, j, 0);
+	return 1;
+}
+
+void cache_sync(struct cache *c)
+{
+	pthread_mutex_lock(&c->wr_lock);
+	while (c->wr_head || c->wr_busy || c->rec_pending)
+		pthread_cond_wait(&c->wr_done, &c->wr_lock);
+	pthread_mutex_unlock(&c->wr_lock);
+}
+
+
 /* Fetch chunk @chunk (@clen bytes) into the cache and copy [a, a + n) out. */
 static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id,
 		       uint32_t chunk, uint32_t clen, uint32_t a, uint32_t n, char *dst,
@@ -429,6 +752,8 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	if (!rec)
 		return -ENOMEM;
 	fd = open_data(c, id, O_RDWR | O_CREAT);
+	if (fd >= 0)
+		size_data(c, fd, o->size);
 	if (fd < 0) {
 		store_failed(c, fd);
 	} else if ((err = lock_chunk(c, fd, id, chunk, a, n, dst, &failed)) == 2) {
@@ -469,18 +794,44 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 	flight_put(c->fl, id, FLIGHT_DEMAND, err);
 	if (err)
 		goto out;
-	atomic_fetch_add(&c->backend_bytes, clen);
-	atomic_fetch_add(&c->misses, 1);
+	note_fetched(c, clen);
 	if (refetch)
 		atomic_fetch_add(&c->refetches, 1);
-	pthread_mutex_lock(&c->lock);
-	c->pend_misses++;
-	pthread_mutex_unlock(&c->lock);
 
+	if (fd >= 0 && mb && dst && c->n_wr && may_store(c, clen)) {
+		/* a reader waits: give it the bytes now, and the write to a writer */
+		char name[1024];
+		struct data_files *files;
+		struct wr_job *j;
+		snprintf(name, sizeof(name), "%s/%s", o->source, o->key);
+		if ((j = wr_job_new(c, name)) != NULL &&
+		    (files = files_new(fd, open_data(c, id, O_WRONLY | O_DIRECT))) != NULL) {
+			record_of(j->rec, buf, clen);
+			memcpy(dst, buf + a, n);
+			mem_publish(c->mem, mb, id, chunk, clen, 1);
+			j->files = files;
+			j->fd = files->fd;
+			j->dfd = files->dfd;
+			j->record = 1;
+			memcpy(j->id, id, OBJID_LEN);
+			j->osize = o->size;
+			j->mb = mb;
+			j->chunk = chunk;
+			j->clen = clen;
+			wr_push(c, j);
+			files_put(c, files); /* the job's now */
+			free(rec);
+			return 0;
+		}
+		if (j) {
+			free(j->rec);
+			free(j);
+		}
+	}
 	if (fd >= 0 && may_store(c, clen)) {
 		int dfd = mb ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
 		record_of(rec, buf, clen);
-		err = write_chunk(fd, dfd, buf, coff, clen);
+		err = write_chunk(c, fd, dfd, buf, coff, clen);
 		if (dfd >= 0)
 			close(dfd);
 		if (!err) {
@@ -595,28 +946,37 @@ int cache_read_random(struct cache *c, const struct cache_object *obj, uint64_t 
 }
 
 int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
-		       int (*fn)(void *arg, const void *data, size_t n), void *arg, int *ret)
+		       int (*fn)(void *arg, const struct iovec *iov, int count), void *arg, int *ret)
 {
+	struct iovec iov[CACHE_INPLACE_MAX];
+	struct mem_buf *ref[CACHE_INPLACE_MAX];
 	uint8_t id[OBJID_LEN];
-	struct mem_buf *ref;
-	const char *p;
-	uint32_t chunk, a;
-	size_t n;
+	uint64_t pos, end;
+	int k = 0, all = 1;
 
 	if (!c->mem || off >= obj->size || len == 0 || objid_of(obj, id))
 		return 0;
-	n = obj->size - off < len ? (size_t)(obj->size - off) : len;
-	chunk = (uint32_t)(off / c->chunk_size);
-	a = (uint32_t)(off % c->chunk_size);
-	if (a + n > c->chunk_size)
-		return 0;
-	p = mem_get(c->mem, id, chunk, a, (uint32_t)n, &ref);
-	if (!p)
-		return 0;
-	note_hit(c, id, chunk, 1);
-	*ret = fn(arg, p, n);
-	mem_put(c->mem, ref);
-	return 1;
+	end = obj->size - off < len ? obj->size : off + len;
+	for (pos = off; pos < end && all; k++) {
+		uint32_t chunk = (uint32_t)(pos / c->chunk_size);
+		uint32_t a = (uint32_t)(pos % c->chunk_size);
+		uint32_t n = end - pos < c->chunk_size - a ? (uint32_t)(end - pos) : c->chunk_size - a;
+		const char *p = k < CACHE_INPLACE_MAX ? mem_get(c->mem, id, chunk, a, n, &ref[k]) : NULL;
+		if (!p) {
+			all = 0;
+			break;
+		}
+		iov[k] = (struct iovec){(void *)p, n};
+		pos += n;
+	}
+	if (all) {
+		for (int i = 0; i < k; i++)
+			note_hit(c, id, (uint32_t)(off / c->chunk_size) + (uint32_t)i, 1);
+		*ret = fn(arg, iov, k);
+	}
+	for (int i = 0; i < k; i++)
+		mem_put(c->mem, ref[i]);
+	return all;
 }
 
 /* ---- streaming fetch of a run of chunks (readahead) ----
@@ -626,25 +986,6 @@ int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t
  * file block by block as they arrive (64 KiB of memory, whatever the run's
  * length); each chunk is recorded and its range lock released as soon as it
  * is complete, so a reader waiting on it goes on at once. */
-
-struct stream_fetch {
-	struct cache *c;
-	const struct cache_object *o;
-	const uint8_t *id;
-	int fd;
-	uint32_t first, count; /* the run */
-	uint64_t start, total; /* its bytes in the object */
-	uint64_t pos;          /* bytes received in this attempt */
-	uint64_t done;         /* bytes of chunks recorded or dropped (any attempt) */
-	int dfd;               /* the data file with O_DIRECT, -1: none */
-	unsigned writes;       /* chunks with the writers; protected by c->lock */
-	struct mem_buf *buf;   /* the chunk being filled in memory, or NULL: */
-	char *block;           /* ... the 64 KiB block being filled */
-	uint32_t blen;
-	int store;             /* the current chunk can still be stored */
-	struct index_chunk *rec;
-	char name[1024];
-};
 
 static void stream_reset(void *arg)
 {
@@ -659,32 +1000,6 @@ static void stream_reset(void *arg)
 	}
 }
 
-/* A chunk of the run is complete: record it (or drop its bytes when it may
- * not be stored) and let waiting readers at it. */
-static void chunk_finish(struct stream_fetch *f, struct index_chunk *rec, uint32_t chunk,
-			 uint32_t clen, int store, int record)
-{
-	struct cache *c = f->c;
-	uint64_t coff = (uint64_t)chunk * c->chunk_size;
-	struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = (off_t)coff,
-			   .l_len = c->chunk_size};
-
-	if (record) {
-		record_head(rec, clen); /* the block path filled only the checksums */
-		if (!store || !may_store(c, clen) ||
-		    index_chunk_put(c->ix, f->id, chunk, rec, f->name, f->o->size) != 0) {
-			fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff, clen);
-			atomic_fetch_add(&c->uncached, 1);
-		}
-		atomic_fetch_add(&c->misses, 1);
-		atomic_fetch_add(&c->backend_bytes, clen);
-		pthread_mutex_lock(&c->lock);
-		c->pend_misses++;
-		pthread_mutex_unlock(&c->lock);
-	}
-	fcntl(f->fd, F_OFD_SETLK, &fl);
-}
-
 /* Is this the first attempt to complete the chunk ending at @end of the run?
  * (A retried GET starts the run again; chunks done before are not recorded
  * twice.) */
@@ -695,84 +1010,19 @@ static int first_completion(struct stream_fetch *f, uint32_t chunk, uint32_t cle
 	if (end <= f->done)
 		return 0;
 	f->done = end;
+	note_fetched(f->c, clen);
 	return 1;
 }
 
 static void stream_chunk_done(struct stream_fetch *f, uint32_t chunk, uint32_t clen)
 {
-	chunk_finish(f, f->rec, chunk, clen, f->store, first_completion(f, chunk, clen));
-}
-
-/* Writers: a chunk gathered in memory is written, recorded and unlocked by
- * a writer thread while its stream receives the next one, so a stream never
- * waits for the disk. The stream waits for its writes at the end of its GET. */
-struct wr_job {
-	struct wr_job *next;
-	struct stream_fetch *f;
-	struct mem_buf *mb; /* published, with a reference held until written */
-	struct index_chunk *rec;
-	uint32_t chunk, clen;
-	int record;
-};
-
-static void wr_run(struct cache *c, struct wr_job *j)
-{
-	struct stream_fetch *f = j->f;
-	int store = 1, err;
-
-	err = write_chunk(f->fd, f->dfd, mem_data(j->mb), (uint64_t)j->chunk * c->chunk_size,
-			  j->clen);
-	if (err) {
-		store_failed(c, err);
-		store = 0;
-	}
-	chunk_finish(f, j->rec, j->chunk, j->clen, store, j->record);
-	mem_put(c->mem, j->mb);
-	pthread_mutex_lock(&c->lock);
-	f->writes--;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-	free(j->rec);
-	free(j);
-}
-
-static void *wr_main(void *arg)
-{
-	struct cache *c = arg;
-
-	pthread_mutex_lock(&c->lock);
-	for (;;) {
-		struct wr_job *j;
-		while (!c->wr_head && !c->wr_stop)
-			pthread_cond_wait(&c->cond, &c->lock);
-		if (!c->wr_head)
-			break; /* stopping, and nothing left */
-		j = c->wr_head;
-		c->wr_head = j->next;
-		if (!c->wr_head)
-			c->wr_tail = NULL;
-		pthread_mutex_unlock(&c->lock);
-		wr_run(c, j);
-		pthread_mutex_lock(&c->lock);
-	}
-	pthread_mutex_unlock(&c->lock);
-	return NULL;
-}
-
-/* Wait until the writers are done with @f's chunks. */
-static void wr_wait(struct stream_fetch *f)
-{
-	struct cache *c = f->c;
-
-	pthread_mutex_lock(&c->lock);
-	while (f->writes)
-		pthread_cond_wait(&c->cond, &c->lock);
-	pthread_mutex_unlock(&c->lock);
+	chunk_finish(f->c, f->fd, f->id, f->name, f->o->size, f->rec, chunk, clen, f->store,
+		     first_completion(f, chunk, clen));
 }
 
 /* The memory path of stream_sink: a chunk is gathered in a pool buffer,
- * checksummed, written and published whole. @return bytes taken; 0 when
- * this chunk goes the block path (no buffer was free at its start). */
+ * checksummed, published and queued for a writer. @return bytes taken; 0
+ * when this chunk goes the block path (no buffer was free at its start). */
 static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 {
 	struct cache *c = f->c;
@@ -781,7 +1031,6 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 	uint32_t within = (uint32_t)(at % c->chunk_size);
 	uint32_t clen = chunk_len(c, f->o->size, chunk);
 	size_t take = clen - within < n ? clen - within : n;
-	struct index_chunk *rec;
 	struct wr_job *j;
 	char *buf;
 	int err;
@@ -790,6 +1039,8 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 		return 0; /* the block path says so */
 	if (within == 0 && f->blen == 0 && !f->buf && c->mem) {
 		f->buf = mem_take(c->mem);
+		while (!f->buf && f->may_drop && wr_drop_oldest(c))
+			f->buf = mem_take(c->mem);
 		f->store = 1;
 	}
 	if (!f->buf)
@@ -801,36 +1052,33 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 		return take;
 	/* readable from memory at once, before the write and before the lock
 	 * that readers wait on goes */
-	j = malloc(sizeof(*j));
-	rec = malloc(sizeof(*rec));
-	if (!j || !rec || !c->n_wr) {
-		free(j);
-		free(rec);
+	j = c->n_wr ? wr_job_new(c, f->name) : NULL;
+	if (!j) {
 		record_of(f->rec, buf, clen);
 		mem_publish(c->mem, f->buf, f->id, chunk, clen, 0);
 		f->buf = NULL;
 		if (f->store &&
-		    (err = write_chunk(f->fd, f->dfd, buf, (uint64_t)chunk * c->chunk_size, clen))) {
+		    (err = write_chunk(c, f->fd, f->dfd, buf, (uint64_t)chunk * c->chunk_size, clen))) {
 			store_failed(c, err);
 			f->store = 0;
 		}
 		stream_chunk_done(f, chunk, clen);
 		return take;
 	}
-	record_of(rec, buf, clen);
+	record_of(j->rec, buf, clen);
 	mem_publish(c->mem, f->buf, f->id, chunk, clen, 1);
-	*j = (struct wr_job){.f = f, .mb = f->buf, .rec = rec, .chunk = chunk, .clen = clen,
-			     .record = first_completion(f, chunk, clen)};
+	j->files = f->files;
+	j->fd = f->fd;
+	j->dfd = f->dfd;
+	j->keep = !f->may_drop;
+	j->record = first_completion(f, chunk, clen);
+	memcpy(j->id, f->id, OBJID_LEN);
+	j->osize = f->o->size;
+	j->mb = f->buf;
+	j->chunk = chunk;
+	j->clen = clen;
 	f->buf = NULL;
-	pthread_mutex_lock(&c->lock);
-	f->writes++;
-	if (c->wr_tail)
-		c->wr_tail->next = j;
-	else
-		c->wr_head = j;
-	c->wr_tail = j;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
+	wr_push(c, j);
 	return take;
 }
 
@@ -881,30 +1129,59 @@ static int stream_sink(void *arg, const char *data, size_t n)
 }
 
 /* Fetch the missing chunks of [first, first + count) of @o, one streaming
- * GET per run of missing chunks. */
-static void fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
-		      uint32_t first, uint32_t count, int optional)
+ * GET per run of missing chunks. @return 0, or (@optional) -EAGAIN when the
+ * object had no readahead slot free: chunks from *@resume on are left for
+ * later. */
+static int fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
+		     uint32_t first, uint32_t count, int optional, uint32_t *resume)
 {
 	uint64_t start = (uint64_t)first * c->chunk_size;
 	struct stream_fetch f = {.c = c, .o = o, .id = id};
 	enum flight_kind kind = optional ? FLIGHT_READAHEAD : FLIGHT_DEMAND;
+	uint64_t unlock_from = UINT64_MAX;
 	uint32_t i = 0;
-	int err;
+	int err, ret = 0;
 
+	f.may_drop = optional;
 	f.fd = open_data(c, id, O_RDWR | O_CREAT);
 	f.dfd = c->mem && f.fd >= 0 ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
+	if (f.fd >= 0 && !(f.files = files_new(f.fd, f.dfd))) {
+		if (f.dfd >= 0)
+			close(f.dfd);
+		close(f.fd);
+		f.fd = -1;
+	}
+	if (f.fd >= 0)
+		size_data(c, f.fd, o->size);
 	f.block = malloc(INDEX_BLOCK);
 	f.rec = malloc(sizeof(*f.rec));
+	/* a prefetch locks its whole range, waiting; readahead locks chunk by
+	 * chunk and leaves out any that another fetch holds: a reader that got
+	 * there first is fetching it, and a wait for the whole range would
+	 * last as long as readers keep taking its chunks one by one */
 	if (f.fd < 0 || !f.block || !f.rec ||
-	    range_lock(f.fd, F_WRLCK, start, (uint64_t)count * c->chunk_size, 1) != 0)
+	    (!optional && range_lock(f.fd, F_WRLCK, start, (uint64_t)count * c->chunk_size, 1) != 0))
 		goto out;
 	snprintf(f.name, sizeof(f.name), "%s/%s", o->source, o->key);
 	while (i < count) {
 		uint32_t j = i;
+		int held = 0;
 		/* a run of chunks not on disk */
-		while (j < count && (index_chunk_get(c->ix, id, first + j, f.rec) != 0 ||
-				     f.rec->len != chunk_len(c, o->size, first + j)))
+		while (j < count) {
+			if (optional && range_lock(f.fd, F_WRLCK, (uint64_t)(first + j) * c->chunk_size,
+						   c->chunk_size, 0) != 0) {
+				held = 1;
+				break;
+			}
+			if (index_chunk_get(c->ix, id, first + j, f.rec) == 0 &&
+			    f.rec->len == chunk_len(c, o->size, first + j))
+				break;
 			j++;
+		}
+		if (j == i && held) {
+			i++;
+			continue;
+		}
 		if (j == i) {
 			struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET,
 					   .l_start = (off_t)((uint64_t)(first + i) * c->chunk_size),
@@ -920,11 +1197,17 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		f.done = 0;
 		/* readahead leaves alone an object that just failed or that holds
 		 * its share of the slots: it is an extra, never worth a wait */
-		if (flight_get(c->fl, id, kind, optional ? ra_cap(c) : demand_cap(c)) != 0)
-			break; /* failed just now, or (readahead) no slot free for it */
+		if ((err = flight_get(c->fl, id, kind, optional ? ra_cap(c) : demand_cap(c))) != 0) {
+			/* failed just now, or (readahead) the object holds its share */
+			if (err == -EAGAIN && resume) {
+				*resume = first + i;
+				ret = -EAGAIN;
+			}
+			unlock_from = f.start;
+			break;
+		}
 		err = c->be->ops->read_stream(c->be, &(struct backend_ref){o->key, o->etag, o->size},
 					      f.start, f.total, stream_sink, stream_reset, &f);
-		wr_wait(&f);
 		if (!err && f.pos != f.total)
 			err = -ESTALE; /* shorter than the listing said */
 		/* a failure is remembered before the locks go, for their waiters */
@@ -932,22 +1215,32 @@ static void fetch_run(struct cache *c, const struct cache_object *o, const uint8
 		if (err && f.done < f.total) /* bytes written but never recorded */
 			fallocate(f.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  (off_t)(f.start + f.done), (off_t)(f.total - f.done));
-		if (err)
+		if (err) {
+			unlock_from = f.start + f.done;
 			break; /* the reader will meet the error itself */
+		}
 		i = j;
 	}
 out:
 	if (f.buf)
 		mem_drop(c->mem, f.buf);
-	if (f.dfd >= 0)
-		close(f.dfd);
-	if (f.fd >= 0)
-		close(f.fd); /* releases what is still locked */
+	if (f.files) {
+		/* what was not fetched is unlocked now; complete chunks are their
+		 * write jobs' to unlock, and the files close with the last job */
+		if (unlock_from < start + (uint64_t)count * c->chunk_size)
+			range_lock(f.fd, F_UNLCK, unlock_from,
+				   start + (uint64_t)count * c->chunk_size - unlock_from, 0);
+		files_put(c, f.files);
+	}
 	free(f.block);
 	free(f.rec);
+	return ret;
 }
 
 /* ---- readahead ---- */
+
+static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
+		      uint32_t count, int sweep);
 
 /* Bring one chunk in ahead of its reader: fetch it when missing, or ask the
  * kernel to read a cached one from disk into the page cache. */
@@ -982,7 +1275,11 @@ static void ra_run(struct cache *c, const struct ra_job *j)
 	if (missing == 0)
 		return;
 	if (c->be->ops->read_stream) {
-		fetch_run(c, &o, id, j->chunk, j->count, 1);
+		uint32_t resume;
+		/* the object's other runs hold its slots: this one goes back in
+		 * the queue, behind the other readers' runs */
+		if (fetch_run(c, &o, id, j->chunk, j->count, 1, &resume) == -EAGAIN)
+			ra_enqueue(c, &o, resume, j->chunk + j->count - resume, j->sweep);
 	} else {
 		for (uint32_t k = j->chunk; k < j->chunk + j->count; k++)
 			fetch_chunk(c, &o, id, k, chunk_len(c, o.size, k), 0, 0, NULL, 0);
@@ -1111,7 +1408,7 @@ static void note_random(struct cache_stream *s, uint64_t first, uint64_t last,
 int cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
 		    uint64_t off, size_t len)
 {
-	uint64_t end = off + len, last_chunk, cur, from, to;
+	uint64_t end = off + len, last_chunk, cur, from, to, run;
 	int random;
 
 	if (!c->ix || c->n_ra == 0 || obj->size == 0)
@@ -1120,20 +1417,30 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 	cur = (end ? end - 1 : 0) / c->chunk_size;
 	pthread_mutex_lock(&s->lock);
 	/* The kernel sends a sequential reader's requests in order, a few at
-	 * once: within one chunk of where the last one ended is sequential. */
-	if (s->seen && off + c->chunk_size >= s->next_off && off <= s->next_off + c->chunk_size) {
-		/* A lone sequential reader may have the whole pool ahead of it;
-		 * with others, each keeps 16 chunks, so their windows together
-		 * overrun the pool by little (see docs/design.md). */
-		uint32_t max;
+	 * once (its readahead window, in requests of up to max_pages): within
+	 * a chunk or four requests of where the last one ended is sequential. */
+	uint64_t skew = 4 * (uint64_t)len > c->chunk_size ? 4 * (uint64_t)len : c->chunk_size;
+	if (s->seen && off + skew >= s->next_off && off <= s->next_off + skew) {
+		/* The sequential readers share half of the memory pool: each
+		 * window holds chunks that wait there for their reader. */
+		uint32_t max, readers, lead;
 		if (!s->counted) {
 			s->counted = c;
 			atomic_fetch_add(&c->seq_readers, 1);
 		}
-		max = atomic_load(&c->seq_readers) > 1 ? RA_WINDOW_MAX : RA_WINDOW_SOLO;
+		readers = (uint32_t)atomic_load(&c->seq_readers);
+		max = c->mem_chunks / (2 * (readers ? readers : 1));
+		if (max > RA_WINDOW_MAX)
+			max = RA_WINDOW_MAX;
 		if (max > c->ra_cap)
 			max = c->ra_cap;
-		s->window = s->window ? s->window * 2 : RA_WINDOW_MIN;
+		if (max < RA_WINDOW_MIN)
+			max = RA_WINDOW_MIN;
+		/* start past what the kernel asks for ahead by itself (its
+		 * readahead: about four requests), or it meets chunks that no
+		 * run has fetched yet and GETs them one by one */
+		lead = (uint32_t)(2 * skew / c->chunk_size);
+		s->window = s->window ? s->window * 2 : lead > RA_WINDOW_MIN ? lead : RA_WINDOW_MIN;
 		if (s->window > max)
 			s->window = max;
 	} else {
@@ -1151,8 +1458,7 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 	random = s->window == 0;
 	/* a sweep goes on one run at a time, while the workers have room */
 	if (s->sweeping && s->sweep <= last_chunk) {
-		uint64_t n = last_chunk - s->sweep + 1 < RA_WINDOW_MAX ? last_chunk - s->sweep + 1
-								       : RA_WINDOW_MAX;
+		uint64_t n = last_chunk - s->sweep + 1 < RA_RUN ? last_chunk - s->sweep + 1 : RA_RUN;
 		if (ra_enqueue(c, obj, (uint32_t)s->sweep, (uint32_t)n, 1) == 0)
 			s->sweep += n;
 	}
@@ -1162,18 +1468,24 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 	to = cur + s->window;
 	if (to > last_chunk)
 		to = last_chunk;
-	/* Refill in runs of at least a quarter window (one GET each, 16 MiB at
-	 * the full window), not a chunk at a time, unless the object ends
-	 * sooner: up to four GETs in flight per reader. (Half-window runs, two
-	 * in flight, read 353-419 MB/s cold from s3rver where quarter-window
-	 * runs read 436-493.) */
-	if (to < from || (to - from + 1 < (s->window + 3) / 4 && to < last_chunk)) {
+	/* Refill in runs of at least 1/ra_runs of the window (one GET each),
+	 * not a chunk at a time, unless the object ends sooner: ra_runs GETs
+	 * in flight per reader (4 on small machines, up to 8 where there are
+	 * readahead threads for it). (Half-window runs, two in flight, read
+	 * 353-419 MB/s cold from s3rver where quarter-window runs read
+	 * 436-493.) */
+	if (to < from ||
+	    (to - from + 1 < (s->window + c->ra_runs - 1) / c->ra_runs && to < last_chunk)) {
 		pthread_mutex_unlock(&s->lock);
 		return random;
 	}
 	s->ahead_until = to + 1;
+	run = (s->window + c->ra_runs - 1) / c->ra_runs;
 	pthread_mutex_unlock(&s->lock);
-	ra_enqueue(c, obj, (uint32_t)from, (uint32_t)(to - from + 1), 0);
+	/* a window that just grew goes out as several runs, one GET each */
+	for (; from <= to; from += run)
+		ra_enqueue(c, obj, (uint32_t)from,
+			   (uint32_t)(to - from + 1 < run ? to - from + 1 : run), 0);
 	return random;
 }
 
@@ -1194,11 +1506,11 @@ static void *pf_runs_main(void *arg)
 	struct cache *c = r->c;
 	uint32_t k;
 
-	while ((k = atomic_fetch_add(&r->next, RA_WINDOW_MAX)) < r->n_chunks &&
+	while ((k = atomic_fetch_add(&r->next, RA_RUN)) < r->n_chunks &&
 	       !atomic_load(&c->cancelled)) {
-		uint32_t count = r->n_chunks - k < RA_WINDOW_MAX ? r->n_chunks - k : RA_WINDOW_MAX;
+		uint32_t count = r->n_chunks - k < RA_RUN ? r->n_chunks - k : RA_RUN;
 		if (c->be->ops->read_stream)
-			fetch_run(c, r->o, r->id, k, count, 0);
+			fetch_run(c, r->o, r->id, k, count, 0, NULL);
 		else
 			for (uint32_t j = k; j < k + count; j++)
 				fetch_chunk(c, r->o, r->id, j, chunk_len(c, r->o->size, j), 0, 0,
@@ -1232,6 +1544,7 @@ int cache_prefetch(struct cache *c, const struct cache_object *obj)
 	pf_runs_main(&runs);
 	for (int i = 0; i < n_th; i++)
 		pthread_join(th[i], NULL);
+	cache_sync(c); /* its last chunks may still be with the writers */
 	if (atomic_load(&c->cancelled))
 		return -ECANCELED;
 	/* what counts is what is on disk and recorded now */
@@ -1350,6 +1663,7 @@ void cache_counters(struct cache *c, struct cache_counters *out)
 	out->backend_bytes = atomic_load(&c->backend_bytes);
 	out->refetches = atomic_load(&c->refetches);
 	out->uncached = atomic_load(&c->uncached);
+	out->dropped = atomic_load(&c->dropped);
 }
 
 /* ---- eviction ---- */
@@ -1648,6 +1962,11 @@ static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg,
 		return err;
 	}
 	flock(c->users_fd, LOCK_SH);
+	{
+		/* on tmpfs an allocation is the memory itself: no preallocation */
+		struct statfs sf;
+		c->prealloc = fstatfs(c->data_fd, &sf) == 0 && sf.f_type != TMPFS_MAGIC;
+	}
 	snprintf(path, sizeof(path), "%s/index", cfg->dir);
 	err = index_open(path, INDEX_OPEN_RESET,
 			 cfg->chunk_size ? cfg->chunk_size : CACHE_DEFAULT_CHUNK, &c->chunk_size,
@@ -1682,6 +2001,89 @@ static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg,
 	return 0;
 }
 
+/* CPUs this process may run on (a container's cpuset, not the host's). */
+static unsigned cpus_here(void)
+{
+	cpu_set_t set;
+	long n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned)CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+/* The memory limit of this process's own cgroup (v2 memory.max, v1
+ * memory.limit_in_bytes), or UINT64_MAX: none found. */
+static uint64_t cgroup_limit(void)
+{
+	char line[4096], path[4200];
+	uint64_t limit = UINT64_MAX;
+	FILE *f = fopen("/proc/self/cgroup", "re");
+
+	if (!f)
+		return limit;
+	while (fgets(line, sizeof(line), f)) {
+		char *ctl = strchr(line, ':'), *cg = ctl ? strchr(ctl + 1, ':') : NULL;
+		unsigned long long v;
+		FILE *m;
+		if (!cg)
+			continue;
+		*cg++ = '\0';
+		cg[strcspn(cg, "\n")] = '\0';
+		ctl++;
+		if (*ctl == '\0') /* "0::/path": the unified hierarchy */
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", cg);
+		else if (strstr(ctl, "memory"))
+			snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
+				 cg);
+		else
+			continue;
+		if ((m = fopen(path, "re")) != NULL) {
+			if (fscanf(m, "%llu", &v) == 1 && v > 0 && v < limit)
+				limit = v; /* "max" does not scan: no limit */
+			fclose(m);
+		}
+	}
+	fclose(f);
+	return limit;
+}
+
+/* Memory this process may use: RAM, or less under a cgroup limit. */
+static uint64_t memory_here(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	uint64_t ram = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 1ull << 30;
+	uint64_t cg = cgroup_limit();
+
+	return cg < ram ? cg : ram;
+}
+
+static unsigned clampu(uint64_t v, unsigned lo, unsigned hi)
+{
+	return v < lo ? lo : v > hi ? hi : (unsigned)v;
+}
+
+/* How much of the machine the cache's threads and memory take (see
+ * docs/design.md, "Sizing"): fetch streams 4 per CPU (a stream mostly waits
+ * on the network), writers one per 2 CPUs, the pool 1/32 of memory. */
+static void size_for_machine(struct cache *c, const struct cache_config *cfg)
+{
+	unsigned cpus = cpus_here();
+	uint64_t pool = memory_here() / 32;
+
+	c->max_fetches = cfg->max_fetches ? cfg->max_fetches : clampu(4ull * cpus, 16, 64);
+	pool = pool < MEM_MIN ? MEM_MIN : pool > MEM_MAX ? MEM_MAX : pool;
+	c->mem_chunks = clampu(pool / c->chunk_size, 8, 4096);
+	c->n_wr_want = clampu(cpus / 2, 4, CACHE_WR_THREADS_MAX);
+	c->n_ra_want = clampu(c->max_fetches / 2, 1, CACHE_RA_THREADS_MAX);
+	/* a sequential reader's window goes out as up to 8 GETs at once where
+	 * its share of the readahead slots allows */
+	c->ra_runs = clampu(c->n_ra_want / 2, 1, 8);
+	if (c->ra_runs < 4 && c->n_ra_want >= 4)
+		c->ra_runs = 4;
+}
+
 int cache_open(struct backend *be, const struct cache_config *cfg, struct cache **out)
 {
 	struct cache *c = calloc(1, sizeof(*c));
@@ -1691,9 +2093,13 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 		return -ENOMEM;
 	c->be = be;
 	c->data_fd = c->users_fd = c->evict_fd = -1;
-	c->max_fetches = cfg->max_fetches ? cfg->max_fetches : 16;
+	c->chunk_size = cfg->chunk_size ? cfg->chunk_size : CACHE_DEFAULT_CHUNK;
+	size_for_machine(c, cfg);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	pthread_mutex_init(&c->wr_lock, NULL);
+	pthread_cond_init(&c->wr_cond, NULL);
+	pthread_cond_init(&c->wr_done, NULL);
 	if (flight_open(c->max_fetches, &c->fl) != 0) {
 		pthread_cond_destroy(&c->cond);
 		pthread_mutex_destroy(&c->lock);
@@ -1710,20 +2116,27 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 		}
 	}
 	if (c->ix) {
-		unsigned nbufs = MEM_BYTES / c->chunk_size;
-		nbufs = nbufs < 4 ? 4 : nbufs > 64 ? 64 : nbufs; /* scanned linearly */
-		if (mem_open(nbufs, c->chunk_size, &c->mem) != 0)
+		/* the index's chunk size wins over the configured one */
+		c->mem_chunks = clampu((uint64_t)c->mem_chunks * (cfg->chunk_size ? cfg->chunk_size
+								      : CACHE_DEFAULT_CHUNK) /
+					   c->chunk_size,
+				       8, 4096);
+		if (mem_open(c->mem_chunks, c->chunk_size, &c->mem) != 0)
 			c->mem = NULL; /* reads come back from the files */
-		while (c->mem && c->n_wr < CACHE_WR_THREADS &&
+		while (c->mem && c->n_wr < c->n_wr_want &&
 		       pthread_create(&c->wr[c->n_wr], NULL, wr_main, c) == 0)
 			c->n_wr++;
 		if (pthread_create(&c->bg, NULL, bg_main, c) == 0)
 			c->bg_started = 1;
-		while (c->n_ra < CACHE_RA_THREADS && c->n_ra < c->max_fetches / 2 &&
+		while (c->n_ra < c->n_ra_want &&
 		       pthread_create(&c->ra[c->n_ra], NULL, ra_main, c) == 0)
 			c->n_ra++;
 		log_info("cache %s: quota %llu MiB, watermarks %.2f/%.2f, chunk %u KiB", c->dir,
 			 (unsigned long long)(c->quota >> 20), c->high, c->low, c->chunk_size >> 10);
+		log_info("cache: %u fetch streams, %u readahead and %u writer threads, %u MiB of "
+			 "memory for chunks in flight",
+			 c->max_fetches, c->n_ra, c->n_wr,
+			 (unsigned)((uint64_t)c->mem_chunks * c->chunk_size >> 20));
 	}
 	*out = c;
 	return 0;
@@ -1743,10 +2156,10 @@ void cache_close(struct cache *c)
 		pthread_join(c->ra[i], NULL);
 	/* the streams are gone (readahead joined; prefetch and FUSE stopped
 	 * before this call): the writers drain their queue and end */
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->wr_lock);
 	c->wr_stop = 1;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
+	pthread_cond_broadcast(&c->wr_cond);
+	pthread_mutex_unlock(&c->wr_lock);
 	for (unsigned i = 0; i < c->n_wr; i++)
 		pthread_join(c->wr[i], NULL);
 	while (c->ra_head) {
@@ -1757,9 +2170,10 @@ void cache_close(struct cache *c)
 	}
 	if (c->ix)
 		log_info("cache: %llu chunk reads from memory, %llu from disk, %llu fetched "
-			 "(%llu MiB)",
+			 "(%llu MiB), %llu not stored (%llu of them dropped: the disk was behind)",
 			 (unsigned long long)c->mem_hits, (unsigned long long)(c->hits - c->mem_hits),
-			 (unsigned long long)c->misses, (unsigned long long)(c->backend_bytes >> 20));
+			 (unsigned long long)c->misses, (unsigned long long)(c->backend_bytes >> 20),
+			 (unsigned long long)c->uncached, (unsigned long long)c->dropped);
 	index_close(c->ix);
 	mem_close(c->mem);
 	if (c->data_fd >= 0)
@@ -1769,6 +2183,9 @@ void cache_close(struct cache *c)
 	if (c->evict_fd >= 0)
 		close(c->evict_fd);
 	flight_close(c->fl);
+	pthread_cond_destroy(&c->wr_done);
+	pthread_cond_destroy(&c->wr_cond);
+	pthread_mutex_destroy(&c->wr_lock);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c->touch);

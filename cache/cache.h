@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "backend.h"
 
@@ -59,12 +60,13 @@ int cache_read(struct cache *c, const struct cache_object *obj, uint64_t off, si
 int cache_read_random(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
 		      void *buf, size_t *got);
 
-/* Serve [off, off + len) of @obj in place when all of it lies in one chunk
- * held in memory (just fetched): calls @fn with the bytes, which stay valid
- * during the call only. @return 1 when served (@fn's result in *@ret), 0
- * when not (use cache_read). */
+/* Serve [off, off + len) of @obj in place when all of it is held in memory
+ * (just fetched), in up to CACHE_INPLACE_MAX chunks: calls @fn with the
+ * pieces, which stay valid during the call only. @return 1 when served
+ * (@fn's result in *@ret), 0 when not (use cache_read). */
+#define CACHE_INPLACE_MAX 64
 int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t off, size_t len,
-		       int (*fn)(void *arg, const void *data, size_t n), void *arg, int *ret);
+		       int (*fn)(void *arg, const struct iovec *iov, int count), void *arg, int *ret);
 
 /* Sequential-read state of one open file, owned by the caller (one per open
  * file; its own lock, so concurrent reads of one file are fine). */
@@ -113,6 +115,10 @@ int cache_pin(struct cache *c, const struct cache_object *obj);
 /* Unpin what cache_pin returned and close @fd; its chunks count as used now. */
 void cache_unpin(struct cache *c, const struct cache_object *obj, int fd);
 
+/* Wait until every chunk handed to the writers so far is written (or
+ * dropped) and recorded. */
+void cache_sync(struct cache *c);
+
 /* Make running and later cache_prefetch calls return -ECANCELED at their next
  * run boundary (the daemon is unmounting). */
 void cache_cancel(struct cache *c);
@@ -129,7 +135,8 @@ struct cache_counters {
 	uint64_t mem_hits;              /* ... of the hits, those served from the memory pool */
 	uint64_t backend_bytes;         /* bytes fetched from the backend */
 	uint64_t refetches;             /* damaged or vanished chunks fetched again */
-	uint64_t uncached;              /* fetches not stored (quota or disk full) */
+	uint64_t uncached;              /* fetches not stored (quota, disk full or behind) */
+	uint64_t dropped;               /* ... of them, left out because the disk was behind */
 };
 void cache_counters(struct cache *c, struct cache_counters *out);
 

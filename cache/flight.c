@@ -56,7 +56,13 @@ int flight_open(unsigned max_total, struct flight **out)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&f->lock, NULL);
-	pthread_cond_init(&f->cond, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&f->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	*out = f;
 	return 0;
 }
@@ -102,10 +108,18 @@ int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind k
 {
 	int wait = kind == FLIGHT_DEMAND;
 	struct flight_obj *o;
+	struct timespec until;
 	int err;
 
 	if (obj_cap == 0)
 		obj_cap = 1;
+	/* readahead waits a moment for one of its object's runs to end: its
+	 * reader's next run, not worth dropping, but not worth a worker's
+	 * whole wait on a stalled object either */
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += FLIGHT_RA_WAIT_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
 		if ((err = failed_locked(f, id, mono_ms())) != 0) {
@@ -116,6 +130,8 @@ int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind k
 		if (o && (kind == FLIGHT_READAHEAD ? o->n_ra : o->n) < obj_cap)
 			break;
 		if (!wait) {
+			if (pthread_cond_timedwait(&f->cond, &f->lock, &until) == 0)
+				continue;
 			pthread_mutex_unlock(&f->lock);
 			return -EAGAIN;
 		}

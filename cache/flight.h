@@ -25,6 +25,7 @@
 #include "index.h"
 
 #define FLIGHT_FAIL_MS 1000
+#define FLIGHT_RA_WAIT_MS 20 /* the longest a readahead request waits for a slot */
 
 struct flight;
 
@@ -34,11 +35,11 @@ void flight_close(struct flight *f);
 /* How a slot is asked for. */
 enum flight_kind {
 	FLIGHT_DEMAND,    /* someone waits for the bytes: wait for a slot */
-	FLIGHT_READAHEAD, /* an extra: never wait; counted apart from demand */
+	FLIGHT_READAHEAD, /* an extra: waits FLIGHT_RA_WAIT_MS at most; counted apart */
 };
 
 /* Take a slot for a request on object @id, of which at most @obj_cap of
- * @kind may be in flight. @return 0, -EAGAIN (readahead: none free now), or
+ * @kind may be in flight. @return 0, -EAGAIN (readahead: none free soon enough), or
  * the error of a failure of @id remembered now (then no slot is taken): a
  * fetch that waited for a slot must not try again what just failed. */
 int flight_get(struct flight *f, const uint8_t id[OBJID_LEN], enum flight_kind kind,

@@ -640,13 +640,13 @@ int index_chunk_get(struct index *ix, const uint8_t *objid, uint32_t chunk, stru
 	return map_mdb(rc, "read");
 }
 
-int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
-		    const struct index_chunk *rec, const char *name, uint64_t obj_size)
+/* index_chunk_put's work inside @txn. @return 0 or an LMDB error. */
+static int chunk_put_txn(struct index *ix, MDB_txn *txn, const uint8_t *objid, uint32_t chunk,
+			 const struct index_chunk *rec, const char *name, uint64_t obj_size)
 {
 	uint8_t key[OBJID_LEN + 4];
 	MDB_val k = {sizeof(key), key}, d = {chunk_rec_size(rec->nblocks), (void *)rec};
 	MDB_val ok = {OBJID_LEN, (void *)objid}, od;
-	MDB_txn *txn;
 	struct obj_rec *orec = NULL;
 	size_t name_len = strlen(name);
 	uint64_t usage;
@@ -654,9 +654,6 @@ int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 	int rc, existed;
 
 	chunk_key(key, objid, chunk);
-	rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
-	if (rc)
-		return map_mdb(rc, "write");
 	{
 		MDB_val old;
 		struct rec_head h = {0};
@@ -695,12 +692,35 @@ int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 	rc = mdb_put(txn, ix->objects, &ok, &od, 0);
 out:
 	free(orec);
+	return rc;
+}
+
+int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
+		    const struct index_chunk *rec, const char *name, uint64_t obj_size)
+{
+	struct index_put one = {objid, chunk, rec, name, obj_size};
+
+	return index_chunk_put_many(ix, &one, 1);
+}
+
+int index_chunk_put_many(struct index *ix, const struct index_put *puts, size_t n)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
+
+	if (rc)
+		return map_mdb(rc, "write");
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = chunk_put_txn(ix, txn, puts[i].objid, puts[i].chunk, puts[i].rec, puts[i].name,
+				   puts[i].obj_size);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return map_mdb(rc, "write");
 	}
 	return map_mdb(mdb_txn_commit(txn), "commit");
 }
+
+
 
 int index_chunks_del(struct index *ix, const uint8_t (*objids)[OBJID_LEN], const uint32_t *chunks,
 		     size_t n, uint64_t *freed,

@@ -97,6 +97,17 @@ int index_chunk_get(struct index *ix, const uint8_t *objid, uint32_t chunk, stru
 int index_chunk_put(struct index *ix, const uint8_t *objid, uint32_t chunk,
 		    const struct index_chunk *rec, const char *name, uint64_t obj_size);
 
+/* index_chunk_put of @n chunks in one transaction (one commit, one sync):
+ * all are recorded, or none. */
+struct index_put {
+	const uint8_t *objid;
+	uint32_t chunk;
+	const struct index_chunk *rec;
+	const char *name;
+	uint64_t obj_size;
+};
+int index_chunk_put_many(struct index *ix, const struct index_put *puts, size_t n);
+
 /* Remove chunk records (one transaction). *@freed gets the bytes removed.
  * For each object left with no chunk, @emptied (may be NULL) is called with
  * its objid after the commit. */

@@ -1,6 +1,7 @@
-/* The pool of recently fetched chunks (mem.h). A handful of buffers, so a
- * linear scan under one mutex is all the lookup there is; copies happen
- * outside the lock, under a reference. */
+/* The pool of recently fetched chunks (mem.h). Lookups go through a small
+ * hash of (object, chunk) under one mutex; taking a buffer scans the pool
+ * for the least recently used one (once per chunk fetched, not per read).
+ * Copies happen outside the lock, under a reference. */
 #include "mem.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 
 struct mem_buf {
 	char *data;
+	int next;      /* hash chain (index into bufs), -1: end */
 	uint8_t objid[OBJID_LEN];
 	uint32_t chunk, len;
 	int valid;     /* published: readers may copy from it */
@@ -31,16 +33,59 @@ struct mem {
 	unsigned n;
 	uint64_t clock;
 	struct mem_buf *bufs;
+	unsigned mask; /* buckets - 1 */
+	int *heads;    /* hash buckets of valid buffers, -1: empty */
 };
+
+static unsigned bucket(const struct mem *m, const uint8_t *objid, uint32_t chunk)
+{
+	uint32_t h;
+
+	memcpy(&h, objid, sizeof(h)); /* a SHA-256 prefix: already uniform */
+	return (h ^ (chunk * 2654435761u)) & m->mask;
+}
+
+/* Called with m->lock held: make @b valid and findable, or neither. */
+static void link_buf(struct mem *m, struct mem_buf *b)
+{
+	unsigned k = bucket(m, b->objid, b->chunk);
+
+	b->next = m->heads[k];
+	m->heads[k] = (int)(b - m->bufs);
+	b->valid = 1;
+}
+
+static void unlink_buf(struct mem *m, struct mem_buf *b)
+{
+	int *p;
+
+	if (!b->valid)
+		return;
+	p = &m->heads[bucket(m, b->objid, b->chunk)];
+	while (*p >= 0 && &m->bufs[*p] != b)
+		p = &m->bufs[*p].next;
+	if (*p >= 0)
+		*p = b->next;
+	b->valid = 0;
+}
 
 int mem_open(unsigned nbufs, size_t size, struct mem **out)
 {
 	struct mem *m = calloc(1, sizeof(*m));
+	unsigned nb = 1;
 
-	if (!m || !(m->bufs = calloc(nbufs, sizeof(*m->bufs)))) {
+	while (nb < 2 * nbufs)
+		nb <<= 1;
+	if (!m || !(m->bufs = calloc(nbufs, sizeof(*m->bufs))) ||
+	    !(m->heads = malloc(nb * sizeof(*m->heads)))) {
+		if (m)
+			free(m->bufs);
 		free(m);
 		return -ENOMEM;
 	}
+	m->mask = nb - 1;
+	for (unsigned i = 0; i < nb; i++)
+		m->heads[i] = -1;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->published, NULL);
 	m->size = size;
@@ -56,9 +101,21 @@ void mem_close(struct mem *m)
 	for (unsigned i = 0; i < m->n; i++)
 		free(m->bufs[i].data);
 	free(m->bufs);
+	free(m->heads);
 	pthread_cond_destroy(&m->published);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
+}
+
+static struct mem_buf *find(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a,
+			     uint32_t n)
+{
+	for (int i = m->heads[bucket(m, objid, chunk)]; i >= 0; i = m->bufs[i].next) {
+		struct mem_buf *o = &m->bufs[i];
+		if (o->chunk == chunk && memcmp(o->objid, objid, OBJID_LEN) == 0 && a + n <= o->len)
+			return o;
+	}
+	return NULL;
 }
 
 struct mem_buf *mem_take(struct mem *m)
@@ -75,7 +132,7 @@ struct mem_buf *mem_take(struct mem *m)
 			best = b;
 	}
 	if (best) {
-		best->valid = 0;
+		unlink_buf(m, best);
 		best->filling = 1;
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -96,18 +153,16 @@ char *mem_data(struct mem_buf *b) { return b->data; }
 void mem_publish(struct mem *m, struct mem_buf *b, const uint8_t *objid, uint32_t chunk,
 		 uint32_t len, int keep)
 {
+	struct mem_buf *o;
+
 	pthread_mutex_lock(&m->lock);
 	/* an older copy of the same chunk (fetched twice) goes first */
-	for (unsigned i = 0; i < m->n; i++) {
-		struct mem_buf *o = &m->bufs[i];
-		if (o != b && o->valid && o->chunk == chunk &&
-		    memcmp(o->objid, objid, OBJID_LEN) == 0)
-			o->valid = 0;
-	}
+	while ((o = find(m, objid, chunk, 0, 0)) != NULL)
+		unlink_buf(m, o);
 	memcpy(b->objid, objid, OBJID_LEN);
 	b->chunk = chunk;
 	b->len = len;
-	b->valid = 1;
+	link_buf(m, b);
 	b->filling = 0;
 	b->refs += keep ? 1 : 0;
 	b->used = ++m->clock;
@@ -119,20 +174,8 @@ void mem_drop(struct mem *m, struct mem_buf *b)
 {
 	pthread_mutex_lock(&m->lock);
 	b->filling = 0;
-	b->valid = 0;
+	unlink_buf(m, b);
 	pthread_mutex_unlock(&m->lock);
-}
-
-static struct mem_buf *find(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a,
-			     uint32_t n)
-{
-	for (unsigned i = 0; i < m->n; i++) {
-		struct mem_buf *o = &m->bufs[i];
-		if (o->valid && o->chunk == chunk && memcmp(o->objid, objid, OBJID_LEN) == 0 &&
-		    a + n <= o->len)
-			return o;
-	}
-	return NULL;
 }
 
 /* mem_get, waiting up to @ms for a publish when it is not there. */

@@ -31,12 +31,18 @@ struct fs {
 	struct fs_prefetch *pf; /* prefetch.c */
 	struct pt *pt;          /* passthrough.c */
 	atomic_int bdi_tuned;
+	unsigned read_ahead_kb; /* the mount's kernel readahead, set at the first open */
 };
 
-/* Kernel readahead of the mount, in KiB: large enough that a sequential
- * reader's FUSE requests are the kernel's largest (max_pages, 1 MiB) and a
- * few are in flight; the cache's own readahead goes deeper. */
-#define FS_KERNEL_READAHEAD_KB 4096
+/* The largest FUSE request asked for, in pages: one 4 MiB chunk (see
+ * docs/design.md, "Request size"). MODELFS_MAX_PAGES overrides it, for
+ * benchmarks. */
+#define FS_MAX_PAGES 1024
+
+/* Make requests of @want pages possible: raise fs.fuse.max_pages_limit
+ * (Linux >= 6.13; root) when it is lower. @return the pages the kernel
+ * will grant, at most @want. */
+unsigned fs_fuse_max_pages(unsigned want);
 
 /* Prefetch (prefetch=, `modelfs prefetch`) and readiness (ready_file=,
  * systemd READY=1, `modelfs status`): started once the mount is live and the

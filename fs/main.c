@@ -490,8 +490,19 @@ int main(int argc, char **argv)
 	if (fuse_session_mount(se, o.mountpoint))
 		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
 	live_se = se;
-	if (pt_setup(se, !o.no_passthrough && !o.no_cache, &fs.pt))
-		die("out of memory");
+	{
+		/* requests of one chunk, and a kernel readahead of two of them: the
+		 * cache's readahead goes deeper */
+		const char *e = getenv("MODELFS_MAX_PAGES"), *k = getenv("MODELFS_READ_AHEAD_KB");
+		unsigned want = e && atoi(e) > 0 ? (unsigned)atoi(e) : FS_MAX_PAGES;
+		unsigned pages = fs_fuse_max_pages(want);
+		fs.read_ahead_kb = k && atoi(k) > 0 ? (unsigned)atoi(k)
+						  : 2 * pages * (unsigned)(sysconf(_SC_PAGESIZE) >> 10);
+		if (fs.read_ahead_kb < 4096)
+			fs.read_ahead_kb = 4096;
+		if (pt_setup(se, !o.no_passthrough && !o.no_cache, pages, &fs.pt))
+			die("out of memory");
+	}
 	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
 		fs.bdi[0] = '\0';
 	if (log_fd >= 0)

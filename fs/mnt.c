@@ -151,3 +151,31 @@ int fs_dir_is_empty(const char *dir)
 	closedir(d);
 	return empty;
 }
+
+unsigned fs_fuse_max_pages(unsigned want)
+{
+	static const char sysctl[] = "/proc/sys/fs/fuse/max_pages_limit";
+	unsigned limit = 256; /* FUSE_MAX_MAX_PAGES: kernels without the sysctl */
+	FILE *f = fopen(sysctl, "re");
+
+	if (!f)
+		return want < limit ? want : limit;
+	if (fscanf(f, "%u", &limit) != 1)
+		limit = 256;
+	fclose(f);
+	if (limit < want) {
+		/* only ever raised: it is a ceiling for every FUSE mount, and each
+		 * asks for what it wants below it */
+		FILE *w = fopen(sysctl, "we");
+		int ok = w && fprintf(w, "%u\n", want) > 0;
+		if (w && fclose(w) != 0)
+			ok = 0;
+		if (ok) {
+			log_info("raised %s from %u to %u pages", sysctl, limit, want);
+			limit = want;
+		}
+	}
+	if (limit < want)
+		log_debug("FUSE requests of at most %u pages (%s)", limit, sysctl);
+	return want < limit ? want : limit;
+}

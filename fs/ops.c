@@ -133,7 +133,7 @@ static void tune_bdi(struct fs *fs)
 		log_debug("cannot raise %s: %s", path, strerror(errno));
 		return;
 	}
-	fprintf(f, "%d\n", FS_KERNEL_READAHEAD_KB);
+	fprintf(f, "%u\n", fs->read_ahead_kb);
 	fclose(f);
 }
 
@@ -296,9 +296,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		release_file(fs, ino, of); /* interrupted: release will not come */
 }
 
-static int reply_bytes(void *req, const void *data, size_t n)
+static int reply_iov(void *req, const struct iovec *iov, int count)
 {
-	return fuse_reply_buf(req, data, n);
+	return fuse_reply_iov(req, iov, count);
 }
 
 /* One reply buffer per worker thread, kept: a fresh 1 MiB malloc per read
@@ -349,7 +349,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	random = cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
 	/* just fetched: straight from the fetch's memory, no copy of ours */
-	if (cache_read_inplace(fs->cache, &of->obj, (uint64_t)off, size, reply_bytes, req, &err))
+	if (cache_read_inplace(fs->cache, &of->obj, (uint64_t)off, size, reply_iov, req, &err))
 		return;
 	buf = reply_buffer(size);
 	if (!buf) {

@@ -1,7 +1,8 @@
 /* FUSE passthrough through libfuse's custom I/O hooks (see passthrough.h).
  *
  * Only two messages are touched, both in place before they are written:
- * the INIT reply (one flag and the stacking depth) and OPEN replies that
+ * the INIT reply (the passthrough flag and the stacking depth; and
+ * max_pages, which libfuse 3.14 fixes at 256 pages) and OPEN replies that
  * pt_reply_open marks from the same thread. Everything else passes through
  * the hooks unchanged. The protocol constants below are the kernel's stable
  * ABI (include/uapi/linux/fuse.h, protocol 7.40), which Debian 12's headers
@@ -23,6 +24,7 @@
 #define PT_INIT_EXT           (1u << 30) /* FUSE_INIT_EXT: flags2 is valid */
 #define PT_FLAGS2_PASSTHROUGH (1u << 5)  /* FUSE_PASSTHROUGH is bit 37 */
 #define PT_FOPEN_PASSTHROUGH  (1u << 7)
+#define PT_MAX_PAGES          (1u << 22) /* FUSE_MAX_PAGES: max_pages is valid */
 #define PT_FOPEN_KEEP_CACHE   (1u << 1)
 #define PT_IN_HEADER          40 /* struct fuse_in_header */
 #define PT_OUT_HEADER         16 /* struct fuse_out_header */
@@ -57,6 +59,7 @@ struct pt_inode {
 struct pt {
 	struct fuse_session *se;
 	int enable;
+	unsigned max_pages;           /* to ask for in the INIT reply, 0: libfuse's */
 	_Atomic uint64_t init_unique; /* the INIT request's id, 0 before it */
 	atomic_int kernel_offers;     /* the kernel's INIT offered passthrough */
 	atomic_int active;            /* ... and we took it */
@@ -116,9 +119,19 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 			      (fl & ~PT_FOPEN_KEEP_CACHE) | PT_FOPEN_PASSTHROUGH);
 			put32(iov[1].iov_base, 12, (uint32_t)reply_backing);
 			reply_backing = 0;
-		} else if (pt->enable && !atomic_load(&pt->init_done) && unique &&
+		} else if (!atomic_load(&pt->init_done) && unique &&
 		           unique == atomic_load(&pt->init_unique)) {
-			if (atomic_load(&pt->kernel_offers) && iov[1].iov_len >= PT_INIT_OUT_MIN) {
+			/* fuse_init_out: flags at 12, max_pages (16 bits) at 28;
+			 * libfuse set the flag when the kernel offered it, and the
+			 * kernel caps the value at fs.fuse.max_pages_limit */
+			if (pt->max_pages && iov[1].iov_len >= PT_INIT_OUT_MIN &&
+			    (get32(iov[1].iov_base, 12) & PT_MAX_PAGES)) {
+				uint16_t mp = (uint16_t)pt->max_pages;
+				memcpy((char *)iov[1].iov_base + 28, &mp, 2);
+			}
+			if (!pt->enable) {
+				/* no passthrough wanted */
+			} else if (atomic_load(&pt->kernel_offers) && iov[1].iov_len >= PT_INIT_OUT_MIN) {
 				/* fuse_init_out: flags at 12, flags2 at 32,
 				 * max_stack_depth at 36 */
 				put32(iov[1].iov_base, 12,
@@ -141,7 +154,7 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 	return writev(fd, iov, count);
 }
 
-int pt_setup(struct fuse_session *se, int enable, struct pt **out)
+int pt_setup(struct fuse_session *se, int enable, unsigned max_pages, struct pt **out)
 {
 	static const struct fuse_custom_io io = {.read = hook_read, .writev = hook_writev};
 	struct pt *pt = calloc(1, sizeof(*pt));
@@ -150,6 +163,7 @@ int pt_setup(struct fuse_session *se, int enable, struct pt **out)
 		return -ENOMEM;
 	pt->se = se;
 	pt->enable = enable;
+	pt->max_pages = max_pages > 65535 ? 65535 : max_pages;
 	pthread_mutex_init(&pt->lock, NULL);
 	the_pt = pt;
 	if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0) {

@@ -25,8 +25,9 @@
 struct pt;
 
 /* Hook into @se (after fuse_session_mount). @enable 0: never pass through.
- * @return 0 or -ENOMEM. */
-int pt_setup(struct fuse_session *se, int enable, struct pt **out);
+ * @max_pages: the largest FUSE request, in pages, to ask the kernel for (0:
+ * libfuse's 256). @return 0 or -ENOMEM. */
+int pt_setup(struct fuse_session *se, int enable, unsigned max_pages, struct pt **out);
 void pt_free(struct pt *pt);
 
 /* Opens a complete data file for @arg, pinned: fd >= 0, or -errno (not all

@@ -252,6 +252,7 @@ static uint64_t cached(struct cache *c, const struct cache_object *o)
 {
 	uint64_t b = UINT64_MAX;
 
+	cache_sync(c); /* reads hand their writes to the writer threads */
 	if (cache_cached_bytes(c, o, &b) != 0)
 		return UINT64_MAX;
 	return b;
