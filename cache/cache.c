@@ -66,6 +66,9 @@
 #define RA_WINDOW_MIN 2  /* chunks ahead once a reader looks sequential */
 #define RA_WINDOW_MAX 64 /* 256 MiB at 4 MiB chunks; less when the pool is small */
 #define RA_RUN 16        /* chunks per prefetch or sweep GET */
+#define RA_SWEEP 1       /* ra_job.sweep: a random reader's sweep */
+#define RA_REFILL 2      /* ... chunks dropped before: its writes are kept */
+#define REFILL_MAX 64    /* objects remembered for a refill */
 #define SWEEP_AFTER_DIV 4   /* a random reader of a quarter of an object's chunks... */
 #define SWEEP_MIN_CHUNKS 16 /* ... of an object of 16 chunks or more: sweep the rest */
 #define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
@@ -76,7 +79,7 @@
 struct ra_job {
 	struct ra_job *next;
 	uint32_t chunk, count; /* chunks [chunk, chunk + count) */
-	int sweep;             /* part of a sweep: fetch what is missing, nothing more */
+	int sweep;             /* RA_SWEEP, RA_REFILL: fetch what is missing, nothing more */
 	uint64_t size;
 	char *source, *key, *etag; /* one allocation: source\0key\0etag\0 */
 };
@@ -100,6 +103,11 @@ struct cache {
 	size_t n_touch;           /* protected by lock */
 	uint64_t pend_hits, pend_misses; /* protected by lock */
 	int stop, evict_wanted;   /* protected by lock */
+	/* objects with chunks dropped (the disk was behind): the background
+	 * thread has the readahead workers fetch what they miss once the
+	 * writers are idle, so that a cold load ends fully cached */
+	struct ra_job *refill;    /* protected by lock */
+	unsigned n_refill;        /* protected by lock */
 	pthread_t bg;
 	int bg_started;
 
@@ -552,22 +560,28 @@ struct wr_job {
 	struct mem_buf *mb; /* published, with a reference held until written */
 	struct index_chunk *rec;
 	uint32_t chunk, clen;
-	char name[]; /* source/key */
+	const char *source, *key, *etag; /* in ids, for a refill when dropped */
+	char name[]; /* source/key, then source\0key\0etag\0 */
 };
 
-static struct wr_job *wr_job_new(struct cache *c, const char *name)
+static struct wr_job *wr_job_new(const struct cache_object *o)
 {
-	size_t ln = strlen(name) + 1;
-	struct wr_job *j = calloc(1, sizeof(*j) + ln);
+	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
+	struct wr_job *j = calloc(1, sizeof(*j) + ls + lk + ls + lk + le);
+	char *p;
 
-	(void)c;
 	if (!j)
 		return NULL;
 	if (!(j->rec = malloc(sizeof(*j->rec)))) {
 		free(j);
 		return NULL;
 	}
-	memcpy(j->name, name, ln);
+	snprintf(j->name, ls + lk, "%s/%s", o->source, o->key);
+	p = j->name + ls + lk;
+	j->source = memcpy(p, o->source, ls);
+	j->key = memcpy(p + ls, o->key, lk);
+	j->etag = memcpy(p + ls + lk, o->etag, le);
+	j->osize = o->size;
 	j->fd = j->dfd = -1;
 	return j;
 }
@@ -586,7 +600,9 @@ static void wr_push(struct cache *c, struct wr_job *j)
 	pthread_mutex_unlock(&c->wr_lock);
 }
 
-/* A job is done with: its buffer back to the pool, its stream told. */
+static void refill_note(struct cache *c, const struct cache_object *o);
+
+/* A job is done with: its buffer back to the pool, its files let go. */
 static void wr_release(struct cache *c, struct wr_job *j)
 {
 	mem_put(c->mem, j->mb);
@@ -665,8 +681,10 @@ static void wr_run(struct cache *c, struct wr_job *j, int store)
 		store_failed(c, err);
 		store = -1;
 	}
-	if (!store)
+	if (!store) {
 		atomic_fetch_add(&c->dropped, 1);
+		refill_note(c, &(struct cache_object){j->source, j->key, j->etag, j->osize});
+	}
 	if (store == 1 && j->record && may_store(c, j->clen)) {
 		record_head(j->rec, j->clen);
 		commit_add(c, j);
@@ -800,11 +818,9 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 
 	if (fd >= 0 && mb && dst && c->n_wr && may_store(c, clen)) {
 		/* a reader waits: give it the bytes now, and the write to a writer */
-		char name[1024];
 		struct data_files *files;
 		struct wr_job *j;
-		snprintf(name, sizeof(name), "%s/%s", o->source, o->key);
-		if ((j = wr_job_new(c, name)) != NULL &&
+		if ((j = wr_job_new(o)) != NULL &&
 		    (files = files_new(fd, open_data(c, id, O_WRONLY | O_DIRECT))) != NULL) {
 			record_of(j->rec, buf, clen);
 			memcpy(dst, buf + a, n);
@@ -1052,7 +1068,7 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 		return take;
 	/* readable from memory at once, before the write and before the lock
 	 * that readers wait on goes */
-	j = c->n_wr ? wr_job_new(c, f->name) : NULL;
+	j = c->n_wr ? wr_job_new(f->o) : NULL;
 	if (!j) {
 		record_of(f->rec, buf, clen);
 		mem_publish(c->mem, f->buf, f->id, chunk, clen, 0);
@@ -1133,7 +1149,7 @@ static int stream_sink(void *arg, const char *data, size_t n)
  * object had no readahead slot free: chunks from *@resume on are left for
  * later. */
 static int fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
-		     uint32_t first, uint32_t count, int optional, uint32_t *resume)
+		     uint32_t first, uint32_t count, int optional, int keep, uint32_t *resume)
 {
 	uint64_t start = (uint64_t)first * c->chunk_size;
 	struct stream_fetch f = {.c = c, .o = o, .id = id};
@@ -1142,7 +1158,7 @@ static int fetch_run(struct cache *c, const struct cache_object *o, const uint8_
 	uint32_t i = 0;
 	int err, ret = 0;
 
-	f.may_drop = optional;
+	f.may_drop = optional && !keep;
 	f.fd = open_data(c, id, O_RDWR | O_CREAT);
 	f.dfd = c->mem && f.fd >= 0 ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
 	if (f.fd >= 0 && !(f.files = files_new(f.fd, f.dfd))) {
@@ -1278,7 +1294,8 @@ static void ra_run(struct cache *c, const struct ra_job *j)
 		uint32_t resume;
 		/* the object's other runs hold its slots: this one goes back in
 		 * the queue, behind the other readers' runs */
-		if (fetch_run(c, &o, id, j->chunk, j->count, 1, &resume) == -EAGAIN)
+		if (fetch_run(c, &o, id, j->chunk, j->count, 1, j->sweep == RA_REFILL, &resume) ==
+		    -EAGAIN)
 			ra_enqueue(c, &o, resume, j->chunk + j->count - resume, j->sweep);
 	} else {
 		for (uint32_t k = j->chunk; k < j->chunk + j->count; k++)
@@ -1319,7 +1336,7 @@ static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t ch
 		      uint32_t count, int sweep)
 {
 	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
-	unsigned max = sweep ? c->n_ra / 2 : RA_QUEUE_MAX;
+	unsigned max = sweep == RA_SWEEP ? c->n_ra / 2 : RA_QUEUE_MAX;
 	struct ra_job *j;
 	char *names;
 	int full;
@@ -1459,7 +1476,7 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 	/* a sweep goes on one run at a time, while the workers have room */
 	if (s->sweeping && s->sweep <= last_chunk) {
 		uint64_t n = last_chunk - s->sweep + 1 < RA_RUN ? last_chunk - s->sweep + 1 : RA_RUN;
-		if (ra_enqueue(c, obj, (uint32_t)s->sweep, (uint32_t)n, 1) == 0)
+		if (ra_enqueue(c, obj, (uint32_t)s->sweep, (uint32_t)n, RA_SWEEP) == 0)
 			s->sweep += n;
 	}
 	if (end > s->next_off)
@@ -1510,7 +1527,7 @@ static void *pf_runs_main(void *arg)
 	       !atomic_load(&c->cancelled)) {
 		uint32_t count = r->n_chunks - k < RA_RUN ? r->n_chunks - k : RA_RUN;
 		if (c->be->ops->read_stream)
-			fetch_run(c, r->o, r->id, k, count, 0, NULL);
+			fetch_run(c, r->o, r->id, k, count, 0, 1, NULL);
 		else
 			for (uint32_t j = k; j < k + count; j++)
 				fetch_chunk(c, r->o, r->id, j, chunk_len(c, r->o->size, j), 0, 0,
@@ -1828,6 +1845,75 @@ static void flush_touches(struct cache *c)
 	}
 }
 
+/* Chunks of @o were dropped: remember it for a refill (once). */
+static void refill_note(struct cache *c, const struct cache_object *o)
+{
+	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
+	struct ra_job *j, *e;
+
+	pthread_mutex_lock(&c->lock);
+	for (e = c->refill; e; e = e->next)
+		if (strcmp(e->key, o->key) == 0 && strcmp(e->etag, o->etag) == 0 &&
+		    strcmp(e->source, o->source) == 0)
+			break;
+	pthread_mutex_unlock(&c->lock);
+	if (e || !(j = calloc(1, sizeof(*j))))
+		return;
+	if (!(j->source = malloc(ls + lk + le))) {
+		free(j);
+		return;
+	}
+	j->key = memcpy(j->source + ls, o->key, lk);
+	j->etag = memcpy(j->source + ls + lk, o->etag, le);
+	memcpy(j->source, o->source, ls);
+	j->size = o->size;
+	j->sweep = RA_REFILL;
+	pthread_mutex_lock(&c->lock);
+	for (e = c->refill; e; e = e->next)
+		if (strcmp(e->key, o->key) == 0 && strcmp(e->etag, o->etag) == 0 &&
+		    strcmp(e->source, o->source) == 0)
+			break;
+	if (!e && c->n_refill < REFILL_MAX) {
+		j->next = c->refill;
+		c->refill = j;
+		c->n_refill++;
+		j = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (j) {
+		free(j->source);
+		free(j);
+	}
+}
+
+/* Background thread: while nothing else is fetched or written, queue the
+ * missing chunks of one remembered object, in runs, for the readahead
+ * workers. Called with c->lock held. */
+static void refill_some(struct cache *c)
+{
+	struct ra_job *j = c->refill;
+	unsigned busy;
+	uint32_t n;
+
+	if (!j || c->ra_queued)
+		return;
+	pthread_mutex_lock(&c->wr_lock);
+	busy = c->wr_queued + c->wr_busy;
+	pthread_mutex_unlock(&c->wr_lock);
+	if (busy)
+		return;
+	c->refill = j->next;
+	c->n_refill--;
+	pthread_mutex_unlock(&c->lock);
+	n = (uint32_t)((j->size + c->chunk_size - 1) / c->chunk_size);
+	for (uint32_t k = 0; k < n; k += RA_RUN)
+		ra_enqueue(c, &(struct cache_object){j->source, j->key, j->etag, j->size}, k,
+			   n - k < RA_RUN ? n - k : RA_RUN, RA_REFILL);
+	free(j->source);
+	free(j);
+	pthread_mutex_lock(&c->lock);
+}
+
 static void *bg_main(void *arg)
 {
 	struct cache *c = arg;
@@ -1853,6 +1939,7 @@ static void *bg_main(void *arg)
 				evict_round(c);
 		}
 		pthread_mutex_lock(&c->lock);
+		refill_some(c);
 	}
 	pthread_mutex_unlock(&c->lock);
 	flush_touches(c);
@@ -2165,6 +2252,12 @@ void cache_close(struct cache *c)
 	while (c->ra_head) {
 		struct ra_job *j = c->ra_head;
 		c->ra_head = j->next;
+		free(j->source);
+		free(j);
+	}
+	while (c->refill) {
+		struct ra_job *j = c->refill;
+		c->refill = j->next;
 		free(j->source);
 		free(j);
 	}
