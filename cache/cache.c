@@ -72,8 +72,9 @@
 #define SWEEP_AFTER_DIV 4   /* a random reader of a quarter of an object's chunks... */
 #define SWEEP_MIN_CHUNKS 16 /* ... of an object of 16 chunks or more: sweep the rest */
 #define PIN_OFF (1ULL << 62) /* the pin byte: past any object's data */
-#define MEM_MIN (128ull << 20) /* the memory pool: 1/32 of RAM within these */
-#define MEM_MAX (2ull << 30)
+#define MEM_MIN (128ull << 20) /* the memory pool: 1/32 of memory, 64 MiB per CPU, */
+#define MEM_MAX (2ull << 30)   /* ... within these */
+#define MEM_PER_CPU (64ull << 20)
 #define DIO_ALIGN 4096
 
 struct ra_job {
@@ -2153,12 +2154,15 @@ static unsigned clampu(uint64_t v, unsigned lo, unsigned hi)
 
 /* How much of the machine the cache's threads and memory take (see
  * docs/design.md, "Sizing"): fetch streams 4 per CPU (a stream mostly waits
- * on the network), writers one per 2 CPUs, the pool 1/32 of memory. */
+ * on the network), writers one per 2 CPUs, the pool 1/32 of memory but no
+ * more than the CPUs can fill (64 MiB each). */
 static void size_for_machine(struct cache *c, const struct cache_config *cfg)
 {
 	unsigned cpus = cpus_here();
 	uint64_t pool = memory_here() / 32;
 
+	if (pool > MEM_PER_CPU * cpus)
+		pool = MEM_PER_CPU * cpus;
 	c->max_fetches = cfg->max_fetches ? cfg->max_fetches : clampu(4ull * cpus, 16, 64);
 	pool = pool < MEM_MIN ? MEM_MIN : pool > MEM_MAX ? MEM_MAX : pool;
 	c->mem_chunks = clampu(pool / c->chunk_size, 8, 4096);
