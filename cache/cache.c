@@ -76,6 +76,7 @@
 #define MEM_MAX (2ull << 30)   /* ... within these */
 #define MEM_PER_CPU (64ull << 20)
 #define DIO_ALIGN 4096
+#define WR_LAG_MS 200 /* a write queued this long: the cache disk is behind */
 
 struct ra_job {
 	struct ra_job *next;
@@ -144,6 +145,14 @@ struct cache {
 	_Atomic uint64_t store_pause_until_ms;
 	atomic_int cancelled;
 };
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static uint64_t now_ms(void)
 {
@@ -467,6 +476,7 @@ struct stream_fetch {
 	int dfd;               /* the data file with O_DIRECT, -1: none */
 	struct data_files *files; /* fd and dfd, shared with the stream's write jobs */
 	int may_drop;          /* its writes may be dropped when the disk is behind */
+	unsigned *pending;     /* counts its write jobs (a prefetch waits for them), or NULL */
 	struct mem_buf *buf;   /* the chunk being filled in memory, or NULL: */
 	char *block;           /* ... the 64 KiB block being filled */
 	uint32_t blen;
@@ -554,7 +564,9 @@ struct wr_job {
 	struct wr_job *next;
 	struct data_files *files; /* a reference */
 	int fd, dfd;              /* files->fd (its range lock on the chunk) and files->dfd */
-	int keep;               /* never dropped (a prefetch) */
+	int keep;               /* never dropped (a prefetch, a refill) */
+	unsigned *pending;      /* a prefetch's count of its jobs, or NULL; under wr_lock */
+	uint64_t queued_ms;     /* CLOCK_MONOTONIC when queued */
 	int record;
 	uint8_t id[OBJID_LEN];
 	uint64_t osize;
@@ -591,6 +603,9 @@ static void wr_push(struct cache *c, struct wr_job *j)
 {
 	pthread_mutex_lock(&c->wr_lock);
 	j->files->refs++;
+	j->queued_ms = mono_ms();
+	if (j->pending)
+		(*j->pending)++;
 	if (c->wr_tail)
 		c->wr_tail->next = j;
 	else
@@ -607,6 +622,12 @@ static void refill_note(struct cache *c, const struct cache_object *o);
 static void wr_release(struct cache *c, struct wr_job *j)
 {
 	mem_put(c->mem, j->mb);
+	if (j->pending) {
+		pthread_mutex_lock(&c->wr_lock);
+		(*j->pending)--;
+		pthread_cond_broadcast(&c->wr_done);
+		pthread_mutex_unlock(&c->wr_lock);
+	}
 	files_put(c, j->files);
 	free(j->rec);
 	free(j);
@@ -723,6 +744,25 @@ static void *wr_main(void *arg)
 	return NULL;
 }
 
+/* The pool is full: is the disk behind (the oldest queued write has waited
+ * WR_LAG_MS)? If not, wait up to @ms for a write to end. */
+static int wr_behind(struct cache *c, unsigned ms)
+{
+	struct timespec ts;
+	int behind;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)ms * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&c->wr_lock);
+	behind = c->wr_head && mono_ms() - c->wr_head->queued_ms >= WR_LAG_MS;
+	if (!behind)
+		pthread_cond_timedwait(&c->wr_done, &c->wr_lock, &ts);
+	pthread_mutex_unlock(&c->wr_lock);
+	return behind;
+}
+
 /* The disk is behind and the pool is full: drop the oldest queued write that
  * may be dropped. @return 1 when one was dropped (a buffer may be free now). */
 static int wr_drop_oldest(struct cache *c)
@@ -740,10 +780,16 @@ static int wr_drop_oldest(struct cache *c)
 			break;
 		}
 	}
+	if (j)
+		c->wr_busy++; /* for cache_sync, as a writer's job */
 	pthread_mutex_unlock(&c->wr_lock);
 	if (!j)
 		return 0;
 	wr_run(c, j, 0);
+	pthread_mutex_lock(&c->wr_lock);
+	c->wr_busy--;
+	pthread_cond_broadcast(&c->wr_done);
+	pthread_mutex_unlock(&c->wr_lock);
 	return 1;
 }
 
@@ -819,10 +865,12 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 
 	if (fd >= 0 && mb && dst && c->n_wr && may_store(c, clen)) {
 		/* a reader waits: give it the bytes now, and the write to a writer */
-		struct data_files *files;
-		struct wr_job *j;
-		if ((j = wr_job_new(o)) != NULL &&
-		    (files = files_new(fd, open_data(c, id, O_WRONLY | O_DIRECT))) != NULL) {
+		struct data_files *files = NULL;
+		struct wr_job *j = wr_job_new(o);
+		int dfd = j ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
+		if (j && !(files = files_new(fd, dfd)) && dfd >= 0)
+			close(dfd);
+		if (files) {
 			record_of(j->rec, buf, clen);
 			memcpy(dst, buf + a, n);
 			mem_publish(c->mem, mb, id, chunk, clen, 1);
@@ -856,8 +904,11 @@ static int fetch_chunk(struct cache *c, const struct cache_object *o, const uint
 			snprintf(name, sizeof(name), "%s/%s", o->source, o->key);
 			err = index_chunk_put(c->ix, id, chunk, rec, name, o->size);
 		}
-		if (err)
+		if (err) {
+			/* nothing unrecorded stays allocated */
+			fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)coff, clen);
 			store_failed(c, err);
+		}
 		err = 0;
 	} else if (fd >= 0) {
 		atomic_fetch_add(&c->uncached, 1);
@@ -1056,8 +1107,15 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 		return 0; /* the block path says so */
 	if (within == 0 && f->blen == 0 && !f->buf && c->mem) {
 		f->buf = mem_take(c->mem);
-		while (!f->buf && f->may_drop && wr_drop_oldest(c))
+		/* while the writers keep up, the next write to end frees one;
+		 * when the oldest queued write has waited WR_LAG_MS the disk is
+		 * behind, and it goes. Tries are bounded: the buffer a write
+		 * frees may be taken by another stream. */
+		for (int k = 0; !f->buf && f->may_drop && k < 50; k++) {
+			if (wr_behind(c, 20))
+				wr_drop_oldest(c);
 			f->buf = mem_take(c->mem);
+		}
 		f->store = 1;
 	}
 	if (!f->buf)
@@ -1088,6 +1146,7 @@ static size_t stream_to_mem(struct stream_fetch *f, const char *data, size_t n)
 	j->fd = f->fd;
 	j->dfd = f->dfd;
 	j->keep = !f->may_drop;
+	j->pending = f->pending;
 	j->record = first_completion(f, chunk, clen);
 	memcpy(j->id, f->id, OBJID_LEN);
 	j->osize = f->o->size;
@@ -1105,7 +1164,18 @@ static int stream_sink(void *arg, const char *data, size_t n)
 	struct cache *c = f->c;
 
 	while (n > 0) {
-		size_t took = stream_to_mem(f, data, n);
+		size_t took;
+		/* a retried GET starts the run again: the chunks completed in an
+		 * earlier attempt are with their writers (whose locks they are),
+		 * so their bytes are passed over */
+		if (f->pos < f->done) {
+			took = f->done - f->pos < n ? (size_t)(f->done - f->pos) : n;
+			f->pos += took;
+			data += took;
+			n -= took;
+			continue;
+		}
+		took = stream_to_mem(f, data, n);
 		if (took) {
 			data += took;
 			n -= took;
@@ -1150,7 +1220,8 @@ static int stream_sink(void *arg, const char *data, size_t n)
  * object had no readahead slot free: chunks from *@resume on are left for
  * later. */
 static int fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
-		     uint32_t first, uint32_t count, int optional, int keep, uint32_t *resume)
+		     uint32_t first, uint32_t count, int optional, int keep, unsigned *pending,
+		     uint32_t *resume)
 {
 	uint64_t start = (uint64_t)first * c->chunk_size;
 	struct stream_fetch f = {.c = c, .o = o, .id = id};
@@ -1160,6 +1231,7 @@ static int fetch_run(struct cache *c, const struct cache_object *o, const uint8_
 	int err, ret = 0;
 
 	f.may_drop = optional && !keep;
+	f.pending = pending;
 	f.fd = open_data(c, id, O_RDWR | O_CREAT);
 	f.dfd = c->mem && f.fd >= 0 ? open_data(c, id, O_WRONLY | O_DIRECT) : -1;
 	if (f.fd >= 0 && !(f.files = files_new(f.fd, f.dfd))) {
@@ -1295,8 +1367,8 @@ static void ra_run(struct cache *c, const struct ra_job *j)
 		uint32_t resume;
 		/* the object's other runs hold its slots: this one goes back in
 		 * the queue, behind the other readers' runs */
-		if (fetch_run(c, &o, id, j->chunk, j->count, 1, j->sweep == RA_REFILL, &resume) ==
-		    -EAGAIN)
+		if (fetch_run(c, &o, id, j->chunk, j->count, 1, j->sweep == RA_REFILL, NULL,
+			      &resume) == -EAGAIN)
 			ra_enqueue(c, &o, resume, j->chunk + j->count - resume, j->sweep);
 	} else {
 		for (uint32_t k = j->chunk; k < j->chunk + j->count; k++)
@@ -1516,6 +1588,7 @@ struct pf_runs {
 	const uint8_t *id;
 	uint32_t n_chunks;
 	atomic_uint next;
+	unsigned pending; /* its chunks with the writers; under c->wr_lock */
 };
 
 static void *pf_runs_main(void *arg)
@@ -1528,7 +1601,7 @@ static void *pf_runs_main(void *arg)
 	       !atomic_load(&c->cancelled)) {
 		uint32_t count = r->n_chunks - k < RA_RUN ? r->n_chunks - k : RA_RUN;
 		if (c->be->ops->read_stream)
-			fetch_run(c, r->o, r->id, k, count, 0, 1, NULL);
+			fetch_run(c, r->o, r->id, k, count, 0, 1, &r->pending, NULL);
 		else
 			for (uint32_t j = k; j < k + count; j++)
 				fetch_chunk(c, r->o, r->id, j, chunk_len(c, r->o->size, j), 0, 0,
@@ -1562,7 +1635,11 @@ int cache_prefetch(struct cache *c, const struct cache_object *obj)
 	pf_runs_main(&runs);
 	for (int i = 0; i < n_th; i++)
 		pthread_join(th[i], NULL);
-	cache_sync(c); /* its last chunks may still be with the writers */
+	/* its last chunks may still be with the writers */
+	pthread_mutex_lock(&c->wr_lock);
+	while (runs.pending)
+		pthread_cond_wait(&c->wr_done, &c->wr_lock);
+	pthread_mutex_unlock(&c->wr_lock);
 	if (atomic_load(&c->cancelled))
 		return -ECANCELED;
 	/* what counts is what is on disk and recorded now */
@@ -1907,9 +1984,13 @@ static void refill_some(struct cache *c)
 	c->n_refill--;
 	pthread_mutex_unlock(&c->lock);
 	n = (uint32_t)((j->size + c->chunk_size - 1) / c->chunk_size);
-	for (uint32_t k = 0; k < n; k += RA_RUN)
-		ra_enqueue(c, &(struct cache_object){j->source, j->key, j->etag, j->size}, k,
-			   n - k < RA_RUN ? n - k : RA_RUN, RA_REFILL);
+	for (uint32_t k = 0; k < n; k += RA_RUN) {
+		struct cache_object o = {j->source, j->key, j->etag, j->size};
+		if (ra_enqueue(c, &o, k, n - k < RA_RUN ? n - k : RA_RUN, RA_REFILL) != 0) {
+			refill_note(c, &o); /* the queue is full: the rest another time */
+			break;
+		}
+	}
 	free(j->source);
 	free(j);
 	pthread_mutex_lock(&c->lock);

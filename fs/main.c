@@ -357,6 +357,7 @@ int main(int argc, char **argv)
 	struct creds cr;
 	struct fs fs = {0};
 	struct fuse_session *se;
+	unsigned pages;
 	struct fuse_loop_config *lc;
 	char msg[1024] = "", endpoint[512];
 	uint64_t files, dirs, bytes;
@@ -487,22 +488,23 @@ int main(int argc, char **argv)
 		exit(1); /* libfuse has said which option it did not take */
 	if (fuse_set_signal_handlers(se))
 		die("cannot install signal handlers");
-	if (fuse_session_mount(se, o.mountpoint))
-		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
-	live_se = se;
 	{
 		/* requests of one chunk, and a kernel readahead of two of them: the
-		 * cache's readahead goes deeper */
+		 * cache's readahead goes deeper. Before the mount: the kernel takes
+		 * fs.fuse.max_pages_limit when the mount is made. */
 		const char *e = getenv("MODELFS_MAX_PAGES"), *k = getenv("MODELFS_READ_AHEAD_KB");
 		unsigned want = e && atoi(e) > 0 ? (unsigned)atoi(e) : FS_MAX_PAGES;
-		unsigned pages = fs_fuse_max_pages(want);
+		pages = fs_fuse_max_pages(want);
 		fs.read_ahead_kb = k && atoi(k) > 0 ? (unsigned)atoi(k)
 						  : 2 * pages * (unsigned)(sysconf(_SC_PAGESIZE) >> 10);
 		if (fs.read_ahead_kb < 4096)
 			fs.read_ahead_kb = 4096;
-		if (pt_setup(se, !o.no_passthrough && !o.no_cache, pages, &fs.pt))
-			die("out of memory");
 	}
+	if (fuse_session_mount(se, o.mountpoint))
+		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
+	live_se = se;
+	if (pt_setup(se, !o.no_passthrough && !o.no_cache, pages, &fs.pt))
+		die("out of memory");
 	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
 		fs.bdi[0] = '\0';
 	if (log_fd >= 0)

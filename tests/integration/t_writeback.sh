@@ -44,13 +44,13 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then # v2
 	grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 	mkdir "/sys/fs/cgroup/$CG" && CG_DIRS+=("/sys/fs/cgroup/$CG") || skip "cannot make a cgroup"
 	echo "$DEV wbps=$RATE" >"/sys/fs/cgroup/$CG/io.max" || skip "no io.max"
-	echo $((1 << 30)) >"/sys/fs/cgroup/$CG/memory.max" || skip "no memory.max"
+	echo $((2 << 30)) >"/sys/fs/cgroup/$CG/memory.max" || skip "no memory.max"
 	PROCS=("/sys/fs/cgroup/$CG/cgroup.procs")
 elif [ -d /sys/fs/cgroup/blkio ] && [ -d /sys/fs/cgroup/memory ]; then # v1
 	mkdir "/sys/fs/cgroup/blkio/$CG" "/sys/fs/cgroup/memory/$CG" || skip "cannot make a cgroup"
 	CG_DIRS+=("/sys/fs/cgroup/blkio/$CG" "/sys/fs/cgroup/memory/$CG")
 	echo "$DEV $RATE" >"/sys/fs/cgroup/blkio/$CG/blkio.throttle.write_bps_device" || skip "no blkio throttle"
-	echo $((1 << 30)) >"/sys/fs/cgroup/memory/$CG/memory.limit_in_bytes" || skip "no memory limit"
+	echo $((2 << 30)) >"/sys/fs/cgroup/memory/$CG/memory.limit_in_bytes" || skip "no memory limit"
 	PROCS=("/sys/fs/cgroup/blkio/$CG/cgroup.procs" "/sys/fs/cgroup/memory/$CG/cgroup.procs")
 else
 	skip "no cgroup controllers for io and memory"
