@@ -75,6 +75,7 @@
 #define MEM_MIN (128ull << 20) /* the memory pool: 1/32 of memory, 64 MiB per CPU, */
 #define MEM_MAX (2ull << 30)   /* ... within these */
 #define MEM_PER_CPU (64ull << 20)
+#define MEM_IDLE_S 30 /* pool buffers unused this long are freed */
 #define DIO_ALIGN 4096
 #define WR_LAG_MS 200 /* a write queued this long: the cache disk is behind */
 
@@ -2020,6 +2021,8 @@ static void *bg_main(void *arg)
 				      evict_needed(st.usage, c->quota, c->high)))
 				evict_round(c);
 		}
+		if (c->mem)
+			mem_trim(c->mem, MEM_IDLE_S);
 		pthread_mutex_lock(&c->lock);
 		refill_some(c);
 	}

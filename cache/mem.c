@@ -24,6 +24,7 @@ struct mem_buf {
 	int filling;   /* handed out by mem_take */
 	unsigned refs; /* readers copying from it now */
 	uint64_t used; /* LRU clock */
+	time_t last;   /* CLOCK_MONOTONIC seconds of the last use, for mem_trim */
 };
 
 struct mem {
@@ -36,6 +37,14 @@ struct mem {
 	unsigned mask; /* buckets - 1 */
 	int *heads;    /* hash buckets of valid buffers, -1: empty */
 };
+
+static time_t mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
 
 static unsigned bucket(const struct mem *m, const uint8_t *objid, uint32_t chunk)
 {
@@ -166,6 +175,7 @@ void mem_publish(struct mem *m, struct mem_buf *b, const uint8_t *objid, uint32_
 	b->filling = 0;
 	b->refs += keep ? 1 : 0;
 	b->used = ++m->clock;
+	b->last = mono_s();
 	pthread_cond_broadcast(&m->published);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -199,6 +209,7 @@ static const char *get(struct mem *m, const uint8_t *objid, uint32_t chunk, uint
 	if (b) {
 		b->refs++;
 		b->used = ++m->clock;
+		b->last = mono_s();
 	}
 	pthread_mutex_unlock(&m->lock);
 	*ref = b;
@@ -235,4 +246,23 @@ int mem_read(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_t a, ui
 	     char *dst)
 {
 	return mem_wait_read(m, objid, chunk, a, n, dst, 0);
+}
+
+size_t mem_trim(struct mem *m, unsigned idle_s)
+{
+	time_t now = mono_s();
+	size_t freed = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (unsigned i = 0; i < m->n; i++) {
+		struct mem_buf *b = &m->bufs[i];
+		if (!b->data || b->filling || b->refs || now - b->last < (time_t)idle_s)
+			continue;
+		unlink_buf(m, b);
+		free(b->data); /* mem_take allocates it again when needed */
+		b->data = NULL;
+		freed += m->size;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return freed;
 }

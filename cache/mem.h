@@ -55,4 +55,9 @@ const char *mem_get(struct mem *m, const uint8_t *objid, uint32_t chunk, uint32_
 		    struct mem_buf **ref);
 void mem_put(struct mem *m, struct mem_buf *ref);
 
+/* Give back to the system the buffers nobody used for @idle_s seconds: an
+ * idle mount holds no pool (a node runs hundreds of them). @return bytes
+ * freed. */
+size_t mem_trim(struct mem *m, unsigned idle_s);
+
 #endif

@@ -34,10 +34,11 @@ struct fs {
 	unsigned read_ahead_kb; /* the mount's kernel readahead, set at the first open */
 };
 
-/* The largest FUSE request asked for, in pages: one 4 MiB chunk (see
- * docs/design.md, "Request size"). MODELFS_MAX_PAGES overrides it, for
- * benchmarks. */
-#define FS_MAX_PAGES 1024
+/* The largest FUSE request asked for, in pages: 1 MiB, libfuse's own (see
+ * docs/design.md, "Request size": larger measured no faster, and each FUSE
+ * thread keeps a reply buffer of that size). MODELFS_MAX_PAGES overrides
+ * it, for benchmarks. */
+#define FS_MAX_PAGES 256
 
 /* Make requests of @want pages possible: raise fs.fuse.max_pages_limit
  * (Linux >= 6.13; root) when it is lower. @return the pages the kernel
