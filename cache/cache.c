@@ -1332,6 +1332,33 @@ out:
 static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
 		      uint32_t count, int sweep);
 
+/* A job for chunks [chunk, chunk + count) of @o, or NULL: no memory. */
+static struct ra_job *ra_job_new(const struct cache_object *o, uint32_t chunk, uint32_t count,
+				 int sweep)
+{
+	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
+	struct ra_job *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->source = malloc(ls + lk + le))) {
+		free(j);
+		return NULL;
+	}
+	memcpy(j->source, o->source, ls);
+	j->key = memcpy(j->source + ls, o->key, lk);
+	j->etag = memcpy(j->source + ls + lk, o->etag, le);
+	j->chunk = chunk;
+	j->count = count;
+	j->sweep = sweep;
+	j->size = o->size;
+	return j;
+}
+
+static void ra_job_free(struct ra_job *j)
+{
+	free(j->source);
+	free(j);
+}
+
 /* Bring one chunk in ahead of its reader: fetch it when missing, or ask the
  * kernel to read a cached one from disk into the page cache. */
 static void ra_run(struct cache *c, const struct ra_job *j)
@@ -1395,8 +1422,7 @@ static void *ra_main(void *arg)
 		c->ra_queued--;
 		pthread_mutex_unlock(&c->lock);
 		ra_run(c, j);
-		free(j->source);
-		free(j);
+		ra_job_free(j);
 		pthread_mutex_lock(&c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -1409,10 +1435,8 @@ static void *ra_main(void *arg)
 static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
 		      uint32_t count, int sweep)
 {
-	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
 	unsigned max = sweep == RA_SWEEP ? c->n_ra / 2 : RA_QUEUE_MAX;
 	struct ra_job *j;
-	char *names;
 	int full;
 
 	/* a sweep asks on every read of its reader: mostly "no", without an
@@ -1422,28 +1446,12 @@ static int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t ch
 	pthread_mutex_unlock(&c->lock);
 	if (full)
 		return -EBUSY;
-	j = calloc(1, sizeof(*j));
-	names = malloc(ls + lk + le);
-	if (!j || !names) {
-		free(j);
-		free(names);
+	if (!(j = ra_job_new(o, chunk, count, sweep)))
 		return -ENOMEM;
-	}
-	memcpy(names, o->source, ls);
-	memcpy(names + ls, o->key, lk);
-	memcpy(names + ls + lk, o->etag, le);
-	j->source = names;
-	j->key = names + ls;
-	j->etag = names + ls + lk;
-	j->chunk = chunk;
-	j->count = count;
-	j->sweep = sweep;
-	j->size = o->size;
 	pthread_mutex_lock(&c->lock);
 	if (c->ra_queued >= max || c->stop) {
 		pthread_mutex_unlock(&c->lock);
-		free(names);
-		free(j);
+		ra_job_free(j);
 		return -EBUSY;
 	}
 	if (c->ra_tail)
@@ -1927,26 +1935,10 @@ static void flush_touches(struct cache *c)
 /* Chunks of @o were dropped: remember it for a refill (once). */
 static void refill_note(struct cache *c, const struct cache_object *o)
 {
-	size_t ls = strlen(o->source) + 1, lk = strlen(o->key) + 1, le = strlen(o->etag) + 1;
-	struct ra_job *j, *e;
+	struct ra_job *j = ra_job_new(o, 0, 0, RA_REFILL), *e;
 
-	pthread_mutex_lock(&c->lock);
-	for (e = c->refill; e; e = e->next)
-		if (strcmp(e->key, o->key) == 0 && strcmp(e->etag, o->etag) == 0 &&
-		    strcmp(e->source, o->source) == 0)
-			break;
-	pthread_mutex_unlock(&c->lock);
-	if (e || !(j = calloc(1, sizeof(*j))))
+	if (!j)
 		return;
-	if (!(j->source = malloc(ls + lk + le))) {
-		free(j);
-		return;
-	}
-	j->key = memcpy(j->source + ls, o->key, lk);
-	j->etag = memcpy(j->source + ls + lk, o->etag, le);
-	memcpy(j->source, o->source, ls);
-	j->size = o->size;
-	j->sweep = RA_REFILL;
 	pthread_mutex_lock(&c->lock);
 	for (e = c->refill; e; e = e->next)
 		if (strcmp(e->key, o->key) == 0 && strcmp(e->etag, o->etag) == 0 &&
@@ -1959,10 +1951,8 @@ static void refill_note(struct cache *c, const struct cache_object *o)
 		j = NULL;
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (j) {
-		free(j->source);
-		free(j);
-	}
+	if (j)
+		ra_job_free(j);
 }
 
 /* Background thread: while nothing else is fetched or written, queue the
@@ -1992,8 +1982,7 @@ static void refill_some(struct cache *c)
 			break;
 		}
 	}
-	free(j->source);
-	free(j);
+	ra_job_free(j);
 	pthread_mutex_lock(&c->lock);
 }
 
@@ -2340,14 +2329,12 @@ void cache_close(struct cache *c)
 	while (c->ra_head) {
 		struct ra_job *j = c->ra_head;
 		c->ra_head = j->next;
-		free(j->source);
-		free(j);
+		ra_job_free(j);
 	}
 	while (c->refill) {
 		struct ra_job *j = c->refill;
 		c->refill = j->next;
-		free(j->source);
-		free(j);
+		ra_job_free(j);
 	}
 	if (c->ix)
 		log_info("cache: %llu chunk reads from memory, %llu from disk, %llu fetched "
