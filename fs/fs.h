@@ -34,11 +34,12 @@ struct fs {
 	unsigned read_ahead_kb; /* the mount's kernel readahead, set at the first open */
 };
 
-/* The largest FUSE request asked for, in pages: 1 MiB, libfuse's own (see
- * docs/design.md, "Request size": larger measured no faster, and each FUSE
- * thread keeps a reply buffer of that size). MODELFS_MAX_PAGES overrides
- * it, for benchmarks. */
-#define FS_MAX_PAGES 256
+/* The largest FUSE request asked for, in pages: 4 MiB, one chunk (see
+ * docs/design.md, "Request size": a no_cache read is one GET per request,
+ * and 1 MiB requests made four such readers 2-6x slower). The kernel grants
+ * less where fs.fuse.max_pages_limit is lower and cannot be raised.
+ * MODELFS_MAX_PAGES overrides it, for benchmarks. */
+#define FS_MAX_PAGES 1024
 
 /* Make requests of @want pages possible: raise fs.fuse.max_pages_limit
  * (Linux >= 6.13; root) when it is lower. @return the pages the kernel

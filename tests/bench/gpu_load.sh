@@ -171,9 +171,11 @@ PY
 				esac
 				case $row in disk|ram) rm -rf "$C" ;; esac
 				if [ "$row" = warm ] || [ "$row" = hot ]; then
-					# fill the cache (and, for hot, the page cache) first
+					# fill the cache first, with a prefetch: a cat may leave chunks
+					# out when the disk is behind (filled in later, by a daemon that
+					# lives on; this one is unmounted at once)
 					rm -rf "$C"; mount_mfs "$bin" "$C" "$O" || continue
-					cat "$MNT"/*.safetensors >/dev/null; umount_mfs >/dev/null
+					LD_LIBRARY_PATH=$W/lib "$bin" prefetch --wait --quiet "$MNT" >/dev/null 2>&1; umount_mfs >/dev/null
 				fi
 				mount_mfs "$bin" "$C" "$O" || continue
 				if [ "$row" = hot ]; then cat "$MNT"/*.safetensors >/dev/null; cell "$name $row" "$r" "$MNT" hot
