@@ -77,7 +77,11 @@
 #define MEM_PER_CPU (64ull << 20)
 #define MEM_IDLE_S 30 /* pool buffers unused this long are freed */
 #define DIO_ALIGN 4096
-#define WR_LAG_MS 200 /* a write queued this long: the cache disk is behind */
+/* A write queued this long: the cache disk is behind, and a stream that finds
+ * no pool buffer drops the oldest queued write rather than wait. It bounds how
+ * long a reader can be held up by the disk; 200 ms measured 0.82-0.91x of a
+ * cache in RAM on the GPU node, 50 ms 0.93-0.99x (docs/design.md). */
+#define WR_LAG_MS 50
 
 struct ra_job {
 	struct ra_job *next;
@@ -622,7 +626,8 @@ static void refill_note(struct cache *c, const struct cache_object *o);
 /* A job is done with: its buffer back to the pool, its files let go. */
 static void wr_release(struct cache *c, struct wr_job *j)
 {
-	mem_put(c->mem, j->mb);
+	if (j->mb)
+		mem_put(c->mem, j->mb);
 	if (j->pending) {
 		pthread_mutex_lock(&c->wr_lock);
 		(*j->pending)--;
@@ -710,6 +715,11 @@ static void wr_run(struct cache *c, struct wr_job *j, int store)
 	}
 	if (store == 1 && j->record && may_store(c, j->clen)) {
 		record_head(j->rec, j->clen);
+		/* the bytes are on the disk: the buffer goes back to the pool now,
+		 * not after the group commit's sync (a reader that misses it in
+		 * the pool waits on the chunk's range lock, then finds the record) */
+		mem_put(c->mem, j->mb);
+		j->mb = NULL;
 		commit_add(c, j);
 		return;
 	}
