@@ -48,13 +48,13 @@ struct backend_ref {
  * and is returned by list(). */
 typedef int (*backend_list_cb)(void *arg, const char *key, const struct backend_object *obj);
 
+/* What every backend gets at open, whatever its protocol. */
 struct backend_config {
-	const char *endpoint;     /* URL, NULL for the protocol's default */
-	const char *region;       /* NULL: us-east-1 */
-	int path_style;           /* -1 auto (path style for IP/localhost), 0 virtual host, 1 path */
-	const char *access_key;   /* NULL: anonymous requests */
-	const char *secret_key;
-	const char *session_token;
+	/* the -o options the SOURCE's backend declared (struct backend_option),
+	 * as given, "key" or "key=value", in order: the backend takes its own
+	 * and refuses another backend's */
+	const char *const *opts;
+	size_t n_opts;
 	const char *ca_file;      /* NULL: system trust store */
 	int insecure_tls;         /* skip TLS verification (logged loudly by the caller) */
 	int no_etag_match;        /* reads do not check the ETag (see no_etag_match in --help) */
@@ -63,14 +63,29 @@ struct backend_config {
 	unsigned request_timeout_ms; /* one attempt, start to end */
 };
 
+/* One -o option of a backend. The front end takes every registered
+ * backend's options out of the libfuse arguments and hands them to the
+ * SOURCE's backend, which parses them. */
+struct backend_option {
+	const char *name;   /* "endpoint=" (takes a value) or "path_style" (a flag) */
+	const char *refuse; /* non-NULL: refused with this line (secrets never on argv) */
+};
+
 struct backend;
 
 struct backend_ops {
 	const char *scheme; /* "s3", ... */
-	/* Create a client for @bucket. Nothing is sent yet. */
-	int (*open)(const struct backend_config *cfg, const char *bucket, struct backend **out);
+	const char *syntax; /* SOURCE as users write it: "s3://BUCKET[/PREFIX]" */
+	const char *help;   /* its --help section: options, environment, credentials */
+	const struct backend_option *options; /* ends with a NULL name */
+	/* Parse @source (its own scheme), take its options from @cfg, find its
+	 * credentials, and create a client. Nothing is sent yet. Sets the
+	 * header's prefix, name and what. On error @msg gets one line. */
+	int (*open)(const char *source, const struct backend_config *cfg, struct backend **out,
+		    char *msg, size_t msg_len);
+	/* Frees everything, the header's strings too (backend_base_free). */
 	void (*close)(struct backend *be);
-	/* Probe the bucket once, without retries and within BACKEND_PROBE_MS, so
+	/* Probe the source once, without retries and within BACKEND_PROBE_MS, so
 	 * a mount fails fast. On error @msg (may be NULL) gets one human line
 	 * saying what went wrong. Only -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH
 	 * and -EIO (5xx) may be an outage; a configuration error (a host name
@@ -105,27 +120,48 @@ struct backend_ops {
 	const char *(*endpoint)(struct backend *be);
 };
 
-/* Every backend instance starts with this header. */
+/* Every backend instance starts with this header, filled by open. */
 struct backend {
 	const struct backend_ops *ops;
+	char *prefix; /* the keys the mount shows: "" or "some/prefix/" (ends in '/') */
+	char *name;   /* the source's identity in the cache: "s3://bucket[@endpoint]";
+		       * two mounts of one name share their cached objects */
+	char *what;   /* for messages: "bucket 'models'" */
 };
 
-/* A parsed SOURCE argument: "s3://bucket/some/prefix". */
-struct backend_source {
-	const struct backend_ops *ops;
-	char *bucket;
-	char *prefix; /* "" or "some/prefix/" (always ends in '/') */
-};
+/* Open @source with the backend of its scheme. An unknown scheme gets
+ * -EPROTONOSUPPORT and a line listing the schemes there are; the rest is
+ * the backend's open. */
+int backend_open(const char *source, const struct backend_config *cfg, struct backend **out,
+		 char *msg, size_t msg_len);
 
-/* Parse @url into @src (free with backend_source_free).
- * @return 0, -EPROTONOSUPPORT for an unknown scheme, -EINVAL for a malformed
- * URL (no bucket, "..", empty segments). */
-int backend_source_parse(const char *url, struct backend_source *src);
-void backend_source_free(struct backend_source *src);
+/* The backends compiled in, in the order --help lists them; @n gets the count. */
+const struct backend_ops *const *backend_list(size_t *n);
 
-/* The schemes compiled in, as a string for --help ("s3://, oss://"). */
+/* The schemes compiled in, as a string for --version ("s3://, oss://"). */
 const char *backend_schemes(void);
 
+/* Helpers for backends. */
+
+/* "BUCKET[/PREFIX]" (the part after "scheme://"): @first gets BUCKET (1-255
+ * bytes), @prefix "" or "a/b/" (no empty, "." or ".." segments).
+ * @return 0, -EINVAL, -ENOMEM. */
+int backend_split_path(const char *rest, char **first, char **prefix);
+
+/* Fill the header: ops, strdup'd prefix, and name/what from printf formats.
+ * @return 0 or -ENOMEM. */
+int backend_base_init(struct backend *be, const struct backend_ops *ops, const char *prefix);
+int backend_base_name(struct backend *be, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int backend_base_what(struct backend *be, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void backend_base_free(struct backend *be);
+
+/* Split an option "key=value" or "key": @return 1 when it is @name ("key="
+ * or "key"), with *@val its value ("" for a flag), else 0. */
+int backend_opt_is(const char *opt, const char *name, const char **val);
+
 extern const struct backend_ops backend_s3;
+extern const struct backend_ops backend_file;
 
 #endif

@@ -7,6 +7,7 @@
  * unsigned, for public buckets.
  */
 #include "backend.h"
+#include "creds.h"
 #include "http.h"
 #include "log.h"
 #include "s3xml.h"
@@ -95,6 +96,7 @@ static int s3_prepare(void *arg, struct http_headers *h)
 	}
 	{
 		struct sigv4_request req = {
+		    .dialect = &sigv4_aws,
 		    .method = r->method,
 		    .path = r->path,
 		    .query = r->query,
@@ -180,7 +182,75 @@ static int map_error_200(const struct http_response *resp, char *msg, size_t msg
 	return -EIO;
 }
 
-static int s3_open(const struct backend_config *cfg, const char *bucket, struct backend **out)
+static const struct backend_option s3_options[] = {
+    {"endpoint=", NULL},
+    {"region=", NULL},
+    {"path_style", NULL},
+    {"use_path_request_style", NULL}, /* s3fs's spelling */
+    {"virtual_host", NULL},
+    {"creds_file=", NULL},
+    {"profile=", NULL},
+#define S3_REFUSE "credentials are not accepted on the command line (they would show in ps): " \
+		  "use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or -o creds_file=PATH"
+    {"access_key=", S3_REFUSE},
+    {"secret_key=", S3_REFUSE},
+    {"secret_access_key=", S3_REFUSE},
+    {"aws_secret_access_key=", S3_REFUSE},
+    {"session_token=", S3_REFUSE},
+    {NULL, NULL},
+};
+
+/* What s3_open reads of the options and the environment. */
+struct s3_args {
+	const char *endpoint, *region, *creds_file, *profile;
+	int endpoint_given; /* by option or environment: part of the cache's name */
+	int path_style;     /* -1 auto, 0 virtual host, 1 path */
+};
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
+static int s3_args(const struct backend_config *cfg, struct s3_args *a, char *msg,
+		   size_t msg_len)
+{
+	const char *v;
+
+	*a = (struct s3_args){.path_style = -1};
+	for (size_t i = 0; i < cfg->n_opts; i++) {
+		const char *o = cfg->opts[i];
+		if (backend_opt_is(o, "endpoint=", &v))
+			a->endpoint = v;
+		else if (backend_opt_is(o, "region=", &v))
+			a->region = v;
+		else if (backend_opt_is(o, "path_style", &v) ||
+			 backend_opt_is(o, "use_path_request_style", &v))
+			a->path_style = 1;
+		else if (backend_opt_is(o, "virtual_host", &v))
+			a->path_style = 0;
+		else if (backend_opt_is(o, "creds_file=", &v))
+			a->creds_file = v;
+		else if (backend_opt_is(o, "profile=", &v))
+			a->profile = v;
+		else {
+			snprintf(msg, msg_len, "option '%s' is not used by s3:// sources", o);
+			return -EINVAL;
+		}
+	}
+	/* the AWS tools' variables, after the options */
+	if (!a->endpoint && !(a->endpoint = env("AWS_ENDPOINT_URL_S3")))
+		a->endpoint = env("AWS_ENDPOINT_URL");
+	if (!a->region && !(a->region = env("AWS_REGION")))
+		a->region = env("AWS_DEFAULT_REGION");
+	a->endpoint_given = a->endpoint != NULL;
+	return 0;
+}
+
+static int s3_open(const char *source, const struct backend_config *cfg, struct backend **out,
+		   char *msg, size_t msg_len)
 {
 	struct http_config hc = {
 	    .ca_file = cfg->ca_file,
@@ -189,35 +259,46 @@ static int s3_open(const struct backend_config *cfg, const char *bucket, struct 
 	    .connect_timeout_ms = cfg->connect_timeout_ms,
 	    .request_timeout_ms = cfg->request_timeout_ms,
 	};
+	struct s3_args a;
+	struct creds cr = {0};
 	struct s3 *s;
-	char default_ep[128];
-	const char *endpoint = cfg->endpoint;
+	char default_ep[128], *prefix = NULL;
+	const char *endpoint;
 	int err;
 
+	if ((err = s3_args(cfg, &a, msg, msg_len)))
+		return err;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->base.ops = &backend_s3;
-	s->region = strdup(cfg->region ? cfg->region : "us-east-1");
-	s->bucket = strdup(bucket);
-	if (!s->region || !s->bucket) {
+	err = backend_split_path(source + strlen("s3://"), &s->bucket, &prefix);
+	if (err == -EINVAL)
+		snprintf(msg, msg_len, "bad source '%s': expected %s", source, backend_s3.syntax);
+	if (err || (err = backend_base_init(&s->base, &backend_s3, prefix)))
+		goto out_err;
+	s->region = strdup(a.region ? a.region : "us-east-1");
+	if (!s->region) {
 		err = -ENOMEM;
 		goto out_err;
 	}
+	endpoint = a.endpoint;
 	if (!endpoint) {
 		snprintf(default_ep, sizeof(default_ep), "https://s3.%s.amazonaws.com", s->region);
 		endpoint = default_ep;
 	}
 	err = uri_parse_endpoint(endpoint, &s->ep);
-	if (err)
+	if (err) {
+		snprintf(msg, msg_len, "bad endpoint '%s': expected http[s]://HOST[:PORT]", endpoint);
 		goto out_err;
-	s->path_style = cfg->path_style;
+	}
+	s->path_style = a.path_style;
 	s->no_etag_match = cfg->no_etag_match;
 	if (s->path_style < 0)
 		s->path_style = uri_host_is_ip_or_local(s->ep.host);
-	if (!s->path_style && (strchr(bucket, '.') && s->ep.https))
+	if (!s->path_style && (strchr(s->bucket, '.') && s->ep.https))
 		log_warn("bucket name '%s' has dots: TLS names may not match in virtual-host "
-			 "style; consider -o path_style", bucket);
+			 "style; consider -o path_style", s->bucket);
 
 	{
 		char port[16] = "";
@@ -225,33 +306,40 @@ static int s3_open(const struct backend_config *cfg, const char *bucket, struct 
 			snprintf(port, sizeof(port), ":%d", s->ep.port);
 		if (s->path_style) {
 			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s%s", s->ep.host, port);
-			snprintf(s->base_path, sizeof(s->base_path), "%s/%s", s->ep.path, bucket);
+			snprintf(s->base_path, sizeof(s->base_path), "%s/%s", s->ep.path, s->bucket);
 		} else {
-			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s.%s%s", bucket, s->ep.host, port);
+			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s.%s%s", s->bucket, s->ep.host,
+				 port);
 			snprintf(s->base_path, sizeof(s->base_path), "%s", s->ep.path);
 		}
 		snprintf(s->base_url, sizeof(s->base_url), "%s://%s", s->ep.https ? "https" : "http",
 			 s->host_hdr);
 	}
-	if (cfg->access_key && cfg->secret_key) {
-		s->access_key = strdup(cfg->access_key);
-		s->secret_key = strdup(cfg->secret_key);
-		if (!s->access_key || !s->secret_key) {
-			err = -ENOMEM;
-			goto out_err;
-		}
-		if (cfg->session_token && !(s->session_token = strdup(cfg->session_token))) {
-			err = -ENOMEM;
-			goto out_err;
-		}
-	}
+	/* the cache's name for this bucket: the endpoint as given is part of it
+	 * (the same bucket name on two stores is two buckets) */
+	if ((err = backend_base_name(&s->base, "s3://%s%s%s", s->bucket, a.endpoint_given ? "@" : "",
+				     a.endpoint_given ? a.endpoint : "")) ||
+	    (err = backend_base_what(&s->base, "bucket '%s'", s->bucket)))
+		goto out_err;
+
+	if ((err = creds_load(a.creds_file, a.profile, &cr, msg, msg_len)))
+		goto out_err;
+	log_debug("credentials: %s", cr.source);
+	/* taken over, not copied: creds_free wipes what it still holds */
+	s->access_key = cr.access_key;
+	s->secret_key = cr.secret_key;
+	s->session_token = cr.session_token;
+	cr.access_key = cr.secret_key = cr.session_token = NULL;
 	err = http_open(&hc, &s->http);
 	if (err)
 		goto out_err;
+	free(prefix);
 	*out = &s->base;
 	return 0;
 
 out_err:
+	creds_free(&cr);
+	free(prefix);
 	s->base.ops->close(&s->base);
 	return err;
 }
@@ -270,6 +358,7 @@ static void s3_close(struct backend *be)
 		memset(s->secret_key, 0, strlen(s->secret_key));
 	free(s->secret_key);
 	free(s->session_token);
+	backend_base_free(&s->base);
 	free(s);
 }
 
@@ -606,6 +695,21 @@ static const char *s3_endpoint(struct backend *be) { return ((struct s3 *)be)->b
 
 const struct backend_ops backend_s3 = {
     .scheme = "s3",
+    .syntax = "s3://BUCKET[/PREFIX]",
+    .help = "s3://BUCKET[/PREFIX]: S3 and S3-compatible stores (MinIO, Ceph, R2, ...), SigV4\n"
+	    "  endpoint=URL           default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else\n"
+	    "                         https://s3.REGION.amazonaws.com\n"
+	    "  region=NAME            signing region (default $AWS_REGION, $AWS_DEFAULT_REGION,\n"
+	    "                         us-east-1)\n"
+	    "  path_style             bucket in the URL path (default for IP and localhost\n"
+	    "                         endpoints; also use_path_request_style)\n"
+	    "  virtual_host           bucket in the host name (default otherwise)\n"
+	    "  creds_file=PATH        AWS shared-credentials file (after the AWS_* environment)\n"
+	    "  profile=NAME           profile in it (default $AWS_PROFILE, default)\n"
+	    "  Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
+	    "  creds_file, then $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials (profile\n"
+	    "  $AWS_PROFILE); none means anonymous requests.\n",
+    .options = s3_options,
     .open = s3_open,
     .close = s3_close,
     .check = s3_check,

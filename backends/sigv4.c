@@ -1,10 +1,13 @@
-/* AWS Signature Version 4.
+/* Signature Version 4, AWS's and OSS's (sigv4.h).
  *
  * Canonical request -> string to sign -> HMAC chain (date, region, service,
- * "aws4_request") -> signature. Everything is formatted into caller buffers;
+ * terminator) -> signature. Everything is formatted into caller buffers;
  * the only allocation is the header table copy used for sorting.
  */
 #include "sigv4.h"
+
+const struct sigv4_dialect sigv4_aws = {"AWS4-HMAC-SHA256", "AWS4", "aws4_request", 0};
+const struct sigv4_dialect sigv4_oss = {"OSS4-HMAC-SHA256", "aliyun_v4", "aliyun_v4_request", 1};
 
 #include <ctype.h>
 #include <errno.h>
@@ -95,6 +98,7 @@ static int pct_decode(const char *s, size_t n, char *out, size_t *out_n)
 
 struct qparam {
 	char *name, *value; /* encoded canonical forms */
+	int has_value;      /* "name=..." rather than "name" */
 };
 
 static int qparam_cmp(const void *a, const void *b)
@@ -141,6 +145,11 @@ static char *canon_component(const char *s, size_t n, int *err)
 
 int sigv4_canonical_query(const char *query, char *out, size_t out_len)
 {
+	return sigv4_canonical_query_d(query, 0, out, out_len);
+}
+
+int sigv4_canonical_query_d(const char *query, int bare_empty, char *out, size_t out_len)
+{
 	struct qparam *ps = NULL;
 	size_t np = 0, cap = 0;
 	struct sb b = {out, 0, out_len, 0};
@@ -175,6 +184,7 @@ int sigv4_canonical_query(const char *query, char *out, size_t out_len)
 				goto out;
 			ps[np].value = eq ? canon_component(eq + 1, seg - nlen - 1, &err)
 					  : canon_component("", 0, &err);
+			ps[np].has_value = eq && seg - nlen - 1 > 0;
 			if (!ps[np].value) {
 				free(ps[np].name);
 				goto out;
@@ -191,8 +201,10 @@ int sigv4_canonical_query(const char *query, char *out, size_t out_len)
 		if (i)
 			sb_putc(&b, '&');
 		sb_puts(&b, ps[i].name);
-		sb_putc(&b, '=');
-		sb_puts(&b, ps[i].value);
+		if (!bare_empty || ps[i].has_value) {
+			sb_putc(&b, '=');
+			sb_puts(&b, ps[i].value);
+		}
 	}
 	if (b.overflow)
 		err = -ENAMETOOLONG;
@@ -233,23 +245,34 @@ static int hdr_cmp(const void *a, const void *b)
 	return strcmp(((const struct hdr *)a)->name, ((const struct hdr *)b)->name);
 }
 
-/* Append a header value trimmed, with inner runs of blanks folded to one. */
-static void sb_put_trimmed(struct sb *b, const char *v)
+/* Append a header value trimmed, with inner runs of blanks folded to one
+ * (AWS) or kept (OSS, @fold 0). */
+static void sb_put_trimmed(struct sb *b, const char *v, int fold)
 {
-	int pending_space = 0;
+	const char *e;
 
 	while (*v == ' ' || *v == '\t')
 		v++;
-	for (; *v; v++) {
-		if (*v == ' ' || *v == '\t') {
-			pending_space = 1;
+	e = v + strlen(v);
+	while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	for (; v < e; v++) {
+		if (fold && (*v == ' ' || *v == '\t')) {
+			while (v + 1 < e && (v[1] == ' ' || v[1] == '\t'))
+				v++;
+			sb_putc(b, ' ');
 			continue;
 		}
-		if (pending_space)
-			sb_putc(b, ' ');
-		pending_space = 0;
 		sb_putc(b, *v);
 	}
+}
+
+/* OSS signs content-type, content-md5 and x-oss-* by default; any other
+ * signed header is named in AdditionalHeaders. */
+static int oss_default_signed(const char *lower)
+{
+	return strcmp(lower, "content-type") == 0 || strcmp(lower, "content-md5") == 0 ||
+	       strncmp(lower, "x-oss-", 6) == 0;
 }
 
 int sigv4_sign(const struct sigv4_request *req, char *out, size_t out_len,
@@ -263,12 +286,15 @@ int sigv4_sign(const struct sigv4_request *req, char *out, size_t out_len,
 	struct hdr *hs;
 	int err;
 
+	const struct sigv4_dialect *d = req && req->dialect ? req->dialect : &sigv4_aws;
+
 	if (!req || !req->method || !req->path || !req->amz_date || strlen(req->amz_date) != 16 ||
 	    !req->region || !req->service || !req->access_key || !req->secret_key ||
 	    !req->payload_hash || req->n_headers == 0 || req->n_headers > 64)
 		return -EINVAL;
 
-	err = sigv4_canonical_query(req->query, cquery, sizeof(cquery));
+	signed_hdrs[0] = '\0'; /* OSS may list none */
+	err = sigv4_canonical_query_d(req->query, d->oss, cquery, sizeof(cquery));
 	if (err)
 		return err;
 
@@ -296,9 +322,11 @@ int sigv4_sign(const struct sigv4_request *req, char *out, size_t out_len,
 	for (size_t i = 0; i < req->n_headers; i++) {
 		sb_puts(&c, hs[i].name);
 		sb_putc(&c, ':');
-		sb_put_trimmed(&c, hs[i].value);
+		sb_put_trimmed(&c, hs[i].value, !d->oss);
 		sb_putc(&c, '\n');
-		if (i)
+		if (d->oss && oss_default_signed(hs[i].name))
+			continue; /* AdditionalHeaders: the others only */
+		if (sh.len)
 			sb_putc(&sh, ';');
 		sb_puts(&sh, hs[i].name);
 	}
@@ -315,15 +343,15 @@ int sigv4_sign(const struct sigv4_request *req, char *out, size_t out_len,
 		memcpy(canonical_out, creq, strlen(creq) + 1);
 	}
 
-	if (snprintf(scope, sizeof(scope), "%.8s/%s/%s/aws4_request", req->amz_date,
-		     req->region, req->service) >= (int)sizeof(scope))
+	if (snprintf(scope, sizeof(scope), "%.8s/%s/%s/%s", req->amz_date, req->region,
+		     req->service, d->terminator) >= (int)sizeof(scope))
 		return -ENAMETOOLONG;
 	sigv4_sha256_hex(creq, strlen(creq), hash);
-	if (snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256\n%s\n%s\n%s", req->amz_date, scope,
+	if (snprintf(sts, sizeof(sts), "%s\n%s\n%s\n%s", d->algorithm, req->amz_date, scope,
 		     hash) >= (int)sizeof(sts))
 		return -ENAMETOOLONG;
 
-	if (snprintf(kdate_key, sizeof(kdate_key), "AWS4%s", req->secret_key) >=
+	if (snprintf(kdate_key, sizeof(kdate_key), "%s%s", d->key_prefix, req->secret_key) >=
 	    (int)sizeof(kdate_key))
 		return -EINVAL;
 	{
@@ -335,7 +363,7 @@ int sigv4_sign(const struct sigv4_request *req, char *out, size_t out_len,
 	OPENSSL_cleanse(kdate_key, sizeof(kdate_key));
 	hmac(k, 32, req->region, k);
 	hmac(k, 32, req->service, k);
-	hmac(k, 32, "aws4_request", k);
+	hmac(k, 32, d->terminator, k);
 	hmac(k, 32, sts, sig);
 	OPENSSL_cleanse(k, sizeof(k));
 
@@ -343,9 +371,14 @@ int sigv4_sign(const struct sigv4_request *req, char *out, size_t out_len,
 		char sighex[65];
 		for (int i = 0; i < 32; i++)
 			snprintf(sighex + 2 * i, 3, "%02x", sig[i]);
-		if (snprintf(out, out_len,
-			     "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
-			     req->access_key, scope, signed_hdrs, sighex) >= (int)out_len)
+		int n = d->oss ? snprintf(out, out_len, "%s Credential=%s/%s%s%s,Signature=%s",
+					  d->algorithm, req->access_key, scope,
+					  *signed_hdrs ? ",AdditionalHeaders=" : "", signed_hdrs,
+					  sighex)
+			       : snprintf(out, out_len, "%s Credential=%s/%s, SignedHeaders=%s, "
+							"Signature=%s",
+					  d->algorithm, req->access_key, scope, signed_hdrs, sighex);
+		if (n < 0 || n >= (int)out_len)
 			return -ENAMETOOLONG;
 	}
 	return 0;

@@ -24,7 +24,7 @@ struct cache;
 
 /* The identity of one object version. */
 struct cache_object {
-	const char *source; /* "s3://bucket" (with the endpoint when not the default) */
+	const char *source; /* the backend's name for its source (backend.h) */
 	const char *key;    /* full backend key */
 	const char *etag;   /* "" when the backend gave none */
 	uint64_t size;

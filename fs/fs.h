@@ -23,7 +23,7 @@ struct fs {
 	struct cache *cache;
 	struct tree *tree;
 	const char *prefix;    /* "" or "dir/": prepended to tree paths to get keys */
-	const char *source_ns; /* identity of the bucket for the cache: "s3://bucket[@endpoint]" */
+	const char *source_ns; /* the source's identity in the cache (the backend's name) */
 	const char *cache_dir; /* NULL: no snapshots */
 	const char *snap_id;   /* names this mount's snapshot in the cache dir */
 	_Atomic uint64_t backend_down_ms; /* CLOCK_MONOTONIC of the last failed HEAD */

@@ -1,4 +1,4 @@
-/* modelfs: mount an object-store bucket read-only.
+/* modelfs: mount a model store read-only.
  *
  * Start-up does all the checks that can fail (options, mountpoint,
  * credentials, a probe of the bucket, the listing) before mounting, so a bad
@@ -6,7 +6,6 @@
  * -f the process forks only after the mount is live (fuse_daemonize after
  * fuse_session_mount), so the parent's exit 0 means "mounted".
  */
-#include "creds.h"
 #include "fs.h"
 #include "log.h"
 #include "snapshot.h"
@@ -51,14 +50,14 @@ static void die(const char *fmt, ...)
 }
 
 /* One line for a failed probe of the bucket. */
-static void die_check(int err, const char *url, const struct backend_source *src,
+static void die_check(int err, const char *url, const struct backend *be,
 		      const char *endpoint, const char *detail)
 {
 	switch (err) {
 	case -EACCES:
 		die("access denied to %s at %s: check the credentials (%s)", url, endpoint, detail);
 	case -ENOENT:
-		die("bucket '%s' does not exist at %s (%s)", src->bucket, endpoint, detail);
+		die("%s does not exist at %s (%s)", be->what, endpoint, detail);
 	case -ECONNREFUSED:
 	case -EHOSTUNREACH:
 		die("cannot reach endpoint %s: %s", endpoint, detail);
@@ -352,9 +351,7 @@ int main(int argc, char **argv)
 {
 	struct fs_opts o;
 	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
-	struct backend_source src;
 	struct backend_config bc;
-	struct creds cr;
 	struct fs fs = {0};
 	struct fuse_session *se;
 	unsigned pages;
@@ -401,27 +398,13 @@ int main(int argc, char **argv)
 		log_info("modelfs is read-only: mounting %s read-only ('rw' ignored)",
 			 o.mountpoint);
 
-	err = backend_source_parse(o.source, &src);
-	if (err == -EPROTONOSUPPORT)
-		die("unsupported source '%s': expected %s", o.source, backend_schemes());
-	if (err)
-		die("bad source '%s': expected s3://BUCKET[/PREFIX]", o.source);
 	check_mountpoint(&o);
-
-	if (creds_load(o.creds_file, o.profile, &cr, msg, sizeof(msg)))
-		die("%s", msg);
-	log_debug("credentials: %s", cr.source);
 	if (o.insecure_tls)
 		log_warn("insecure_tls: TLS certificates are NOT verified; anyone on the path can "
 			 "read and alter the data");
-
 	bc = (struct backend_config){
-	    .endpoint = o.endpoint,
-	    .region = o.region,
-	    .path_style = o.path_style,
-	    .access_key = cr.access_key,
-	    .secret_key = cr.secret_key,
-	    .session_token = cr.session_token,
+	    .opts = (const char *const *)o.backend_opts,
+	    .n_opts = o.n_backend_opts,
 	    .ca_file = o.ca_file,
 	    .insecure_tls = o.insecure_tls,
 	    .no_etag_match = o.no_etag_match,
@@ -429,25 +412,19 @@ int main(int argc, char **argv)
 	    .connect_timeout_ms = o.connect_timeout_ms,
 	    .request_timeout_ms = o.request_timeout_ms,
 	};
-	err = src.ops->open(&bc, src.bucket, &fs.be);
-	creds_free(&cr);
-	if (err == -EINVAL)
-		die("bad endpoint '%s': expected http[s]://HOST[:PORT]",
-		    o.endpoint ? o.endpoint : "(default)");
-	if (err)
-		die("cannot set up the %s client: %s", src.ops->scheme, strerror(-err));
+	if (backend_open(o.source, &bc, &fs.be, msg, sizeof(msg)))
+		die("%s", msg);
 	/* messages name the URL that was tried, not the option */
 	snprintf(endpoint, sizeof(endpoint), "%s", fs.be->ops->endpoint(fs.be));
 
 	/* The cache directory, and this mount's names in it. */
 	cache_dir = choose_cache_dir(&o);
-	if (asprintf(&source_ns, "%s://%s%s%s", src.ops->scheme, src.bucket, o.endpoint ? "@" : "",
-		     o.endpoint ? o.endpoint : "") < 0 ||
-	    asprintf(&snap_id, "%s/%s", source_ns, src.prefix) < 0)
+	source_ns = fs.be->name;
+	if (asprintf(&snap_id, "%s/%s", source_ns, fs.be->prefix) < 0)
 		die("out of memory");
 
 	fs.opts = &o;
-	fs.prefix = src.prefix;
+	fs.prefix = fs.be->prefix;
 	fs.source_ns = source_ns;
 	fs.cache_dir = cache_dir;
 	fs.snap_id = snap_id;
@@ -455,7 +432,7 @@ int main(int argc, char **argv)
 		die("out of memory");
 
 	msg[0] = '\0';
-	err = fs.be->ops->check(fs.be, src.prefix, msg, sizeof(msg));
+	err = fs.be->ops->check(fs.be, fs.be->prefix, msg, sizeof(msg));
 	if (err == 0)
 		err = fs_load_listing(&fs);
 	if (err && outage_error(err) && cache_dir) {
@@ -476,7 +453,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (err && *msg)
-		die_check(err, o.source, &src, endpoint, msg);
+		die_check(err, o.source, fs.be, endpoint, msg);
 	if (err)
 		die("listing %s failed: %s", o.source, strerror(-err));
 	tree_counts(fs.tree, &files, &dirs, &bytes);
@@ -581,10 +558,9 @@ int main(int argc, char **argv)
 	cache_close(fs.cache);
 	tree_free(fs.tree);
 	fs.be->ops->close(fs.be);
-	backend_source_free(&src);
 	fuse_opt_free_args(&fargs);
 	opts_free(&o);
-	free(source_ns);
+
 	free(snap_id);
 	free(cache_dir);
 	/* a positive value is the signal that ended the loop: a clean exit */

@@ -2,6 +2,7 @@
  * and validated here, so a bad value gets a sentence naming the option rather
  * than libfuse's generic complaint. */
 #include "opts.h"
+#include "backend.h"
 #include "cache.h"
 
 #include <errno.h>
@@ -18,10 +19,8 @@ enum {
 	KEY_VERSION,
 	KEY_FOREGROUND,
 	KEY_DEBUG,
-	KEY_PATH_STYLE,
-	KEY_VHOST,
 	KEY_INSECURE,
-	KEY_SECRET,
+	KEY_BACKEND,
 	KEY_RO,
 	KEY_RW,
 	KEY_NO_CACHE,
@@ -63,10 +62,6 @@ static const struct fuse_opt raw_spec[] = {
 };
 
 static const struct fuse_opt str_spec[] = {
-    OOPT("endpoint=%s", endpoint),
-    OOPT("region=%s", region),
-    OOPT("creds_file=%s", creds_file),
-    OOPT("profile=%s", profile),
     OOPT("ca_file=%s", ca_file),
     OOPT("cache_dir=%s", cache_dir),
     OOPT("prefetch=%s", prefetch),
@@ -84,19 +79,11 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("--foreground", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_DEBUG),
     FUSE_OPT_KEY("debug", KEY_DEBUG),
-    FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
-    FUSE_OPT_KEY("use_path_request_style", KEY_PATH_STYLE),
-    FUSE_OPT_KEY("virtual_host", KEY_VHOST),
     FUSE_OPT_KEY("insecure_tls", KEY_INSECURE),
     FUSE_OPT_KEY("no_cache", KEY_NO_CACHE),
     FUSE_OPT_KEY("no_etag_match", KEY_NO_ETAG),
     FUSE_OPT_KEY("no_passthrough", KEY_NO_PASSTHROUGH),
     FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
-    FUSE_OPT_KEY("secret_key=", KEY_SECRET),
-    FUSE_OPT_KEY("secret_access_key=", KEY_SECRET),
-    FUSE_OPT_KEY("aws_secret_access_key=", KEY_SECRET),
-    FUSE_OPT_KEY("access_key=", KEY_SECRET),
-    FUSE_OPT_KEY("session_token=", KEY_SECRET),
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("rw", KEY_RW),
     /* mount(8) and fstab noise that libfuse would reject */
@@ -122,6 +109,60 @@ static void set_bad(struct raw *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A backend's option: kept, in order, for the SOURCE's backend to parse
+ * (it refuses another backend's), unless some backend refuses it outright. */
+static int backend_opt(struct raw *r, const char *arg)
+{
+	size_t n;
+	const struct backend_ops *const *bes = backend_list(&n);
+	struct fs_opts *o = r->o;
+	char **grown;
+	const char *v;
+
+	for (size_t i = 0; i < n; i++)
+		for (const struct backend_option *bo = bes[i]->options; bo && bo->name; bo++)
+			if (bo->refuse && backend_opt_is(arg, bo->name, &v)) {
+				set_bad(r, "%s", bo->refuse);
+				return 0;
+			}
+	grown = realloc(o->backend_opts, (o->n_backend_opts + 1) * sizeof(*grown));
+	if (!grown || !(grown[o->n_backend_opts] = strdup(arg))) {
+		if (grown)
+			o->backend_opts = grown;
+		set_bad(r, "out of memory");
+		return 0;
+	}
+	o->backend_opts = grown;
+	o->n_backend_opts++;
+	return 0;
+}
+
+/* Every registered backend's options as fuse_opt keys (KEY_BACKEND). */
+static struct fuse_opt *backend_spec(void)
+{
+	size_t n, k = 0, total = 0;
+	const struct backend_ops *const *bes = backend_list(&n);
+	struct fuse_opt *spec;
+
+	for (size_t i = 0; i < n; i++)
+		for (const struct backend_option *bo = bes[i]->options; bo && bo->name; bo++)
+			total++;
+	spec = calloc(total + 1, sizeof(*spec));
+	if (!spec)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		for (const struct backend_option *bo = bes[i]->options; bo && bo->name; bo++)
+			spec[k++] = (struct fuse_opt)FUSE_OPT_KEY(bo->name, KEY_BACKEND);
+	return spec; /* calloc ended it with a NULL template */
+}
+
+/* The pass over backend options: everything else stays for the next pass. */
+static int on_backend_key(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	(void)outargs;
+	return key == KEY_BACKEND ? backend_opt(data, arg) : 1;
+}
+
 static int on_key(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct raw *r = data;
@@ -142,12 +183,6 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		o->debug = 1;
 		o->foreground = 1;
 		return 0;
-	case KEY_PATH_STYLE:
-		o->path_style = 1;
-		return 0;
-	case KEY_VHOST:
-		o->path_style = 0;
-		return 0;
 	case KEY_INSECURE:
 		o->insecure_tls = 1;
 		return 0;
@@ -162,10 +197,6 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		return 0;
 	case KEY_NONEMPTY:
 		o->nonempty = 1;
-		return 0;
-	case KEY_SECRET:
-		set_bad(r, "credentials are not accepted on the command line (they would show in "
-			   "ps): use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or -o creds_file=PATH");
 		return 0;
 	case KEY_RO:
 		return 0; /* always read-only; added once below */
@@ -264,14 +295,13 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct raw r = {.o = o};
-	const char *env;
+	struct fuse_opt *bspec = backend_spec();
 	char *fsname = NULL, *esc = NULL;
 	double d;
 	long l;
 	int ret = -EINVAL;
 
 	memset(o, 0, sizeof(*o));
-	o->path_style = -1;
 	o->uid = getuid();
 	o->gid = getgid();
 	o->attr_timeout_s = 300;
@@ -284,7 +314,12 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	o->metadata_ttl_s = 60;
 	o->log_level = 2; /* info */
 
+	if (!bspec) {
+		snprintf(err, err_len, "out of memory");
+		goto out;
+	}
 	if (fuse_opt_parse(&args, o, str_spec, NULL) == -1 ||
+	    fuse_opt_parse(&args, &r, bspec, on_backend_key) == -1 ||
 	    fuse_opt_parse(&args, &r, raw_spec, NULL) == -1 ||
 	    fuse_opt_parse(&args, &r, key_spec, on_key) == -1) {
 		snprintf(err, err_len, "cannot parse the command line");
@@ -372,15 +407,6 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 		goto out;
 	}
 
-	if (!o->endpoint && (env = getenv("AWS_ENDPOINT_URL_S3")) && *env)
-		o->endpoint = strdup(env);
-	if (!o->endpoint && (env = getenv("AWS_ENDPOINT_URL")) && *env)
-		o->endpoint = strdup(env);
-	if (!o->region && (env = getenv("AWS_REGION")) && *env)
-		o->region = strdup(env);
-	if (!o->region && (env = getenv("AWS_DEFAULT_REGION")) && *env)
-		o->region = strdup(env);
-
 	esc = escape_opt(o->source);
 	if (!esc || asprintf(&fsname, "-ofsname=%s,subtype=modelfs,ro,default_permissions", esc) < 0) {
 		fsname = NULL;
@@ -397,6 +423,7 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	ret = 0;
 out:
 	fuse_opt_free_args(&args);
+	free(bspec);
 	free(fsname);
 	free(esc);
 	free_raw(&r);
@@ -407,10 +434,9 @@ void opts_free(struct fs_opts *o)
 {
 	free(o->source);
 	free(o->mountpoint);
-	free(o->endpoint);
-	free(o->region);
-	free(o->creds_file);
-	free(o->profile);
+	for (size_t i = 0; i < o->n_backend_opts; i++)
+		free(o->backend_opts[i]);
+	free(o->backend_opts);
 	free(o->ca_file);
 	free(o->cache_dir);
 	free(o->prefetch);
@@ -421,24 +447,22 @@ void opts_free(struct fs_opts *o)
 
 void opts_usage(const char *prog)
 {
+	size_t n;
+	const struct backend_ops *const *bes = backend_list(&n);
+
 	printf("usage: %s SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
 	       "\n"
-	       "Mount an object-store bucket or prefix read-only.\n"
-	       "SOURCE: s3://BUCKET[/PREFIX]\n"
+	       "Mount a model store read-only. SOURCE:", prog);
+	for (size_t i = 0; i < n; i++)
+		printf("%s %s", i ? "," : "", bes[i]->syntax);
+	printf("\n"
 	       "\n"
 	       "  -f, --foreground       stay in the foreground (log to stderr)\n"
 	       "  -d                     debug logging (implies -f)\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
 	       "\n"
-	       "Options (-o):\n"
-	       "  endpoint=URL           S3 endpoint (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n"
-	       "                         else https://s3.REGION.amazonaws.com)\n"
-	       "  region=NAME            signing region (default $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)\n"
-	       "  path_style             bucket in the URL path (default for IP and localhost endpoints)\n"
-	       "  virtual_host           bucket in the host name (default otherwise)\n"
-	       "  creds_file=PATH        AWS shared-credentials file (after the AWS_* environment)\n"
-	       "  profile=NAME           profile in the credentials file (default $AWS_PROFILE, default)\n"
+	       "Options (-o), for every source:\n"
 	       "  ca_file=PATH           CA bundle for TLS verification\n"
 	       "  insecure_tls           do not verify TLS certificates (logged as a warning)\n"
 	       "  uid=N, gid=N           owner of every file (default: the mounting user)\n"
@@ -467,15 +491,15 @@ void opts_usage(const char *prog)
 	       "  log_level=LEVEL        error, warning, info or debug (default info)\n"
 	       "  nonempty               mount over a non-empty directory or an existing FUSE mount\n"
 	       "  rw                     accepted (mount(8) adds it) and ignored: always read-only\n"
-	       "  allow_other, ...       standard FUSE mount options are passed through\n"
-	       "\n"
-	       "Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
-	       "creds_file, then $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials (profile\n"
-	       "$AWS_PROFILE); none means anonymous requests. Never on the command line.\n"
+	       "  allow_other, ...       standard FUSE mount options are passed through\n");
+	for (size_t i = 0; i < n; i++)
+		printf("\n%s", bes[i]->help);
+	printf("\n"
+	       "Credentials are never taken from the command line.\n"
 	       "SIGTERM, SIGINT: cancel the requests in flight and unmount (within ~2 s).\n"
 	       "\n"
 	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n"
 	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"
 	       "                 %s status [--ready] MOUNTPOINT\n",
-	       prog, prog, prog, prog);
+	       prog, prog, prog);
 }

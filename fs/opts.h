@@ -1,7 +1,8 @@
 /* Command-line and -o option parsing. Our options are taken out; everything
  * else is handed to libfuse (allow_other, max_read, ...), which rejects what
- * it does not know. Secrets are refused here: credentials come from the
- * environment or a credentials file, never from argv (visible in ps). */
+ * it does not know. Options of the backends (backend.h) are collected for
+ * them; the secrets they name are refused here, never taken from argv
+ * (visible in ps). */
 #ifndef MODELFS_OPTS_H
 #define MODELFS_OPTS_H
 
@@ -12,10 +13,11 @@
 #include <fuse_opt.h>
 
 struct fs_opts {
-	char *source;     /* "s3://bucket/prefix" */
+	char *source;     /* "s3://bucket/prefix", ...: the backend parses it */
 	char *mountpoint;
-	char *endpoint, *region, *creds_file, *profile, *ca_file;
-	int path_style;   /* -1 auto, 0 virtual host, 1 path */
+	char **backend_opts; /* the backends' own options, "key[=value]", in order */
+	size_t n_backend_opts;
+	char *ca_file;
 	int insecure_tls;
 	int no_etag_match;
 	int no_passthrough;   /* read cached files through the daemon, checking each block */
@@ -43,9 +45,10 @@ struct fs_opts {
 	int show_help, show_version;
 };
 
-/* Parse @argc/@argv into @o (defaults filled first; environment fallbacks
- * AWS_ENDPOINT_URL, AWS_REGION, AWS_DEFAULT_REGION applied) and @fargs (the
- * arguments for libfuse, with ro, fsname and subtype added).
+/* Parse @argc/@argv into @o (defaults filled first) and @fargs (the
+ * arguments for libfuse, with ro, fsname and subtype added). The options
+ * the backends declare are collected unparsed in @o->backend_opts, except
+ * those a backend refuses (secrets), which fail here.
  * @return 0, or -EINVAL with one human line in @err. */
 int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs, char *err,
 	       size_t err_len);

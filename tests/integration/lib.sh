@@ -88,7 +88,9 @@ mount_fs() {
 	MOUNTS+=("$dir")
 	# every test keeps its cache in its own work directory
 	case ",$opts," in *,cache_dir=*|*,no_cache,*) ;; *) opts="cache_dir=$WORK/cache${opts:+,$opts}" ;; esac
-	"$MODELFS" "$src" "$dir" -f -o "endpoint=$S3_ENDPOINT${opts:+,$opts}" "$@" >>"$log" 2>&1 &
+	# the test's S3 server, for S3 sources (another source refuses the option)
+	case $src in s3://*) opts="endpoint=$S3_ENDPOINT${opts:+,$opts}" ;; esac
+	"$MODELFS" "$src" "$dir" -f -o "$opts" "$@" >>"$log" 2>&1 &
 	MNT_PID=$!
 	PIDS+=("$MNT_PID")
 	local i

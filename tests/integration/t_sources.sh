@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# One body run against every source: the tree of t_mount (nested prefixes,
+# > 1,000 keys in one directory, spaces, '+', '%', '=', '&', unicode, empty
+# files, an empty directory) compared by find and sha256, random ranges byte
+# for byte, a prefetch, a remount with the store gone (the offline snapshot
+# and the cache) and passthrough of the cached files. Then what only one
+# source has: file:// symlinks, special files, and a file changed under an
+# open reader.
+source "$(dirname "$0")/lib.sh"
+
+MANY=${MANY:-1100}
+SRC=$WORK/src
+MNT=$WORK/mnt
+python3 "$HERE/gen_tree.py" "$SRC" "$MANY" 40
+(cd "$SRC" && find . | LC_ALL=C sort) >"$WORK/find.want"
+(cd "$SRC" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | LC_ALL=C sort -k2) >"$WORK/sha.want"
+
+gets() { grep -c "debug: GET " "$1" 2>/dev/null || true; }
+hits() { "$MODELFS" cache stat "$1" | sed -n "s/^reads *\([0-9]*\) chunk reads.*/\1/p"; }
+same_tree() { # DIR: find and sha256 as the source
+	(cd "$1" && find . | LC_ALL=C sort) >"$WORK/find.got" &&
+		cmp -s "$WORK/find.want" "$WORK/find.got" || { diff "$WORK/find.want" "$WORK/find.got" | head -5; return 1; }
+	(cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -P 4 -n 100 sha256sum | LC_ALL=C sort -k2) >"$WORK/sha.got"
+	cmp -s "$WORK/sha.want" "$WORK/sha.got"
+}
+ranges() { # DIR: random ranged reads equal the source
+	python3 - "$SRC" "$1" <<'PY'
+import os, random, sys
+src, mnt = sys.argv[1], sys.argv[2]
+rng = random.Random(11)
+files = ["big/model-big.safetensors", "a/b/c/deep.bin", "a/b/shard-00001.safetensors"]
+for _ in range(200):
+    rel = rng.choice(files)
+    size = os.path.getsize(os.path.join(src, rel))
+    off = rng.randrange(size); n = rng.randrange(1, 3 << 20)
+    with open(os.path.join(src, rel), "rb") as a, open(os.path.join(mnt, rel), "rb") as b:
+        a.seek(off); b.seek(off)
+        if a.read(n) != b.read(n):
+            print("mismatch", rel, off, n); sys.exit(1)
+PY
+}
+
+# body NAME SOURCE STORE_DOWN STORE_UP
+body() {
+	local name=$1 src=$2 down=$3 up=$4 c=$WORK/cache-$1 h0 h1
+	local opts="cache_dir=$c,chunk_size=1M,metadata_ttl=3600"
+	log "$name: $src"
+	mount_fs "$src" "$MNT" "$opts" -d || { fail "$name: mount"; return; }
+	check "$name: find and sha256 of every file equal the source" same_tree "$MNT"
+	drop_caches
+	check "$name: random ranged reads equal the source" ranges "$MNT"
+	check "$name: > 1000 entries in one directory" [ "$(ls "$MNT/many" | wc -l)" -eq "$MANY" ]
+	check_all "$name: the empty directory is there, empty" '[ -d "$MNT/emptydir" ] && [ -z "$(ls -A "$MNT/emptydir")" ]'
+	check_all "$name: writes fail with EROFS" '! touch "$MNT/new" 2>"$WORK/erofs" && grep -q "Read-only" "$WORK/erofs"'
+	umount_fs "$MNT"
+
+	# a prefetch of everything, then the store goes away
+	rm -f "$WORK/ready"
+	mount_fs "$src" "$MNT" "$opts,prefetch=*,ready_file=$WORK/ready" -d
+	for _ in $(seq 600); do [ -e "$WORK/ready" ] && break; sleep 0.1; done
+	check "$name: the prefetch of every file ends (ready_file)" [ -e "$WORK/ready" ]
+	umount_fs "$MNT"
+	$down
+	: >"$WORK/mnt.log"
+	h0=$(hits "$c")
+	mount_fs "$src" "$MNT" "$opts" -d || { fail "$name: offline mount"; $up; return; }
+	check "$name: store gone: mounted from the saved listing" grep -q "mounting the listing saved" "$WORK/mnt.log"
+	drop_caches
+	check "$name: store gone: every file reads back from the cache" same_tree "$MNT"
+	umount_fs "$MNT"
+	h1=$(hits "$c")
+	if grep -q "kernel passthrough on" "$WORK/mnt.log"; then
+		check "$name: cached files passed through: no chunk read by the daemon ($((h1 - h0)))" \
+			[ "$((h1 - h0))" -le 2 ]
+	else
+		echo "ok - $name: passthrough skipped (the kernel has none)"
+	fi
+	$up
+}
+
+# ---- s3:// (s3rver)
+s3_start s3
+$S3TOOL mb models
+$S3TOOL putdir models llama "$SRC" || exit 1
+$S3TOOL put models llama/emptydir/ /dev/null
+S3_PORT_WANT=$S3_PORT
+s3_down() { s3_stop; }
+s3_up() { s3_start s3; }
+body s3 s3://models/llama s3_down s3_up
+
+# ---- file:// (a network share: here a FUSE mount of the same bucket, so
+# that "the share is down" is what a dead network filesystem gives, ENOTCONN)
+FSRC=$WORK/share
+share_up() { mount_fs s3://models/llama "$FSRC" no_cache && SHARE_PID=$MNT_PID; }
+share_down() { kill -9 "$SHARE_PID"; wait "$SHARE_PID" 2>/dev/null; }
+share_again() { fusermount3 -uz "$FSRC"; share_up; }
+share_up || fail "the share mounts"
+body file "file://$FSRC" share_down share_again
+
+# ---- file:// only: symlinks, special files, a file changed under a reader
+F=$WORK/f
+mkdir -p "$F/models/blobs" "$F/models/snap" "$WORK/outside"
+head -c $((3 << 20)) /dev/urandom >"$F/models/blobs/b1"
+echo secret >"$WORK/outside/secret"
+ln -s ../blobs/b1 "$F/models/snap/model.bin"       # inside: followed (the HF cache layout)
+ln -s ../../outside/secret "$F/models/snap/escape" # leaves the tree: not shown
+ln -s "$F/models/blobs/b1" "$F/models/snap/abs"    # absolute: not followed
+ln -s . "$F/models/snap/loop"                      # a loop: not walked twice
+mkfifo "$F/models/fifo"
+python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])" "$F/models/sock"
+head -c $((16 << 20)) /dev/urandom >"$F/models/changing.bin"
+mount_fs "file://$F/models" "$MNT" "cache_dir=$WORK/cache-f,chunk_size=1M" -d
+check "a symlink inside the tree is followed: bytes match" cmp -s "$MNT/snap/model.bin" "$F/models/blobs/b1"
+check_all "a symlink out of the tree, an absolute one, a fifo and a socket are not shown" \
+	'[ ! -e "$MNT/snap/escape" ] && [ ! -e "$MNT/snap/abs" ] && [ ! -e "$MNT/fifo" ] && [ ! -e "$MNT/sock" ]'
+check "a symlink loop is not followed" [ ! -e "$MNT/snap/loop" ]
+out=$(python3 - "$MNT/changing.bin" "$F/models/changing.bin" <<'PY' 2>&1
+import errno, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT) # no kernel readahead
+buf = mmap.mmap(-1, 4096)
+os.preadv(fd, [buf], 0)
+with open(sys.argv[2], "r+b") as f:   # changed in place, same size
+    f.seek(12 << 20); f.write(os.urandom(4096))
+try:
+    os.preadv(fd, [buf], 12 << 20)    # a chunk not fetched yet
+    print("read succeeded")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+PY
+)
+check "a file changed under an open reader: ESTALE, not mixed bytes ($out)" [ "$out" = ESTALE ]
+umount_fs "$MNT"
+
+# ---- bad sources: one line, non-zero, within seconds
+expect_line() { # DESCRIPTION PATTERN ARGS...
+	local d=$1 p=$2 rc out
+	shift 2
+	out=$(timeout 20 "$MODELFS" "$@" 2>&1)
+	rc=$?
+	check_all "$d: exit $rc, '$(echo "$out" | head -1)'" \
+		'[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo "$out" | grep -q -- "$p"'
+}
+mkdir -p "$WORK/m2"
+expect_line "file:// of a missing directory" "directory '$WORK/nonexistent' does not exist" \
+	"file://$WORK/nonexistent" "$WORK/m2" -o "cache_dir=$WORK/c2"
+expect_line "file:// of a relative path" "expected file:///ABSOLUTE/DIRECTORY" "file://rel/dir" "$WORK/m2"
+expect_line "an S3 option on a file:// source" "not used by file:// sources" \
+	"file://$F/models" "$WORK/m2" -o "region=x"
+expect_line "an unknown scheme: the schemes there are" "expected s3://BUCKET\[/PREFIX\], file:///DIR" \
+	"gs://models" "$WORK/m2"
+finish

@@ -1,0 +1,197 @@
+/* Unit tests for backends/backend.c and the sources' own parsing: the scheme
+ * registry, SOURCE syntax, each backend's options and environment, and the
+ * names a backend gives itself (the cache's namespace). Nothing is sent:
+ * open creates a client only. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check.h"
+
+static void clear_env(void)
+{
+	static const char *const vars[] = {
+	    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+	    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+	};
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/modelfs-test", 1);
+}
+
+/* backend_open with options given as a NULL-terminated list. */
+static int open_with(const char *source, struct backend **be, char *msg, size_t len, ...)
+{
+	const char *opts[16];
+	size_t n = 0;
+	va_list ap;
+	struct backend_config cfg = {.retries = 0, .connect_timeout_ms = 1000,
+				     .request_timeout_ms = 1000};
+
+	va_start(ap, len);
+	while (n < 16 && (opts[n] = va_arg(ap, const char *)) != NULL)
+		n++;
+	va_end(ap);
+	cfg.opts = opts;
+	cfg.n_opts = n;
+	return backend_open(source, &cfg, be, msg, len);
+}
+
+static void closebe(struct backend *be)
+{
+	if (be)
+		be->ops->close(be);
+}
+
+static void test_registry(void)
+{
+	struct backend *be = NULL;
+	char msg[512];
+	size_t n;
+	const struct backend_ops *const *all = backend_list(&n);
+
+	CHECK(n >= 1);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(all[i]->scheme && all[i]->syntax && all[i]->help && all[i]->options);
+		CHECK(strncmp(all[i]->syntax, all[i]->scheme, strlen(all[i]->scheme)) == 0);
+		CHECK(strstr(backend_schemes(), all[i]->scheme) != NULL);
+	}
+	/* an unknown scheme: the line lists every syntax there is */
+	CHECK(open_with("gs://models", &be, msg, sizeof(msg), NULL) == -EPROTONOSUPPORT);
+	CHECK(be == NULL);
+	CHECK(strstr(msg, "unsupported source 'gs://models'") != NULL);
+	for (size_t i = 0; i < n; i++)
+		CHECK(strstr(msg, all[i]->syntax) != NULL);
+	CHECK(open_with("models", &be, msg, sizeof(msg), NULL) == -EPROTONOSUPPORT);
+	CHECK(open_with("s3:/models", &be, msg, sizeof(msg), NULL) == -EPROTONOSUPPORT);
+}
+
+static void test_split(void)
+{
+	char *a, *p;
+
+	CHECK(backend_split_path("b", &a, &p) == 0);
+	CHECK_STR(a, "b");
+	CHECK_STR(p, "");
+	free(a), free(p);
+	CHECK(backend_split_path("b/x//y", &a, &p) == -EINVAL); /* empty segment */
+	CHECK(backend_split_path("b/x/y/", &a, &p) == 0);
+	CHECK_STR(a, "b");
+	CHECK_STR(p, "x/y/");
+	free(a), free(p);
+	CHECK(backend_split_path("", &a, &p) == -EINVAL);
+	CHECK(a == NULL && p == NULL);
+	CHECK(backend_split_path("/x", &a, &p) == -EINVAL);
+	CHECK(backend_split_path("b/../x", &a, &p) == -EINVAL);
+	CHECK(backend_split_path("b/./x", &a, &p) == -EINVAL);
+	CHECK(backend_split_path("b/x/..", &a, &p) == -EINVAL);
+	{
+		char long_name[300];
+		memset(long_name, 'b', sizeof(long_name) - 1);
+		long_name[sizeof(long_name) - 1] = '\0';
+		CHECK(backend_split_path(long_name, &a, &p) == -EINVAL);
+	}
+}
+
+static void test_s3(void)
+{
+	struct backend *be = NULL;
+	char msg[512];
+
+	clear_env();
+	CHECK(open_with("s3://b/p/q", &be, msg, sizeof(msg), "endpoint=http://127.0.0.1:9000",
+			NULL) == 0);
+	if (be) {
+		CHECK_STR(be->prefix, "p/q/");
+		CHECK_STR(be->name, "s3://b@http://127.0.0.1:9000");
+		CHECK_STR(be->what, "bucket 'b'");
+		CHECK_STR(be->ops->endpoint(be), "http://127.0.0.1:9000"); /* path style: an IP */
+	}
+	closebe(be);
+
+	/* no endpoint: AWS's, in the region, virtual host; the name has no '@' */
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "region=eu-west-1", NULL) == 0);
+	if (be) {
+		CHECK_STR(be->ops->endpoint(be), "https://b.s3.eu-west-1.amazonaws.com");
+		CHECK_STR(be->name, "s3://b");
+		CHECK_STR(be->prefix, "");
+	}
+	closebe(be);
+
+	/* the last of path_style / virtual_host wins */
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "endpoint=http://localhost:1",
+			"path_style", "virtual_host", NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "http://b.localhost:1");
+	closebe(be);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "endpoint=https://s3.example.com",
+			"virtual_host", "use_path_request_style", NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "https://s3.example.com");
+	closebe(be);
+
+	/* the environment, as the AWS tools read it */
+	setenv("AWS_ENDPOINT_URL", "http://general:1", 1);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), NULL) == 0);
+	if (be)
+		CHECK_STR(be->name, "s3://b@http://general:1");
+	closebe(be);
+	setenv("AWS_ENDPOINT_URL_S3", "http://specific:2", 1);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), NULL) == 0);
+	if (be)
+		CHECK_STR(be->name, "s3://b@http://specific:2");
+	closebe(be);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "endpoint=http://opt:3", NULL) == 0);
+	if (be)
+		CHECK_STR(be->name, "s3://b@http://opt:3");
+	closebe(be);
+	clear_env();
+	setenv("AWS_DEFAULT_REGION", "env-default", 1);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "https://b.s3.env-default.amazonaws.com");
+	closebe(be);
+	setenv("AWS_REGION", "env-region", 1);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "https://b.s3.env-region.amazonaws.com");
+	closebe(be);
+	/* empty variables are unset ones */
+	setenv("AWS_REGION", "", 1);
+	setenv("AWS_DEFAULT_REGION", "", 1);
+	setenv("AWS_ENDPOINT_URL", "", 1);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), NULL) == 0);
+	if (be) {
+		CHECK_STR(be->ops->endpoint(be), "https://b.s3.us-east-1.amazonaws.com");
+		CHECK_STR(be->name, "s3://b");
+	}
+	closebe(be);
+	clear_env();
+
+	/* each failure its own line */
+	be = NULL;
+	CHECK(open_with("s3://", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(strstr(msg, "bad source 's3://': expected s3://BUCKET[/PREFIX]") != NULL);
+	CHECK(be == NULL);
+	CHECK(open_with("s3://b/../x", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(strstr(msg, "bad source") != NULL);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "endpoint=ftp://x", NULL) == -EINVAL);
+	CHECK(strstr(msg, "bad endpoint 'ftp://x'") != NULL);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "sigv=1", NULL) == -EINVAL);
+	CHECK(strstr(msg, "option 'sigv=1' is not used by s3:// sources") != NULL);
+	CHECK(open_with("s3://b", &be, msg, sizeof(msg), "creds_file=/nonexistent/creds",
+			NULL) < 0);
+	CHECK(strstr(msg, "/nonexistent/creds") != NULL);
+	CHECK(be == NULL);
+}
+
+int main(void)
+{
+	test_registry();
+	test_split();
+	test_s3();
+	return check_done();
+}
