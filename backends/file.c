@@ -9,11 +9,20 @@
  * absolute) is skipped in listings and refused on reads, without a race
  * between a check and the open. Sockets, fifos and devices are skipped.
  *
- * A version of a file is (device, inode, size, mtime in ns), written as its
- * ETag. A read checks it before and after reading: a file replaced or
- * changed under an open reader gives -ESTALE, never bytes of two versions.
- * (A change that keeps size and mtime, e.g. a write followed by utimensat,
- * is invisible here as it is to rsync and make.)
+ * The root is opened anew by every operation, not kept: a share remounted
+ * under a live mount is the new share at the next read, not the old one.
+ *
+ * A version of a file is (inode, size, mtime in ns), written as its ETag. A
+ * read checks it before and after reading: a file replaced or changed under
+ * an open reader gives -ESTALE, never bytes of two versions. (A change that
+ * keeps size and mtime, e.g. a write followed by utimensat, is invisible
+ * here as it is to rsync and make.) Not the device: NFS and FUSE number it
+ * anew at every mount, which would make the whole cache stale after a
+ * reboot; a file keeps its inode number across remounts of a share.
+ *
+ * Listing errors below the root fail the listing (an EIO in one directory
+ * of a share must not save a tree without it), except what is a fact about
+ * the tree: an entry that vanished, a symlink out of it, one we may not read.
  */
 #include "backend.h"
 #include "log.h"
@@ -22,12 +31,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/openat2.h>
@@ -38,8 +49,7 @@
 
 struct file_be {
 	struct backend base; /* must be first */
-	atomic_int root;     /* O_PATH descriptor of the root directory, -1 until opened */
-	char *dir;           /* its absolute path, as given */
+	char *dir;           /* the root: an absolute path, as given */
 	char url[PATH_MAX + 8];
 	atomic_int cancelled;
 };
@@ -67,21 +77,33 @@ static int map_errno(int e)
 	}
 }
 
-/* Open @rel below the root, symlinks followed only inside the tree. */
-static int open_beneath(struct file_be *f, const char *rel, int flags)
+/* Open @rel below @root, symlinks followed only inside the tree. */
+static int open_beneath(int root, const char *rel, int flags)
 {
 	struct open_how how = {
 	    .flags = (uint64_t)(flags | O_CLOEXEC),
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 	};
+	int fd;
 
-	return (int)syscall(SYS_openat2, f->root, *rel ? rel : ".", &how, sizeof(how));
+	do /* EAGAIN: a rename raced the lookup */
+		fd = (int)syscall(SYS_openat2, root, *rel ? rel : ".", &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);
+	return fd;
+}
+
+/* The root, opened for one operation. @return the fd or -errno. */
+static int root_open(struct file_be *f)
+{
+	int fd = open(f->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	return fd < 0 ? map_errno(errno) : fd;
 }
 
 static void version_of(const struct stat *st, char out[BACKEND_ETAG_MAX])
 {
-	snprintf(out, BACKEND_ETAG_MAX, "%llx-%llx-%llx-%lld.%09ld", (unsigned long long)st->st_dev,
-		 (unsigned long long)st->st_ino, (unsigned long long)st->st_size,
+	snprintf(out, BACKEND_ETAG_MAX, "%llx-%llx-%lld.%09ld", (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_size,
 		 (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
 }
 
@@ -100,8 +122,6 @@ static void file_close(struct backend *be)
 
 	if (!f)
 		return;
-	if (atomic_load(&f->root) >= 0)
-		close(atomic_load(&f->root));
 	free(f->dir);
 	backend_base_free(&f->base);
 	free(f);
@@ -129,7 +149,6 @@ static int file_open(const char *source, const struct backend_config *cfg, struc
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	atomic_init(&f->root, -1);
 	f->base.ops = &backend_file;
 	if (!(f->dir = strndup(path, n)) || backend_base_init(&f->base, &backend_file, "") ||
 	    backend_base_name(&f->base, "file://%s", f->dir) ||
@@ -143,65 +162,122 @@ fail:
 	return err;
 }
 
-/* The root is opened at the probe, not at open: a share that is down at
- * mount time is an outage (the snapshot path), reported by check. */
-static int root_fd(struct file_be *f)
-{
-	int fd = atomic_load(&f->root), none = -1;
+/* The probe runs in a thread of its own: a hard NFS mount that hangs
+ * blocks its stat for ever, and the mount must fail (or go offline) within
+ * BACKEND_PROBE_MS all the same. A probe that never returns is left behind. */
+struct probe {
+	pthread_mutex_t lock;
+	pthread_cond_t done_cv;
+	int done, refs, err;
+	char dir[PATH_MAX], msg[256];
+};
 
-	if (fd >= 0)
-		return fd;
-	fd = open(f->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return map_errno(errno);
-	if (!atomic_compare_exchange_strong(&f->root, &none, fd)) {
-		close(fd); /* another thread opened it first */
-		fd = none;
+static void probe_put(struct probe *p)
+{
+	int last;
+
+	pthread_mutex_lock(&p->lock);
+	last = --p->refs == 0;
+	pthread_mutex_unlock(&p->lock);
+	if (last) {
+		pthread_mutex_destroy(&p->lock);
+		pthread_cond_destroy(&p->done_cv);
+		free(p);
 	}
-	return fd;
+}
+
+static void *probe_main(void *arg)
+{
+	struct probe *p = arg;
+	struct stat st;
+	int fd, err = 0, e;
+
+	if (stat(p->dir, &st) != 0) {
+		e = errno;
+		snprintf(p->msg, sizeof(p->msg), "%s", strerror(e));
+		err = map_errno(e);
+	} else if (!S_ISDIR(st.st_mode)) {
+		snprintf(p->msg, sizeof(p->msg), "not a directory");
+		err = -ENOENT;
+	} else if ((fd = open(p->dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		e = errno;
+		snprintf(p->msg, sizeof(p->msg), "%s", strerror(e));
+		err = map_errno(e);
+	} else {
+		int d = open_beneath(fd, "", O_RDONLY | O_DIRECTORY);
+		e = errno;
+		close(fd);
+		if (d >= 0) {
+			close(d);
+		} else if (e == ENOSYS || e == EPERM) {
+			/* openat2 is Linux 5.6; an old container seccomp profile
+			 * refuses it with EPERM: not a credentials problem */
+			snprintf(p->msg, sizeof(p->msg), "openat2 refused (%s): needs Linux >= 5.6 and "
+				 "a seccomp profile that allows it", strerror(e));
+			err = -EPROTONOSUPPORT;
+		} else {
+			snprintf(p->msg, sizeof(p->msg), "%s", strerror(e));
+			err = map_errno(e);
+		}
+	}
+	pthread_mutex_lock(&p->lock);
+	p->err = err;
+	p->done = 1;
+	pthread_cond_signal(&p->done_cv);
+	pthread_mutex_unlock(&p->lock);
+	probe_put(p);
+	return NULL;
 }
 
 static int file_check(struct backend *be, const char *prefix, char *msg, size_t msg_len)
 {
 	struct file_be *f = (struct file_be *)be;
-	struct stat st;
-	int fd, err;
+	struct probe *p = calloc(1, sizeof(*p));
+	struct timespec ts;
+	pthread_t t;
+	int err;
 
 	(void)prefix;
-	if (stat(f->dir, &st) != 0) {
-		err = errno;
-		if (msg)
-			snprintf(msg, msg_len, "%s", strerror(err));
-		return map_errno(err);
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->done_cv, NULL);
+	p->refs = 2;
+	snprintf(p->dir, sizeof(p->dir), "%s", f->dir);
+	if (pthread_create(&t, NULL, probe_main, p) != 0) {
+		p->refs = 1;
+		probe_put(p);
+		return -ENOMEM;
 	}
-	if (!S_ISDIR(st.st_mode)) {
+	pthread_detach(t);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += BACKEND_PROBE_MS / 1000;
+	ts.tv_nsec += (long)(BACKEND_PROBE_MS % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L)
+		ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+	pthread_mutex_lock(&p->lock);
+	while (!p->done && pthread_cond_timedwait(&p->done_cv, &p->lock, &ts) == 0)
+		;
+	if (p->done) {
+		err = p->err;
+		if (err && msg)
+			snprintf(msg, msg_len, "%s", p->msg);
+	} else {
+		err = -ETIMEDOUT;
 		if (msg)
-			snprintf(msg, msg_len, "not a directory");
-		return -ENOENT;
+			snprintf(msg, msg_len, "no answer from %s within %d ms (a hung network "
+					       "filesystem?)", f->dir, BACKEND_PROBE_MS);
 	}
-	fd = root_fd(f);
-	if (fd < 0) {
-		if (msg)
-			snprintf(msg, msg_len, "%s", strerror(-fd));
-		return fd;
-	}
-	/* openat2 is Linux 5.6: say so here, not at every read */
-	fd = open_beneath(f, "", O_RDONLY | O_DIRECTORY);
-	if (fd < 0) {
-		err = errno;
-		if (msg)
-			snprintf(msg, msg_len, "%s%s", strerror(err),
-				 err == ENOSYS ? " (openat2 needs Linux >= 5.6)" : "");
-		return err == ENOSYS ? -EPROTONOSUPPORT : map_errno(err);
-	}
-	close(fd);
-	return 0;
+	pthread_mutex_unlock(&p->lock);
+	probe_put(p);
+	return err;
 }
 
 /* ---- listing: a walk, sorted, then handed out in key order ---- */
 
 struct walk {
 	struct file_be *f;
+	int root;
 	char **keys;           /* "rel" or "rel/" (a directory) */
 	struct stat *sts;      /* parallel to keys */
 	size_t n, cap;
@@ -231,14 +307,36 @@ static int walk_add(struct walk *w, const char *key, const struct stat *st)
 	return 0;
 }
 
+/* An error of one entry below the root: a fact about the tree (skip it) or
+ * a failure of the store (fail the listing)? */
+static int entry_error(const char *path, int e)
+{
+	switch (e) {
+	case ENOENT:
+	case ENOTDIR:
+		return 0; /* gone meanwhile */
+	case EXDEV:
+	case ELOOP:
+		log_debug("file: skipping %s: it leaves the tree", path);
+		return 0;
+	case EACCES:
+	case EPERM:
+		log_warn("file: skipping %s: %s", path, strerror(e));
+		return 0;
+	default:
+		log_warn("file: listing %s: %s", path, strerror(e));
+		return map_errno(e);
+	}
+}
+
 static int walk_dir(struct walk *w, const char *rel, int depth)
 {
-	int fd = open_beneath(w->f, rel, O_RDONLY | O_DIRECTORY), err = 0;
+	int fd = open_beneath(w->root, rel, O_RDONLY | O_DIRECTORY), err = 0;
 	struct dirent *de;
 	DIR *d;
 
 	if (fd < 0)
-		return depth == 0 ? map_errno(errno) : 0; /* gone meanwhile, or left the tree */
+		return depth == 0 ? map_errno(errno) : entry_error(rel, errno);
 	d = fdopendir(fd);
 	if (!d) {
 		close(fd);
@@ -254,14 +352,18 @@ static int walk_dir(struct walk *w, const char *rel, int depth)
 		if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "",
 				     de->d_name) >= sizeof(path) - 1)
 			continue; /* no key that long */
+		if (atomic_load(&w->f->cancelled)) {
+			err = -ECANCELED;
+			break;
+		}
 		/* through openat2, so that a symlink is judged as a read would */
-		cfd = open_beneath(w->f, path, O_PATH);
+		cfd = open_beneath(w->root, path, O_PATH);
 		if (cfd < 0) {
-			if (errno == EXDEV || errno == ELOOP)
-				log_debug("file: skipping %s: it leaves %s", path, w->f->dir);
+			err = entry_error(path, errno);
 			continue;
 		}
 		if (fstat(cfd, &st) != 0) {
+			err = entry_error(path, errno);
 			close(cfd);
 			continue;
 		}
@@ -286,8 +388,8 @@ static int walk_dir(struct walk *w, const char *rel, int depth)
 		}
 		/* sockets, fifos, devices: not model files */
 	}
-	if (!err && errno && depth == 0)
-		err = map_errno(errno);
+	if (!err && errno)
+		err = depth == 0 ? map_errno(errno) : entry_error(rel, errno);
 	closedir(d);
 	return err;
 }
@@ -306,15 +408,20 @@ static int file_list(struct backend *be, const char *prefix, const char *delimit
 	struct walk w = {.f = f};
 	struct stat st;
 	size_t *order = NULL, plen = strlen(prefix);
-	int err, fd = root_fd(f);
+	int err, fd = root_open(f);
 
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, &st) != 0)
-		return map_errno(errno);
+	if (fstat(fd, &st) != 0) {
+		err = map_errno(errno);
+		close(fd);
+		return err;
+	}
+	w.root = fd;
 	w.dev[0] = st.st_dev;
 	w.ino[0] = st.st_ino;
 	err = walk_dir(&w, "", 0);
+	close(fd);
 	if (!err && w.n && !(order = malloc(w.n * sizeof(*order))))
 		err = -ENOMEM;
 	if (!err) {
@@ -361,11 +468,12 @@ static int file_stat(struct backend *be, const char *key, struct backend_object 
 {
 	struct file_be *f = (struct file_be *)be;
 	struct stat st;
-	int fd;
+	int fd, root;
 
-	if ((fd = root_fd(f)) < 0)
-		return fd;
-	fd = open_beneath(f, key, O_PATH);
+	if ((root = root_open(f)) < 0)
+		return root;
+	fd = open_beneath(root, key, O_PATH);
+	close(root);
 	if (fd < 0)
 		return map_errno(errno);
 	if (fstat(fd, &st) != 0) {
@@ -386,15 +494,18 @@ static int file_stat(struct backend *be, const char *key, struct backend_object 
 static int open_version(struct file_be *f, const struct backend_ref *obj, char *ver)
 {
 	struct stat st;
-	int fd, e;
+	int fd, e, root;
 
 	if (atomic_load(&f->cancelled))
 		return -ECANCELED;
-	if ((fd = root_fd(f)) < 0)
-		return fd;
-	fd = open_beneath(f, obj->key, O_RDONLY);
+	if ((root = root_open(f)) < 0)
+		return root;
+	/* O_NONBLOCK: a key replaced by a fifo must not block the open */
+	fd = open_beneath(root, obj->key, O_RDONLY | O_NONBLOCK);
+	e = errno;
+	close(root);
 	if (fd < 0)
-		return map_errno(errno);
+		return map_errno(e);
 	if (fstat(fd, &st) != 0) {
 		e = errno;
 		close(fd);
@@ -443,7 +554,7 @@ static int file_read(struct backend *be, const struct backend_ref *obj, uint64_t
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			err = map_errno(errno);
+			err = errno == ESTALE ? -ESTALE : map_errno(errno); /* NFS: replaced */
 			break;
 		}
 		if (r == 0)
@@ -487,7 +598,7 @@ static int file_read_stream(struct backend *be, const struct backend_ref *obj, u
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			err = map_errno(errno);
+			err = errno == ESTALE ? -ESTALE : map_errno(errno); /* NFS: replaced */
 			break;
 		}
 		if (r == 0)
@@ -516,7 +627,7 @@ const struct backend_ops backend_file = {
     .syntax = "file:///DIR",
     .help = "file:///DIR: a local or network directory (NFS, CPFS, a NAS mount, a hostPath)\n"
 	    "  no options; symlinks are followed while they stay inside DIR; a file changed\n"
-	    "  under an open reader gives ESTALE (its version: device, inode, size, mtime).\n",
+	    "  under an open reader gives ESTALE (its version: inode, size, mtime).\n",
     .options = file_options,
     .open = file_open,
     .close = file_close,

@@ -97,6 +97,19 @@ share_again() { fusermount3 -uz "$FSRC"; share_up; }
 share_up || fail "the share mounts"
 body file "file://$FSRC" share_down share_again
 
+# a share that hangs (its daemon stopped: every access waits, as on a hard
+# NFS mount whose server is gone): the probe gives up in 5 s and the mount
+# starts from the saved listing, serving the cache
+kill -STOP "$SHARE_PID"
+t0=$(date +%s)
+mount_fs "file://$FSRC" "$MNT" "cache_dir=$WORK/cache-file,chunk_size=1M,metadata_ttl=3600"
+t1=$(date +%s)
+check_all "a hung share: mounted from the saved listing in $((t1 - t0)) s (<= 10)" \
+	'[ $((t1 - t0)) -le 10 ] && grep -q "mounting the listing saved" "$WORK/mnt.log"'
+check "a hung share: a cached file reads back" cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin"
+kill -CONT "$SHARE_PID"
+umount_fs "$MNT"
+
 # ---- file:// only: symlinks, special files, a file changed under a reader
 F=$WORK/f
 mkdir -p "$F/models/blobs" "$F/models/snap" "$WORK/outside"
