@@ -10,6 +10,7 @@
 
 static const struct backend_ops *const registry[] = {
     &backend_s3,
+    &backend_oss,
     &backend_file,
 };
 

@@ -163,5 +163,6 @@ int backend_opt_is(const char *opt, const char *name, const char **val);
 
 extern const struct backend_ops backend_s3;
 extern const struct backend_ops backend_file;
+extern const struct backend_ops backend_oss;
 
 #endif

@@ -10,6 +10,7 @@
 #include "creds.h"
 #include "http.h"
 #include "log.h"
+#include "s3core.h"
 #include "s3xml.h"
 #include "sigv4.h"
 #include "uri.h"
@@ -35,29 +36,6 @@
 #define S3_LIST_MAX_KEYS 5000000u
 #define S3_LIST_MAX_KEY_BYTES (2ull << 30)
 
-struct s3 {
-	struct backend base; /* must be first */
-	struct http *http;
-	struct uri_endpoint ep;
-	char *bucket;
-	char *region;
-	char *access_key, *secret_key, *session_token; /* NULL: anonymous */
-	int path_style;
-	int no_etag_match;
-	char host_hdr[300]; /* Host header value, with the bucket when virtual-host */
-	char base_url[600]; /* scheme://host[:port] */
-	char base_path[600]; /* "/bucket" (path style) or "" plus the endpoint's path */
-};
-
-/* One request being prepared: what the signer needs on every attempt. */
-struct s3_req {
-	struct s3 *s3;
-	const char *method;
-	const char *path;  /* encoded canonical path */
-	const char *query; /* encoded query string or "" */
-	const char *if_match;
-};
-
 static void amz_now(char out[17])
 {
 	time_t t = time(NULL);
@@ -67,22 +45,17 @@ static void amz_now(char out[17])
 	strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
 }
 
-static int s3_prepare(void *arg, struct http_headers *h)
+/* SigV4 headers of AWS: x-amz-date, the payload hash, the session token. */
+static int s3_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
 {
-	struct s3_req *r = arg;
-	struct s3 *s = r->s3;
 	char date[17], authz[1024];
 	struct sigv4_header sh[4];
 	size_t n = 0;
 	int err;
 
 	amz_now(date);
-	h->n = 0;
-	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Host: %s", s->host_hdr);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-amz-content-sha256: %s", SIGV4_EMPTY_SHA256);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-amz-date: %s", date);
-	if (r->if_match && *r->if_match)
-		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "If-Match: \"%s\"", r->if_match);
 	if (!s->access_key)
 		return 0;
 	sh[n++] = (struct sigv4_header){"host", s->host_hdr};
@@ -117,6 +90,24 @@ static int s3_prepare(void *arg, struct http_headers *h)
 	return 0;
 }
 
+static const struct s3_flavor s3_flavor = {"s3", s3_sign, NULL};
+
+/* Every attempt of every request: Host and If-Match, then the flavor's
+ * signature (its date is taken now, so a retry is signed afresh). */
+static int s3_prepare(void *arg, struct http_headers *h)
+{
+	struct s3_req *r = arg;
+	struct s3 *s = r->s3;
+
+	h->n = 0;
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Host: %s", s->host_hdr);
+	if (r->if_match && *r->if_match)
+		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "If-Match: \"%s\"", r->if_match);
+	if (r->ranged && s->fl->range_header)
+		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "%s", s->fl->range_header);
+	return s->fl->sign(s, r, h);
+}
+
 /* Build "/bucket/enc(key)" (or "/enc(key)" virtual-host) into @path. */
 static int build_path(struct s3 *s, const char *key, char *path, size_t len)
 {
@@ -140,14 +131,15 @@ static int build_url(struct s3 *s, const char *path, const char *query, char *ur
 /* Map an HTTP answer to 0 or -errno, with a log-worthy line in @msg. */
 static int map_status(const struct http_response *resp, char *msg, size_t msg_len)
 {
-	char code[64] = "", text[256] = "";
+	char code[64] = "", text[256] = "", rid[80] = "";
 
 	if (resp->status >= 200 && resp->status < 300)
 		return 0;
-	s3xml_parse_error(resp->body, resp->body_len, code, sizeof(code), text, sizeof(text));
+	s3xml_parse_error_rid(resp->body, resp->body_len, code, sizeof(code), text, sizeof(text),
+			      rid, sizeof(rid));
 	if (msg)
-		snprintf(msg, msg_len, "HTTP %ld%s%s%s%s", resp->status, *code ? " " : "", code,
-			 *text ? ": " : "", text);
+		snprintf(msg, msg_len, "HTTP %ld%s%s%s%s%s%s%s", resp->status, *code ? " " : "", code,
+			 *text ? ": " : "", text, *rid ? " (RequestId " : "", rid, *rid ? ")" : "");
 	switch (resp->status) {
 	case 401:
 	case 403:
@@ -180,6 +172,42 @@ static int map_error_200(const struct http_response *resp, char *msg, size_t msg
 	if (strcmp(code, "NoSuchBucket") == 0 || strcmp(code, "NoSuchKey") == 0)
 		return -ENOENT;
 	return -EIO;
+}
+
+int s3core_setup(struct s3 *s, const char *endpoint, int path_style,
+		 const struct backend_config *cfg)
+{
+	struct http_config hc = {
+	    .ca_file = cfg->ca_file,
+	    .insecure_tls = cfg->insecure_tls,
+	    .retries = cfg->retries,
+	    .connect_timeout_ms = cfg->connect_timeout_ms,
+	    .request_timeout_ms = cfg->request_timeout_ms,
+	};
+	char port[16] = "";
+	int err = uri_parse_endpoint(endpoint, &s->ep);
+
+	if (err)
+		return -EINVAL;
+	s->path_style = path_style;
+	s->no_etag_match = cfg->no_etag_match;
+	if (s->path_style < 0)
+		s->path_style = uri_host_is_ip_or_local(s->ep.host);
+	if (!s->path_style && (strchr(s->bucket, '.') && s->ep.https))
+		log_warn("bucket name '%s' has dots: TLS names may not match in virtual-host "
+			 "style; consider -o path_style", s->bucket);
+	if (s->ep.port)
+		snprintf(port, sizeof(port), ":%d", s->ep.port);
+	if (s->path_style) {
+		snprintf(s->host_hdr, sizeof(s->host_hdr), "%s%s", s->ep.host, port);
+		snprintf(s->base_path, sizeof(s->base_path), "%s/%s", s->ep.path, s->bucket);
+	} else {
+		snprintf(s->host_hdr, sizeof(s->host_hdr), "%s.%s%s", s->bucket, s->ep.host, port);
+		snprintf(s->base_path, sizeof(s->base_path), "%s", s->ep.path);
+	}
+	snprintf(s->base_url, sizeof(s->base_url), "%s://%s", s->ep.https ? "https" : "http",
+		 s->host_hdr);
+	return http_open(&hc, &s->http);
 }
 
 static const struct backend_option s3_options[] = {
@@ -252,13 +280,6 @@ static int s3_args(const struct backend_config *cfg, struct s3_args *a, char *ms
 static int s3_open(const char *source, const struct backend_config *cfg, struct backend **out,
 		   char *msg, size_t msg_len)
 {
-	struct http_config hc = {
-	    .ca_file = cfg->ca_file,
-	    .insecure_tls = cfg->insecure_tls,
-	    .retries = cfg->retries,
-	    .connect_timeout_ms = cfg->connect_timeout_ms,
-	    .request_timeout_ms = cfg->request_timeout_ms,
-	};
 	struct s3_args a;
 	struct creds cr = {0};
 	struct s3 *s;
@@ -272,6 +293,7 @@ static int s3_open(const char *source, const struct backend_config *cfg, struct 
 	if (!s)
 		return -ENOMEM;
 	s->base.ops = &backend_s3;
+	s->fl = &s3_flavor;
 	err = backend_split_path(source + strlen("s3://"), &s->bucket, &prefix);
 	if (err == -EINVAL)
 		snprintf(msg, msg_len, "bad source '%s': expected %s", source, backend_s3.syntax);
@@ -287,34 +309,13 @@ static int s3_open(const char *source, const struct backend_config *cfg, struct 
 		snprintf(default_ep, sizeof(default_ep), "https://s3.%s.amazonaws.com", s->region);
 		endpoint = default_ep;
 	}
-	err = uri_parse_endpoint(endpoint, &s->ep);
-	if (err) {
+	err = s3core_setup(s, endpoint, a.path_style, cfg);
+	if (err == -EINVAL) {
 		snprintf(msg, msg_len, "bad endpoint '%s': expected http[s]://HOST[:PORT]", endpoint);
 		goto out_err;
 	}
-	s->path_style = a.path_style;
-	s->no_etag_match = cfg->no_etag_match;
-	if (s->path_style < 0)
-		s->path_style = uri_host_is_ip_or_local(s->ep.host);
-	if (!s->path_style && (strchr(s->bucket, '.') && s->ep.https))
-		log_warn("bucket name '%s' has dots: TLS names may not match in virtual-host "
-			 "style; consider -o path_style", s->bucket);
-
-	{
-		char port[16] = "";
-		if (s->ep.port)
-			snprintf(port, sizeof(port), ":%d", s->ep.port);
-		if (s->path_style) {
-			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s%s", s->ep.host, port);
-			snprintf(s->base_path, sizeof(s->base_path), "%s/%s", s->ep.path, s->bucket);
-		} else {
-			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s.%s%s", s->bucket, s->ep.host,
-				 port);
-			snprintf(s->base_path, sizeof(s->base_path), "%s", s->ep.path);
-		}
-		snprintf(s->base_url, sizeof(s->base_url), "%s://%s", s->ep.https ? "https" : "http",
-			 s->host_hdr);
-	}
+	if (err)
+		goto out_err;
 	/* the cache's name for this bucket: the endpoint as given is part of it
 	 * (the same bucket name on two stores is two buckets) */
 	if ((err = backend_base_name(&s->base, "s3://%s%s%s", s->bucket, a.endpoint_given ? "@" : "",
@@ -330,9 +331,6 @@ static int s3_open(const char *source, const struct backend_config *cfg, struct 
 	s->secret_key = cr.secret_key;
 	s->session_token = cr.session_token;
 	cr.access_key = cr.secret_key = cr.session_token = NULL;
-	err = http_open(&hc, &s->http);
-	if (err)
-		goto out_err;
 	free(prefix);
 	*out = &s->base;
 	return 0;
@@ -340,11 +338,11 @@ static int s3_open(const char *source, const struct backend_config *cfg, struct 
 out_err:
 	creds_free(&cr);
 	free(prefix);
-	s->base.ops->close(&s->base);
+	s3core_close(&s->base);
 	return err;
 }
 
-static void s3_close(struct backend *be)
+void s3core_close(struct backend *be)
 {
 	struct s3 *s = (struct s3 *)be;
 
@@ -368,7 +366,7 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 		     void *arg, struct s3xml_page *page, char *msg, size_t msg_len)
 {
 	char path[1024], query[4096], enc[2048], url[S3_URL_MAX];
-	struct s3_req r = {s, "GET", path, query, NULL};
+	struct s3_req r = {s, "GET", path, query, NULL, 0};
 	struct http_request req = {
 	    .method = "GET", .url = url, .prepare = s3_prepare, .prepare_arg = &r,
 	    .body_max = S3_LIST_BODY_MAX, .timeout_ms = timeout_ms,
@@ -436,7 +434,7 @@ static int count_cb(void *arg, const char *key, const struct backend_object *obj
 	return 0;
 }
 
-static int s3_check(struct backend *be, const char *prefix, char *msg, size_t msg_len)
+int s3core_check(struct backend *be, const char *prefix, char *msg, size_t msg_len)
 {
 	struct s3 *s = (struct s3 *)be;
 	struct s3xml_page page;
@@ -505,7 +503,7 @@ static int token_seen(struct token_set *ts, const char *tok)
 	return 0;
 }
 
-static int s3_list(struct backend *be, const char *prefix, const char *delimiter,
+int s3core_list(struct backend *be, const char *prefix, const char *delimiter,
 		   backend_list_cb cb, void *arg)
 {
 	struct s3 *s = (struct s3 *)be;
@@ -524,7 +522,7 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 		token = NULL;
 		if (err) {
 			if (*msg)
-				log_warn("listing s3://%s/%s: %s", s->bucket, prefix, msg);
+				log_warn("listing %s://%s/%s: %s", s->fl->scheme, s->bucket, prefix, msg);
 			goto out;
 		}
 		pages++;
@@ -542,9 +540,9 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 		token = page.next_token;
 		err = token_seen(&seen, token);
 		if (err == 1) {
-			log_warn("listing s3://%s/%s: the server sent continuation token '%.64s%s' "
+			log_warn("listing %s://%s/%s: the server sent continuation token '%.64s%s' "
 				 "a second time (after %u pages): a listing that would never end",
-				 s->bucket, prefix, token, strlen(token) > 64 ? "..." : "", pages);
+				 s->fl->scheme, s->bucket, prefix, token, strlen(token) > 64 ? "..." : "", pages);
 			err = -EPROTO;
 			goto out;
 		}
@@ -552,8 +550,8 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 			goto out;
 		if (pages >= S3_LIST_MAX_PAGES || keys >= S3_LIST_MAX_KEYS ||
 		    key_bytes >= S3_LIST_MAX_KEY_BYTES) {
-			log_warn("listing s3://%s/%s: more than %s (%u pages, %llu keys, %llu MiB "
-				 "of keys so far): giving up", s->bucket, prefix,
+			log_warn("listing %s://%s/%s: more than %s (%u pages, %llu keys, %llu MiB "
+				 "of keys so far): giving up", s->fl->scheme, s->bucket, prefix,
 				 pages >= S3_LIST_MAX_PAGES ? "100,000 pages"
 				 : keys >= S3_LIST_MAX_KEYS ? "5,000,000 keys" : "2 GiB of keys",
 				 pages, (unsigned long long)keys,
@@ -564,19 +562,19 @@ static int s3_list(struct backend *be, const char *prefix, const char *delimiter
 	}
 out:
 	if (skipped)
-		log_warn("listing s3://%s/%s: skipped %llu entr%s the server listed with a bad "
-			 "field (first: '%s': %s)", s->bucket, prefix, (unsigned long long)skipped,
+		log_warn("listing %s://%s/%s: skipped %llu entr%s the server listed with a bad "
+			 "field (first: '%s': %s)", s->fl->scheme, s->bucket, prefix, (unsigned long long)skipped,
 			 skipped == 1 ? "y" : "ies", skip_key, skip_why);
 	free(token);
 	free(seen.h);
 	return err;
 }
 
-static int s3_stat(struct backend *be, const char *key, struct backend_object *out)
+int s3core_stat(struct backend *be, const char *key, struct backend_object *out)
 {
 	struct s3 *s = (struct s3 *)be;
 	char path[4096], url[S3_URL_MAX];
-	struct s3_req r = {s, "HEAD", path, "", NULL};
+	struct s3_req r = {s, "HEAD", path, "", NULL, 0};
 	struct http_request req = {.method = "HEAD", .url = url, .prepare = s3_prepare,
 				   .prepare_arg = &r, .body_max = 1 << 16};
 	struct http_response resp;
@@ -597,7 +595,7 @@ static int s3_stat(struct backend *be, const char *key, struct backend_object *o
 		out->mtime = t < 0 ? 0 : t;
 		snprintf(out->etag, sizeof(out->etag), "%s", resp.etag);
 		if (!resp.has_content_length || resp.content_length > BACKEND_SIZE_MAX) {
-			log_warn("HEAD s3://%s/%s: %s Content-Length", s->bucket, key,
+			log_warn("HEAD %s://%s/%s: %s Content-Length", s->fl->scheme, s->bucket, key,
 				 resp.has_content_length ? "unbelievable" : "no");
 			err = -EPROTO;
 		}
@@ -616,7 +614,7 @@ static int s3_get(struct s3 *s, const struct backend_ref *obj, uint64_t off, uin
 {
 	const char *key = obj->key, *etag = obj->etag;
 	char path[4096], url[S3_URL_MAX], msg[512];
-	struct s3_req r = {s, "GET", path, "", s->no_etag_match ? NULL : etag};
+	struct s3_req r = {s, "GET", path, "", s->no_etag_match ? NULL : etag, 1};
 	int err;
 
 	if (s->no_etag_match)
@@ -635,28 +633,28 @@ static int s3_get(struct s3 *s, const struct backend_ref *obj, uint64_t off, uin
 	req->range_len = len;
 	req->expect_etag = etag;
 	req->expect_total = obj->size;
-	log_debug("GET s3://%s/%s bytes=%llu-%llu", s->bucket, key, (unsigned long long)off,
+	log_debug("GET %s://%s/%s bytes=%llu-%llu", s->fl->scheme, s->bucket, key, (unsigned long long)off,
 		  (unsigned long long)(off + len - 1));
 	err = http_perform(s->http, req, 0, resp);
 	if (err == -ESTALE) {
-		log_info("s3://%s/%s changed: %s", s->bucket, key, resp->error);
+		log_info("%s://%s/%s changed: %s", s->fl->scheme, s->bucket, key, resp->error);
 		return err;
 	}
 	if (err) {
-		log_warn("GET s3://%s/%s [%llu+%llu]: %s", s->bucket, key, (unsigned long long)off,
+		log_warn("GET %s://%s/%s [%llu+%llu]: %s", s->fl->scheme, s->bucket, key, (unsigned long long)off,
 			 (unsigned long long)len, resp->error);
 		return err;
 	}
 	err = map_status(resp, msg, sizeof(msg));
 	if (err) {
 		if (err != -ESTALE)
-			log_warn("GET s3://%s/%s: %s", s->bucket, key, msg);
+			log_warn("GET %s://%s/%s: %s", s->fl->scheme, s->bucket, key, msg);
 		return err;
 	}
 	return 0;
 }
 
-static int s3_read(struct backend *be, const struct backend_ref *obj, uint64_t off, size_t len,
+int s3core_read(struct backend *be, const struct backend_ref *obj, uint64_t off, size_t len,
 		   void *buf, size_t *got)
 {
 	struct http_request req = {.buf = buf, .buf_len = len};
@@ -673,7 +671,7 @@ static int s3_read(struct backend *be, const struct backend_ref *obj, uint64_t o
 	return err;
 }
 
-static int s3_read_stream(struct backend *be, const struct backend_ref *obj, uint64_t off,
+int s3core_read_stream(struct backend *be, const struct backend_ref *obj, uint64_t off,
 			  uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
 			  void (*reset)(void *arg), void *arg)
 {
@@ -689,9 +687,9 @@ static int s3_read_stream(struct backend *be, const struct backend_ref *obj, uin
 	return err;
 }
 
-static void s3_cancel(struct backend *be) { http_cancel(((struct s3 *)be)->http); }
+void s3core_cancel(struct backend *be) { http_cancel(((struct s3 *)be)->http); }
 
-static const char *s3_endpoint(struct backend *be) { return ((struct s3 *)be)->base_url; }
+const char *s3core_endpoint(struct backend *be) { return ((struct s3 *)be)->base_url; }
 
 const struct backend_ops backend_s3 = {
     .scheme = "s3",
@@ -711,12 +709,12 @@ const struct backend_ops backend_s3 = {
 	    "  $AWS_PROFILE); none means anonymous requests.\n",
     .options = s3_options,
     .open = s3_open,
-    .close = s3_close,
-    .check = s3_check,
-    .list = s3_list,
-    .stat = s3_stat,
-    .read = s3_read,
-    .read_stream = s3_read_stream,
-    .cancel = s3_cancel,
-    .endpoint = s3_endpoint,
+    .close = s3core_close,
+    .check = s3core_check,
+    .list = s3core_list,
+    .stat = s3core_stat,
+    .read = s3core_read,
+    .read_stream = s3core_read_stream,
+    .cancel = s3core_cancel,
+    .endpoint = s3core_endpoint,
 };

@@ -473,8 +473,8 @@ int s3xml_parse_list(const char *xml, size_t len, backend_list_cb cb, void *arg,
 /* ---- <Error> ---- */
 
 struct err_state {
-	char *code, *msg;
-	size_t code_len, msg_len;
+	char *code, *msg, *rid;
+	size_t code_len, msg_len, rid_len;
 	int is_error;
 };
 
@@ -509,13 +509,21 @@ static int err_close(void *arg, int depth, const char *name, const char *text, s
 		copy_trunc(s->code, s->code_len, text);
 	else if (strcmp(name, "Message") == 0)
 		copy_trunc(s->msg, s->msg_len, text);
+	else if (strcmp(name, "RequestId") == 0)
+		copy_trunc(s->rid, s->rid_len, text);
 	return 0;
 }
 
 int s3xml_parse_error(const char *xml, size_t len, char *code, size_t code_len, char *msg,
 		      size_t msg_len)
 {
-	struct err_state s = {code, msg, code_len, msg_len, 0};
+	return s3xml_parse_error_rid(xml, len, code, code_len, msg, msg_len, NULL, 0);
+}
+
+int s3xml_parse_error_rid(const char *xml, size_t len, char *code, size_t code_len, char *msg,
+			  size_t msg_len, char *rid, size_t rid_len)
+{
+	struct err_state s = {code, msg, rid, code_len, msg_len, rid_len, 0};
 	struct xml_events ev = {err_open, err_close, &s};
 	int err;
 
@@ -523,6 +531,8 @@ int s3xml_parse_error(const char *xml, size_t len, char *code, size_t code_len, 
 		code[0] = '\0';
 	if (msg_len)
 		msg[0] = '\0';
+	if (rid_len)
+		rid[0] = '\0';
 	if (!xml || len == 0)
 		return -EPROTO;
 	err = xml_walk(xml, len, &ev);

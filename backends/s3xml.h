@@ -43,6 +43,9 @@ int s3xml_parse_list(const char *xml, size_t len, backend_list_cb cb, void *arg,
  * an S3 error document (the buffers then hold ""). */
 int s3xml_parse_error(const char *xml, size_t len, char *code, size_t code_len, char *msg,
 		      size_t msg_len);
+/* The same, and <RequestId> into @rid (what the store's support asks for). */
+int s3xml_parse_error_rid(const char *xml, size_t len, char *code, size_t code_len, char *msg,
+			  size_t msg_len, char *rid, size_t rid_len);
 
 /* "2009-10-12T17:50:30.000Z" -> seconds since the epoch; -1 if malformed. */
 long long s3xml_parse_time(const char *iso8601);

@@ -21,6 +21,8 @@ enum {
 	KEY_DEBUG,
 	KEY_INSECURE,
 	KEY_BACKEND,
+	KEY_STAT_CACHE,
+	KEY_FOREIGN,
 	KEY_RO,
 	KEY_RW,
 	KEY_NO_CACHE,
@@ -57,6 +59,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("cache_low=%s", cache_low),
     OPT("chunk_size=%s", chunk_size),
     OPT("metadata_ttl=%s", metadata_ttl),
+    OPT("stat_cache_expire=%s", metadata_ttl), /* ossfs's and s3fs's spelling */
     OPT("log_level=%s", log_level),
     FUSE_OPT_END,
 };
@@ -84,6 +87,17 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("no_etag_match", KEY_NO_ETAG),
     FUSE_OPT_KEY("no_passthrough", KEY_NO_PASSTHROUGH),
     FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
+    /* what users of ossfs, s3fs and JindoFuse paste: kept where it means
+     * something here, else one line naming ours */
+    FUSE_OPT_KEY("kernel_cache", FUSE_OPT_KEY_DISCARD), /* always: the page cache is kept */
+    FUSE_OPT_KEY("max_stat_cache_size=", KEY_STAT_CACHE),
+    FUSE_OPT_KEY("use_cache=", KEY_FOREIGN),
+    FUSE_OPT_KEY("ensure_diskfree=", KEY_FOREIGN),
+    FUSE_OPT_KEY("dbglevel=", KEY_FOREIGN),
+    FUSE_OPT_KEY("readwrite_timeout=", KEY_FOREIGN),
+    FUSE_OPT_KEY("parallel_count=", KEY_FOREIGN),
+    FUSE_OPT_KEY("multipart_size=", KEY_FOREIGN),
+    FUSE_OPT_KEY("enable_noobj_cache", KEY_FOREIGN),
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("rw", KEY_RW),
     /* mount(8) and fstab noise that libfuse would reject */
@@ -151,9 +165,42 @@ static struct fuse_opt *backend_spec(void)
 	if (!spec)
 		return NULL;
 	for (size_t i = 0; i < n; i++)
-		for (const struct backend_option *bo = bes[i]->options; bo && bo->name; bo++)
-			spec[k++] = (struct fuse_opt)FUSE_OPT_KEY(bo->name, KEY_BACKEND);
+		for (const struct backend_option *bo = bes[i]->options; bo && bo->name; bo++) {
+			size_t j = 0;
+			/* once each: fuse_opt calls back for every template that
+			 * matches, and backends share names (endpoint=, region=) */
+			while (j < k && strcmp(spec[j].templ, bo->name) != 0)
+				j++;
+			if (j == k)
+				spec[k++] = (struct fuse_opt)FUSE_OPT_KEY(bo->name, KEY_BACKEND);
+		}
 	return spec; /* calloc ended it with a NULL template */
+}
+
+/* One line for an option of another tool that modelfs spells otherwise. */
+static const char *foreign_hint(const char *arg)
+{
+	static const struct {
+		const char *name, *line;
+	} hints[] = {
+	    {"use_cache", "option 'use_cache' is ossfs's/s3fs's: here it is cache_dir=DIR"},
+	    {"ensure_diskfree", "option 'ensure_diskfree' is ossfs's/s3fs's: here the cache's "
+				"share of its disk is cache_size=SIZE or PERCENT%, with cache_high/"
+				"cache_low"},
+	    {"dbglevel", "option 'dbglevel' is ossfs's/s3fs's: here it is log_level=LEVEL"},
+	    {"readwrite_timeout", "option 'readwrite_timeout' is ossfs's/s3fs's: here it is "
+				  "request_timeout=SEC"},
+	    {"parallel_count", "option 'parallel_count' is ossfs's/s3fs's: modelfs sizes its "
+			       "parallel GETs to the machine (docs/design.md, Sizing); drop it"},
+	    {"multipart_size", "option 'multipart_size' is ossfs's/s3fs's: reads here are ranged "
+			       "GETs of chunk_size=SIZE; drop it or set chunk_size"},
+	    {"enable_noobj_cache", "option 'enable_noobj_cache' is ossfs's/s3fs's: modelfs "
+				   "answers missing names from its listing; drop it"},
+	};
+	for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
+		if (strncmp(arg, hints[i].name, strlen(hints[i].name)) == 0)
+			return hints[i].line;
+	return "an option of another tool that modelfs does not take";
 }
 
 /* The pass over backend options: everything else stays for the next pass. */
@@ -197,6 +244,15 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		return 0;
 	case KEY_NONEMPTY:
 		o->nonempty = 1;
+		return 0;
+	case KEY_STAT_CACHE:
+		/* ossfs: 0 turns its stat cache off, our metadata_ttl=0; any
+		 * other size means nothing here (the listing is in memory) */
+		if (strcmp(arg, "max_stat_cache_size=0") == 0)
+			o->metadata_ttl_s = 0;
+		return 0;
+	case KEY_FOREIGN:
+		set_bad(r, "%s", foreign_hint(arg));
 		return 0;
 	case KEY_RO:
 		return 0; /* always read-only; added once below */

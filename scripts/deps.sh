@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what modelfs needs to build and test on Debian 12: compilers and
-# libraries from apt, and s3rver 3 (the local S3 server of the tests) from npm
-# into /opt/s3rver. Safe to run again: it installs only what is missing.
+# libraries from apt, and s3rver 3 (the local S3 server of the tests) and
+# ali-oss 6 (Alibaba's OSS SDK, which checks the fake OSS server) from npm
+# into /opt/s3rver and /opt/ali-oss. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev libssl-dev
@@ -24,5 +25,12 @@ if [ ! -x "$S3RVER_HOME/node_modules/.bin/s3rver" ]; then
 	echo "deps: installing s3rver@3 into $S3RVER_HOME" >&2
 	mkdir -p "$S3RVER_HOME"
 	npm install --prefix "$S3RVER_HOME" --no-audit --no-fund --silent s3rver@3 >/dev/null
+fi
+# Alibaba's own OSS SDK, to check the fake OSS server's signatures against
+ALIOSS_HOME=${ALIOSS_HOME:-/opt/ali-oss}
+if [ ! -f "$ALIOSS_HOME/node_modules/ali-oss/lib/common/signUtils.js" ]; then
+	echo "deps: installing ali-oss@6 into $ALIOSS_HOME" >&2
+	mkdir -p "$ALIOSS_HOME"
+	npm install --prefix "$ALIOSS_HOME" --no-audit --no-fund --silent ali-oss@6 >/dev/null
 fi
 [ -e /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts will fail" >&2; exit 1; }

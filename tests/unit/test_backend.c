@@ -188,10 +188,67 @@ static void test_s3(void)
 	CHECK(be == NULL);
 }
 
+static void test_oss(void)
+{
+	struct backend *be = NULL;
+	char msg[512];
+
+	clear_env();
+	unsetenv("OSS_ACCESS_KEY_ID");
+	unsetenv("OSS_ACCESS_KEY_SECRET");
+	unsetenv("ALIBABA_CLOUD_ACCESS_KEY_ID");
+	unsetenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET");
+	/* endpoints as users write them: a host is https, virtual host */
+	CHECK(open_with("oss://b/p", &be, msg, sizeof(msg), "endpoint=oss-cn-beijing.aliyuncs.com",
+			NULL) == 0);
+	if (be) {
+		CHECK_STR(be->ops->endpoint(be), "https://b.oss-cn-beijing.aliyuncs.com");
+		CHECK_STR(be->name, "oss://b@https://oss-cn-beijing.aliyuncs.com");
+		CHECK_STR(be->prefix, "p/");
+		CHECK_STR(be->what, "bucket 'b'");
+	}
+	closebe(be);
+	/* the region alone names the endpoint; ossfs's url= is endpoint= */
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), "region=oss-cn-shanghai", NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "https://b.oss-cn-shanghai.aliyuncs.com");
+	closebe(be);
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg),
+			"url=http://oss-cn-hangzhou-internal.aliyuncs.com", NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "http://b.oss-cn-hangzhou-internal.aliyuncs.com");
+	closebe(be);
+	/* an IP: path style; V4 needs a region then, V1 does not */
+	be = NULL;
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), "endpoint=http://127.0.0.1:9", NULL) ==
+	      -EINVAL);
+	CHECK(strstr(msg, "set -o region=NAME") != NULL);
+	CHECK(be == NULL);
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), "endpoint=http://127.0.0.1:9", "sigv=1",
+			NULL) == 0);
+	if (be)
+		CHECK_STR(be->ops->endpoint(be), "http://127.0.0.1:9");
+	closebe(be);
+	be = NULL;
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(strstr(msg, "needs -o endpoint=HOST") != NULL);
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), "region=x", "sigv=2", NULL) == -EINVAL);
+	CHECK(strstr(msg, "sigv") != NULL);
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), "region=x", "profile=p", NULL) == -EINVAL);
+	CHECK(strstr(msg, "option 'profile=p' is not used by oss:// sources") != NULL);
+	/* half a key pair is an error, not anonymous */
+	setenv("OSS_ACCESS_KEY_ID", "ak", 1);
+	CHECK(open_with("oss://b", &be, msg, sizeof(msg), "region=x", NULL) == -EINVAL);
+	CHECK(strstr(msg, "OSS_ACCESS_KEY_ID is set without OSS_ACCESS_KEY_SECRET") != NULL);
+	unsetenv("OSS_ACCESS_KEY_ID");
+	CHECK(be == NULL);
+}
+
 int main(void)
 {
 	test_registry();
 	test_split();
 	test_s3();
+	test_oss();
 	return check_done();
 }

@@ -455,6 +455,41 @@ static void test_errors(void)
 	}
 }
 
+/* What users of ossfs, s3fs and JindoFuse paste. */
+static void test_foreign(void)
+{
+	struct result r;
+	struct fuse_view v;
+
+	clear_env();
+	parse(&r, "-o", "kernel_cache,max_stat_cache_size=0,allow_other,attr_timeout=7200",
+	      "oss://b", "/mnt", NULL);
+	CHECK(r.ret == 0);
+	CHECK(r.o.metadata_ttl_s == 0);
+	CHECK(r.o.attr_timeout_s == 7200);
+	CHECK(!fargs_contain(&r.fa, "kernel_cache"));
+	CHECK(!fargs_contain(&r.fa, "max_stat_cache_size"));
+	CHECK(view(&r.fa, &v) == 0 && v.n_allow_other == 1 && v.n_other == 0);
+	CHECK(fuse_accepts(&r.fa));
+	done(&r);
+	parse(&r, "-o", "max_stat_cache_size=100000", "oss://b", "/mnt", NULL);
+	CHECK(r.ret == 0 && r.o.metadata_ttl_s == 60);
+	done(&r);
+	parse(&r, "-o", "stat_cache_expire=5", "oss://b", "/mnt", NULL);
+	CHECK(r.ret == 0 && r.o.metadata_ttl_s == 5);
+	done(&r);
+	/* the others: one line naming ours */
+	parse(&r, "-o", "use_cache=/tmp/c", "oss://b", "/mnt", NULL);
+	CHECK(r.ret == -EINVAL && strstr(r.err, "cache_dir=DIR") != NULL);
+	done(&r);
+	parse(&r, "-o", "dbglevel=debug", "oss://b", "/mnt", NULL);
+	CHECK(r.ret == -EINVAL && strstr(r.err, "log_level=LEVEL") != NULL);
+	done(&r);
+	parse(&r, "-o", "parallel_count=20", "oss://b", "/mnt", NULL);
+	CHECK(r.ret == -EINVAL && strstr(r.err, "parallel_count") != NULL);
+	done(&r);
+}
+
 /* "nan" is a number to strtod but within no range: it must be refused. */
 static void test_nan(void)
 {
@@ -508,5 +543,6 @@ int main(void)
 	test_fuse_passthrough();
 	test_errors();
 	test_nan();
+	test_foreign();
 	return check_done();
 }

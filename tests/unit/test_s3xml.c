@@ -564,6 +564,15 @@ static void test_error_doc(void)
 	CHECK(parse_error_n(doc, code, sizeof(code), msg, sizeof(msg)) == 0);
 	CHECK_STR(code, "NoSuchBucket");
 	CHECK_STR(msg, "The specified bucket does not exist");
+	{
+		char rid[32] = "x";
+		CHECK(s3xml_parse_error_rid(doc, strlen(doc), code, sizeof(code), msg, sizeof(msg),
+					    rid, sizeof(rid)) == 0);
+		CHECK_STR(rid, "4442587FB7D0A2F9");
+		CHECK(s3xml_parse_error_rid("<Error><Code>A</Code></Error>", 29, code, sizeof(code),
+					    msg, sizeof(msg), rid, sizeof(rid)) == 0);
+		CHECK_STR(rid, ""); /* none: empty, not the last one's */
+	}
 
 	/* truncated to the buffers */
 	CHECK(parse_error_n(doc, small, sizeof(small), msg, 8) == 0);

@@ -1,0 +1,459 @@
+/* The Alibaba OSS backend: oss://BUCKET[/PREFIX].
+ *
+ * OSS speaks S3's REST shape (ListObjectsV2 with list-type=2, HEAD, ranged
+ * GET with If-Match, the <Error> XML), so the requests, bounds and checks
+ * are s3.c's (s3core.h); this file owns what is OSS's: the endpoints as
+ * users write them, the region, the signatures (V4, OSS4-HMAC-SHA256, by
+ * default; V1, HMAC-SHA1, with sigv=1 for old endpoints and OSS-compatible
+ * stores) and the credential chain. Ranged GETs send
+ * x-oss-range-behavior: standard, or OSS answers a range past the end with
+ * the whole object and 200.
+ *
+ * Credentials, first found wins, never from argv, never logged:
+ * OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET [/ OSS_SESSION_TOKEN] (ossutil,
+ * ossfs 2); ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET
+ * [/ ALIBABA_CLOUD_SECURITY_TOKEN] (Alibaba's SDKs); an ossfs passwd file
+ * (passwd_file=PATH, default /etc/passwd-ossfs when it exists), lines
+ * "BUCKET:AK:SK" or "AK:SK", refused unless no group or other may read it.
+ * None: anonymous requests (public-read buckets).
+ */
+#include "backend.h"
+#include "http.h"
+#include "log.h"
+#include "s3core.h"
+#include "sigv4.h"
+#include "uri.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#define OSS_PASSWD_DEFAULT "/etc/passwd-ossfs"
+#define OSS_REFUSE "credentials are not accepted on the command line (they would show in ps): " \
+		   "use OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET or -o passwd_file=PATH"
+
+static const struct backend_option oss_options[] = {
+    {"endpoint=", NULL},
+    {"url=", NULL}, /* ossfs's spelling */
+    {"region=", NULL},
+    {"sigv=", NULL},
+    {"passwd_file=", NULL},
+    {"path_style", NULL},
+    {"virtual_host", NULL},
+    {"akId=", OSS_REFUSE},
+    {"akSecret=", OSS_REFUSE},
+    {"access_key=", OSS_REFUSE},
+    {"secret_key=", OSS_REFUSE},
+    {NULL, NULL},
+};
+
+struct oss_args {
+	const char *endpoint, *region, *passwd_file;
+	int sigv, path_style;
+};
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
+static int oss_args(const struct backend_config *cfg, struct oss_args *a, char *msg,
+		    size_t msg_len)
+{
+	const char *v;
+
+	*a = (struct oss_args){.sigv = 4, .path_style = -1};
+	for (size_t i = 0; i < cfg->n_opts; i++) {
+		const char *o = cfg->opts[i];
+		if (backend_opt_is(o, "endpoint=", &v) || backend_opt_is(o, "url=", &v))
+			a->endpoint = v;
+		else if (backend_opt_is(o, "region=", &v))
+			a->region = v;
+		else if (backend_opt_is(o, "passwd_file=", &v))
+			a->passwd_file = v;
+		else if (backend_opt_is(o, "path_style", &v))
+			a->path_style = 1;
+		else if (backend_opt_is(o, "virtual_host", &v))
+			a->path_style = 0;
+		else if (backend_opt_is(o, "sigv=", &v)) {
+			if (strcmp(v, "1") != 0 && strcmp(v, "4") != 0) {
+				snprintf(msg, msg_len, "bad value for option sigv: '%s' (1 or 4)", v);
+				return -EINVAL;
+			}
+			a->sigv = atoi(v);
+		} else {
+			snprintf(msg, msg_len, "option '%s' is not used by oss:// sources", o);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* "oss-cn-beijing.aliyuncs.com", "oss-cn-beijing-internal.aliyuncs.com"
+ * -> "cn-beijing"; anything else (a custom domain, an IP): NULL. */
+static char *region_of_host(const char *host)
+{
+	const char *dot = strchr(host, '.');
+	size_t n;
+
+	if (!dot || strncmp(host, "oss-", 4) != 0 || strcmp(dot, ".aliyuncs.com") != 0)
+		return NULL;
+	n = (size_t)(dot - host) - 4;
+	if (n > 9 && strncmp(host + 4 + n - 9, "-internal", 9) == 0)
+		n -= 9;
+	if (n == 0 || strncmp(host + 4, "accelerate", 10) == 0)
+		return NULL; /* the acceleration endpoints carry no region */
+	return strndup(host + 4, n);
+}
+
+/* The ossfs passwd file: "BUCKET:AK:SK" lines (this bucket's first) or an
+ * "AK:SK" line for every bucket. */
+static int passwd_load(const char *path, int given, const char *bucket, struct s3 *s, char *msg,
+		       size_t msg_len)
+{
+	char line[1024], *any_ak = NULL, *any_sk = NULL;
+	struct stat st;
+	FILE *f;
+	int err = 0;
+
+	if (stat(path, &st) != 0) {
+		if (!given)
+			return 0; /* the default file is optional */
+		snprintf(msg, msg_len, "passwd_file %s: %s", path, strerror(errno));
+		return -ENOENT;
+	}
+	if (st.st_mode & 077) {
+		snprintf(msg, msg_len, "passwd_file %s has mode %04o: others may read the keys "
+				       "(chmod 600 it)", path, (unsigned)(st.st_mode & 07777));
+		return -EACCES;
+	}
+	f = fopen(path, "re");
+	if (!f) {
+		snprintf(msg, msg_len, "passwd_file %s: %s", path, strerror(errno));
+		return -EACCES;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *c1, *c2;
+		line[strcspn(line, "\r\n")] = '\0';
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p || *p == '#')
+			continue;
+		c1 = strchr(p, ':');
+		c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c1)
+			continue;
+		*c1 = '\0';
+		if (c2) { /* BUCKET:AK:SK */
+			*c2 = '\0';
+			if (strcmp(p, bucket) == 0 && !s->access_key) {
+				s->access_key = strdup(c1 + 1);
+				s->secret_key = strdup(c2 + 1);
+			}
+		} else if (!any_ak) { /* AK:SK */
+			any_ak = strdup(p);
+			any_sk = strdup(c1 + 1);
+		}
+	}
+	fclose(f);
+	if (!s->access_key && any_ak) {
+		s->access_key = any_ak;
+		s->secret_key = any_sk;
+		any_ak = any_sk = NULL;
+	}
+	if (any_sk)
+		memset(any_sk, 0, strlen(any_sk));
+	free(any_ak);
+	free(any_sk);
+	if (s->access_key && (!s->secret_key || !*s->access_key || !*s->secret_key)) {
+		snprintf(msg, msg_len, "passwd_file %s: a line without both keys", path);
+		err = -EINVAL;
+	} else if (!s->access_key && given) {
+		snprintf(msg, msg_len, "passwd_file %s: no line for bucket '%s' and no AK:SK line",
+			 path, bucket);
+		err = -ENOENT;
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	return err;
+}
+
+static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, char *msg,
+		    size_t msg_len)
+{
+	static const char *const chains[][4] = {
+	    {"OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN", "OSS_*"},
+	    {"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+	     "ALIBABA_CLOUD_SECURITY_TOKEN", "ALIBABA_CLOUD_*"},
+	};
+
+	for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
+		const char *ak = env(chains[i][0]), *sk = env(chains[i][1]), *tok = env(chains[i][2]);
+		if (!ak && !sk)
+			continue;
+		if (!ak || !sk) {
+			snprintf(msg, msg_len, "%s is set without %s", ak ? chains[i][0] : chains[i][1],
+				 ak ? chains[i][1] : chains[i][0]);
+			return -EINVAL;
+		}
+		s->access_key = strdup(ak);
+		s->secret_key = strdup(sk);
+		s->session_token = tok ? strdup(tok) : NULL;
+		*from = chains[i][3];
+		return s->access_key && s->secret_key && (!tok || s->session_token) ? 0 : -ENOMEM;
+	}
+	*from = a->passwd_file ? a->passwd_file : OSS_PASSWD_DEFAULT;
+	return passwd_load(*from, a->passwd_file != NULL, s->bucket, s, msg, msg_len);
+}
+
+static void iso_now(char out[17])
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+/* The resource OSS signs: "/bucket/key" whatever the host style; a
+ * bucket-level request is "/bucket/". @path is what is sent (encoded). */
+static int signed_path(const struct s3 *s, const char *path, char *out, size_t len)
+{
+	const char *rest = path;
+	size_t bl = strlen(s->bucket);
+	int n;
+
+	if (s->path_style && strncmp(path, "/", 1) == 0 && strncmp(path + 1, s->bucket, bl) == 0 &&
+	    (path[1 + bl] == '/' || path[1 + bl] == '\0'))
+		rest = path + 1 + bl;
+	n = snprintf(out, len, "/%s%s", s->bucket, *rest ? rest : "/");
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int oss_sign_v4(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+{
+	char date[17], authz[1024], path[4200];
+	struct sigv4_header sh[4];
+	size_t n = 0;
+	int err;
+
+	iso_now(date);
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-date: %s", date);
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-content-sha256: UNSIGNED-PAYLOAD");
+	if (!s->access_key)
+		return 0;
+	sh[n++] = (struct sigv4_header){"x-oss-date", date};
+	sh[n++] = (struct sigv4_header){"x-oss-content-sha256", "UNSIGNED-PAYLOAD"};
+	if (r->ranged)
+		sh[n++] = (struct sigv4_header){"x-oss-range-behavior", "standard"};
+	if (s->session_token) {
+		sh[n++] = (struct sigv4_header){"x-oss-security-token", s->session_token};
+		if (snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-security-token: %s",
+			     s->session_token) >= HTTP_HEADER_MAX)
+			return -ENAMETOOLONG;
+	}
+	if ((err = signed_path(s, r->path, path, sizeof(path))) != 0)
+		return err;
+	{
+		struct sigv4_request req = {
+		    .dialect = &sigv4_oss,
+		    .method = r->method,
+		    .path = path,
+		    .query = r->query,
+		    .headers = sh,
+		    .n_headers = n,
+		    .payload_hash = "UNSIGNED-PAYLOAD",
+		    .amz_date = date,
+		    .region = s->region,
+		    .service = "oss",
+		    .access_key = s->access_key,
+		    .secret_key = s->secret_key,
+		};
+		err = sigv4_sign(&req, authz, sizeof(authz), NULL, 0);
+		if (err)
+			return err;
+	}
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Authorization: %s", authz);
+	return 0;
+}
+
+/* Decode %XX of @s[0..n) into @out (NUL-terminated). */
+static int pct_decode(const char *s, size_t n, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (o + 1 >= len)
+			return -ENAMETOOLONG;
+		if (s[i] == '%' && i + 2 < n + 1 && isxdigit((unsigned char)s[i + 1]) &&
+		    isxdigit((unsigned char)s[i + 2])) {
+			char hex[3] = {s[i + 1], s[i + 2], '\0'};
+			out[o++] = (char)strtol(hex, NULL, 16);
+			i += 2;
+		} else {
+			out[o++] = s[i];
+		}
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* V1: "OSS AK:base64(HMAC-SHA1(SK, VERB\n\n\nDate\n x-oss-headers resource))",
+ * the resource the raw "/bucket/key" and, of our query, only the signed
+ * sub-resource continuation-token. */
+static int oss_sign_v1(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+{
+	char date[64], path[4200], res[8400], sts[9000], tok[2048] = "";
+	unsigned char mac[20];
+	unsigned int mlen = sizeof(mac);
+	char b64[64];
+	const char *q;
+	time_t t = time(NULL);
+	struct tm tm;
+	int err, n;
+
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Date: %s", date);
+	if (!s->access_key)
+		return 0;
+	if ((err = signed_path(s, r->path, path, sizeof(path))) != 0 ||
+	    (err = pct_decode(path, strlen(path), res, sizeof(res) - 2100)) != 0)
+		return err;
+	q = r->query ? strstr(r->query, "continuation-token=") : NULL;
+	if (q && (q == r->query || q[-1] == '&')) {
+		const char *v = q + strlen("continuation-token="), *e = strchr(v, '&');
+		if ((err = pct_decode(v, e ? (size_t)(e - v) : strlen(v), tok, sizeof(tok))) != 0)
+			return err;
+		strcat(res, "?continuation-token=");
+		strcat(res, tok);
+	}
+	if (s->session_token)
+		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-security-token: %s", s->session_token);
+	n = snprintf(sts, sizeof(sts), "%s\n\n\n%s\n%s%s%s%s%s", r->method, date,
+		     r->ranged ? "x-oss-range-behavior:standard\n" : "",
+		     s->session_token ? "x-oss-security-token:" : "",
+		     s->session_token ? s->session_token : "", s->session_token ? "\n" : "", res);
+	if (n < 0 || (size_t)n >= sizeof(sts))
+		return -ENAMETOOLONG;
+	HMAC(EVP_sha1(), s->secret_key, (int)strlen(s->secret_key), (unsigned char *)sts,
+	     (size_t)n, mac, &mlen);
+	EVP_EncodeBlock((unsigned char *)b64, mac, (int)mlen);
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Authorization: OSS %s:%s", s->access_key, b64);
+	return 0;
+}
+
+static int oss_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+{
+	return s->sigv1 ? oss_sign_v1(s, r, h) : oss_sign_v4(s, r, h);
+}
+
+static const struct s3_flavor oss_flavor = {"oss", oss_sign,
+					    "x-oss-range-behavior: standard"};
+
+static int oss_open(const char *source, const struct backend_config *cfg, struct backend **out,
+		    char *msg, size_t msg_len)
+{
+	struct oss_args a;
+	struct s3 *s;
+	char *prefix = NULL, *endpoint = NULL;
+	const char *from = "";
+	int err;
+
+	if ((err = oss_args(cfg, &a, msg, msg_len)))
+		return err;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->base.ops = &backend_oss;
+	s->fl = &oss_flavor;
+	s->sigv1 = a.sigv == 1;
+	err = backend_split_path(source + strlen("oss://"), &s->bucket, &prefix);
+	if (err == -EINVAL)
+		snprintf(msg, msg_len, "bad source '%s': expected %s", source, backend_oss.syntax);
+	if (err || (err = backend_base_init(&s->base, &backend_oss, prefix)))
+		goto out_err;
+	/* endpoints as users write them: a host (https), or a URL */
+	if (a.endpoint)
+		err = asprintf(&endpoint, "%s%s", strstr(a.endpoint, "://") ? "" : "https://",
+			       a.endpoint) < 0 ? -ENOMEM : 0;
+	else if (a.region)
+		err = asprintf(&endpoint, "https://oss-%s.aliyuncs.com",
+			       strncmp(a.region, "oss-", 4) == 0 ? a.region + 4 : a.region) < 0
+			  ? -ENOMEM : 0;
+	else {
+		snprintf(msg, msg_len, "oss:// needs -o endpoint=HOST (e.g. "
+				       "oss-cn-beijing.aliyuncs.com) or -o region=NAME");
+		err = -EINVAL;
+	}
+	if (err)
+		goto out_err;
+	err = s3core_setup(s, endpoint, a.path_style, cfg);
+	if (err == -EINVAL)
+		snprintf(msg, msg_len, "bad endpoint '%s': expected HOST[:PORT] or "
+				       "http[s]://HOST[:PORT]", a.endpoint);
+	if (err)
+		goto out_err;
+	/* the region: given ("oss-cn-beijing" or "cn-beijing"), else the endpoint's */
+	if (a.region)
+		s->region = strdup(strncmp(a.region, "oss-", 4) == 0 ? a.region + 4 : a.region);
+	else if (!(s->region = region_of_host(s->ep.host)) && !s->sigv1) {
+		snprintf(msg, msg_len, "cannot tell the region from endpoint %s (V4 signatures "
+				       "name it): set -o region=NAME, e.g. cn-beijing", s->ep.host);
+		err = -EINVAL;
+		goto out_err;
+	}
+	if (!s->region && !(s->region = strdup("")))
+		err = -ENOMEM;
+	if (err || (err = backend_base_name(&s->base, "oss://%s@%s", s->bucket, endpoint)) ||
+	    (err = backend_base_what(&s->base, "bucket '%s'", s->bucket)))
+		goto out_err;
+	if ((err = creds_of(&a, s, &from, msg, msg_len)))
+		goto out_err;
+	log_debug("credentials: %s", s->access_key ? from : "none (anonymous requests)");
+	free(endpoint);
+	free(prefix);
+	*out = &s->base;
+	return 0;
+out_err:
+	free(endpoint);
+	free(prefix);
+	s3core_close(&s->base);
+	return err;
+}
+
+const struct backend_ops backend_oss = {
+    .scheme = "oss",
+    .syntax = "oss://BUCKET[/PREFIX]",
+    .help = "oss://BUCKET[/PREFIX]: Alibaba Cloud OSS (signature V4; V1 with sigv=1)\n"
+	    "  endpoint=HOST|URL      e.g. oss-cn-beijing.aliyuncs.com (https), "
+	    "...-internal...,\n"
+	    "                         a custom domain, http://IP:PORT (path style); also url=\n"
+	    "  region=NAME            cn-beijing (default: from the endpoint; the endpoint from it)\n"
+	    "  sigv=1|4               signature version (default 4)\n"
+	    "  passwd_file=PATH       ossfs passwd file, BUCKET:AK:SK or AK:SK lines, mode 0600\n"
+	    "                         (default /etc/passwd-ossfs when it exists)\n"
+	    "  path_style, virtual_host  bucket in the path / the host (path style for IPs)\n"
+	    "  Credentials: OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET[/OSS_SESSION_TOKEN], then\n"
+	    "  ALIBABA_CLOUD_ACCESS_KEY_ID/..._SECRET[/ALIBABA_CLOUD_SECURITY_TOKEN], then the\n"
+	    "  passwd file; none means anonymous requests.\n",
+    .options = oss_options,
+    .open = oss_open,
+    .close = s3core_close,
+    .check = s3core_check,
+    .list = s3core_list,
+    .stat = s3core_stat,
+    .read = s3core_read,
+    .read_stream = s3core_read_stream,
+    .cancel = s3core_cancel,
+    .endpoint = s3core_endpoint,
+};

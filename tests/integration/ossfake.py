@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""A fake Alibaba OSS for the tests: the read API of OSS over a directory
+(ROOT/BUCKET/KEY; an empty directory is the marker object "dir/"), checking
+every request's signature as OSS does, V4 (OSS4-HMAC-SHA256) and V1 (HMAC-SHA1),
+and answering OSS's error XML. Written from OSS's documentation
+(docs/oss-protocol.md); its V4 check is itself checked against Alibaba's SDK
+(ali-oss) in t_sources.sh.
+
+  ossfake.py ROOT PORTFILE
+  env: OSSFAKE_AK, OSSFAKE_SK   the one key pair that is accepted
+       OSSFAKE_SKEW=SEC        the server's clock is off by SEC (RequestTimeTooSkewed)
+       OSSFAKE_LOG=FILE        one JSON line per signed request: what a signer needs
+"""
+import base64, calendar, email.utils, hashlib, hmac, json, os, sys, threading, time, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT, PORTFILE = sys.argv[1], sys.argv[2]
+AK, SK = os.environ.get("OSSFAKE_AK", "ossak"), os.environ.get("OSSFAKE_SK", "osssk")
+SKEW = int(os.environ.get("OSSFAKE_SKEW", "0"))
+LOG = os.environ.get("OSSFAKE_LOG")
+LOG_LOCK = threading.Lock()
+ETAGS = {}
+
+
+class OssError(Exception):
+    def __init__(self, status, code, message):
+        self.status, self.code, self.message = status, code, message
+
+
+def q(s, safe):
+    return urllib.parse.quote(s, safe=safe)
+
+
+def canonical_query(raw):
+    out = []
+    for part in raw.split("&") if raw else []:
+        if not part:
+            continue
+        k, eq, v = part.partition("=")
+        k = q(urllib.parse.unquote(k), "-_.~")
+        v = q(urllib.parse.unquote(v), "-_.~")
+        out.append((k, v))
+    out.sort()
+    return "&".join(k if v == "" else k + "=" + v for k, v in out)
+
+
+def check_v4(method, bucket, key, raw_query, headers, auth):
+    fields = {}
+    for part in auth[len("OSS4-HMAC-SHA256 "):].split(","):
+        k, _, v = part.strip().partition("=")
+        if k in fields or k not in ("Credential", "AdditionalHeaders", "Signature"):
+            raise OssError(400, "InvalidArgument", "bad Authorization field %r" % k)
+        fields[k] = v
+    cred = fields.get("Credential", "").split("/")
+    if len(cred) != 5 or cred[3] != "oss" or cred[4] != "aliyun_v4_request":
+        raise OssError(400, "InvalidArgument", "bad Credential")
+    if cred[0] != AK:
+        raise OssError(403, "InvalidAccessKeyId",
+                       "The OSS Access Key Id you provided does not exist in our records.")
+    date = headers.get("x-oss-date", "")
+    try:
+        t = calendar.timegm(time.strptime(date, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        raise OssError(403, "AccessDenied", "x-oss-date is missing or malformed")
+    if abs(time.time() + SKEW - t) > 900:
+        raise OssError(403, "RequestTimeTooSkewed",
+                       "The difference between the request time and the current time is too large.")
+    if date[:8] != cred[1]:
+        raise OssError(403, "SignatureDoesNotMatch", "the scope's date is not x-oss-date's")
+    extra = [h for h in fields.get("AdditionalHeaders", "").lower().split(";") if h]
+    names = sorted({h for h in headers if h in ("content-type", "content-md5") or
+                    h.startswith("x-oss-")} | set(extra))
+    uri = "/" + bucket + "/" + (q(key, "/-_.~") if key else "")
+    creq = "\n".join([method, uri, canonical_query(raw_query),
+                      "".join("%s:%s\n" % (h, headers.get(h, "").strip()) for h in names),
+                      ";".join(sorted(extra)), headers.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD")])
+    scope = "/".join(cred[1:])
+    sts = "OSS4-HMAC-SHA256\n%s\n%s\n%s" % (date, scope, hashlib.sha256(creq.encode()).hexdigest())
+    k = ("aliyun_v4" + SK).encode()
+    for m in (cred[1], cred[2], "oss", "aliyun_v4_request"):
+        k = hmac.new(k, m.encode(), hashlib.sha256).digest()
+    want = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, fields.get("Signature", "")):
+        raise OssError(403, "SignatureDoesNotMatch",
+                       "The request signature we calculated does not match the signature you provided.")
+    return {"v": 4, "method": method, "bucket": bucket, "key": key, "query": raw_query,
+            "headers": {h: headers[h] for h in names if h in headers},
+            "additional": extra, "region": cred[2], "authorization": auth}
+
+
+def check_v1(method, bucket, key, params, headers, auth):
+    ak, _, sig = auth[4:].partition(":")
+    if ak != AK:
+        raise OssError(403, "InvalidAccessKeyId",
+                       "The OSS Access Key Id you provided does not exist in our records.")
+    date = headers.get("x-oss-date") or headers.get("date", "")
+    try:
+        t = email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        raise OssError(403, "AccessDenied", "Date is missing or malformed")
+    if abs(time.time() + SKEW - t) > 900:
+        raise OssError(403, "RequestTimeTooSkewed",
+                       "The difference between the request time and the current time is too large.")
+    oss_hdrs = "".join("%s:%s\n" % (h, headers[h].strip()) for h in sorted(headers) if h.startswith("x-oss-"))
+    res = "/" + bucket + "/" + key
+    sub = sorted((k, v) for k, v in params.items() if k == "continuation-token")
+    if sub:
+        res += "?" + "&".join(k + ("=" + v if v else "") for k, v in sub)
+    sts = "%s\n%s\n%s\n%s\n%s%s" % (method, headers.get("content-md5", ""),
+                                    headers.get("content-type", ""), date, oss_hdrs, res)
+    want = base64.b64encode(hmac.new(SK.encode(), sts.encode(), hashlib.sha1).digest()).decode()
+    if not hmac.compare_digest(want, sig):
+        raise OssError(403, "SignatureDoesNotMatch",
+                       "The request signature we calculated does not match the signature you provided.")
+
+
+def etag_of(path, st):
+    k = (path, st.st_size, st.st_mtime_ns)
+    if k not in ETAGS:
+        h = hashlib.md5()
+        with open(path, "rb") as f:
+            for b in iter(lambda: f.read(1 << 20), b""):
+                h.update(b)
+        ETAGS[k] = h.hexdigest().upper()
+    return ETAGS[k]
+
+
+def keys_of(bucket_dir):
+    out = []
+    for d, dirs, files in os.walk(bucket_dir):
+        rel = os.path.relpath(d, bucket_dir)
+        rel = "" if rel == "." else rel + "/"
+        if rel and not dirs and not files:
+            out.append(rel)  # an empty directory: its marker object
+        out.extend(rel + f for f in files)
+    return sorted(out)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def send(self, status, body=b"", headers=()):
+        self.send_response(status)
+        self.send_header("x-oss-request-id", "5C3D9175B6FC201293AD%04X" % (threading.get_ident() & 0xFFFF))
+        self.send_header("Server", "AliyunOSS")
+        for k, v in headers:
+            self.send_header(k, v)
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def error(self, e):
+        rid = "5C3D9175B6FC201293AD%04X" % (threading.get_ident() & 0xFFFF)
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
+                '<RequestId>%s</RequestId><HostId>%s</HostId></Error>' %
+                (e.code, e.message, rid, self.headers.get("Host", ""))).encode()
+        self.send(e.status, body, [("Content-Type", "application/xml")])
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        try:
+            self.serve()
+        except OssError as e:
+            self.error(e)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def serve(self):
+        u = urllib.parse.urlsplit(self.path)
+        raw_query = u.query
+        params = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
+        parts = urllib.parse.unquote(u.path).lstrip("/").split("/", 1)
+        bucket, key = parts[0], parts[1] if len(parts) > 1 else ""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        auth = headers.get("authorization", "")
+        if auth.startswith("OSS4-HMAC-SHA256 "):
+            rec = check_v4(self.command, bucket, key, raw_query, headers, auth)
+            if LOG:
+                with LOG_LOCK, open(LOG, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        elif auth.startswith("OSS "):
+            check_v1(self.command, bucket, key, params, headers, auth)
+        else:
+            raise OssError(403, "AccessDenied", "You have no right to access this object.")
+        bdir = os.path.join(ROOT, bucket)
+        if not bucket or not os.path.isdir(bdir):
+            raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.")
+        if not key:
+            return self.listing(bdir, params)
+        return self.object(bdir, key, headers)
+
+    def listing(self, bdir, p):
+        if p.get("list-type") != "2":
+            raise OssError(400, "InvalidArgument", "only ListObjectsV2 here")
+        prefix, delim = p.get("prefix", ""), p.get("delimiter", "")
+        maxk = int(p.get("max-keys", "100"))
+        if not 0 < maxk <= 1000:
+            raise OssError(400, "InvalidArgument", "max-keys out of range")
+        after = base64.urlsafe_b64decode(p["continuation-token"]).decode() if p.get("continuation-token") else ""
+        items, seen = [], set()
+        for k in keys_of(bdir):
+            if not k.startswith(prefix) or k <= after:
+                continue
+            rest = k[len(prefix):]
+            if delim and delim in rest:
+                cp = prefix + rest[:rest.index(delim) + len(delim)]
+                if cp in seen:
+                    continue
+                seen.add(cp)
+                items.append((cp, None))
+            else:
+                items.append((k, k))
+        trunc = len(items) > maxk
+        items = items[:maxk]
+        x = ['<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>',
+             "<Name>%s</Name><Prefix>%s</Prefix><MaxKeys>%d</MaxKeys>" % (esc(os.path.basename(bdir)), esc(prefix), maxk)]
+        if delim:
+            x.append("<Delimiter>%s</Delimiter>" % esc(delim))
+        x.append("<IsTruncated>%s</IsTruncated><KeyCount>%d</KeyCount>" % ("true" if trunc else "false", len(items)))
+        if trunc:
+            last = items[-1][0]
+            if items[-1][1] is None:  # a common prefix: skip all of it
+                last = last + "\U0010ffff"
+            x.append("<NextContinuationToken>%s</NextContinuationToken>" %
+                     base64.urlsafe_b64encode(last.encode()).decode())
+        for name, k in items:
+            if k is None:
+                x.append("<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>" % esc(name))
+                continue
+            path = os.path.join(bdir, k)
+            st = os.stat(path)
+            etag = etag_of(path, st) if os.path.isfile(path) else "D41D8CD98F00B204E9800998ECF8427E"
+            x.append("<Contents><Key>%s</Key><LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>"
+                     "<Type>Normal</Type><Size>%d</Size><StorageClass>Standard</StorageClass></Contents>" %
+                     (esc(k), time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(st.st_mtime)), etag,
+                      st.st_size if os.path.isfile(path) else 0))
+        x.append("</ListBucketResult>")
+        self.send(200, "".join(x).encode(), [("Content-Type", "application/xml")])
+
+    def object(self, bdir, key, h):
+        path = os.path.join(bdir, key)
+        if key.endswith("/") and os.path.isdir(path):
+            data_size, etag, st = 0, "D41D8CD98F00B204E9800998ECF8427E", os.stat(path)
+        elif os.path.isfile(path):
+            st = os.stat(path)
+            data_size, etag = st.st_size, etag_of(path, st)
+        else:
+            raise OssError(404, "NoSuchKey", "The specified key does not exist.")
+        if "if-match" in h and h["if-match"].strip('"').upper() != etag:
+            raise OssError(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold.")
+        common = [("ETag", '"%s"' % etag), ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True)),
+                  ("Accept-Ranges", "bytes"), ("Content-Type", "application/octet-stream")]
+        a, b, status = 0, data_size - 1, 200
+        rng = h.get("range", "")
+        if rng.startswith("bytes=") and "," not in rng:
+            s, _, e = rng[6:].partition("-")
+            try:
+                a = int(s) if s else max(0, data_size - int(e))
+                b = min(int(e), data_size - 1) if s and e else data_size - 1
+                status = 206
+            except ValueError:
+                a, b = 0, data_size - 1
+            if status == 206 and a >= data_size:
+                if h.get("x-oss-range-behavior") == "standard":
+                    raise OssError(416, "InvalidRange", "The requested range is not satisfiable")
+                a, b, status = 0, data_size - 1, 200
+        n = max(0, b - a + 1)
+        hdrs = common + [("Content-Length", str(n))]
+        if status == 206:
+            hdrs.append(("Content-Range", "bytes %d-%d/%d" % (a, b, data_size)))
+        self.send_response(status)
+        self.send_header("x-oss-request-id", "5C3D9175B6FC201293AD0000")
+        for k, v in hdrs:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command == "HEAD" or n == 0:
+            return
+        with open(path, "rb") as f:
+            f.seek(a)
+            left = n
+            while left:
+                buf = f.read(min(left, 1 << 20))
+                if not buf:
+                    break
+                self.wfile.write(buf)
+                left -= len(buf)
+
+
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+srv = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("OSSFAKE_PORT", "0"))), Handler)
+srv.daemon_threads = True
+with open(PORTFILE + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename(PORTFILE + ".tmp", PORTFILE)
+srv.serve_forever()
