@@ -66,6 +66,11 @@ struct backend_config {
 /* One -o option of a backend. The front end takes every registered
  * backend's options out of the libfuse arguments and hands them to the
  * SOURCE's backend, which parses them. */
+/* The refusal of access_key= / secret_key=, which several backends name. */
+#define BACKEND_REFUSE_KEYS                                                          \
+	"credentials are not accepted on the command line (they would show in ps): "  \
+	"use the environment or a credentials file (modelfs --help: each source's)"
+
 struct backend_option {
 	const char *name;   /* "endpoint=" (takes a value) or "path_style" (a flag) */
 	const char *refuse; /* non-NULL: refused with this line (secrets never on argv) */

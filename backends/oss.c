@@ -12,9 +12,11 @@
  * Credentials, first found wins, never from argv, never logged:
  * OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET [/ OSS_SESSION_TOKEN] (ossutil,
  * ossfs 2); ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET
- * [/ ALIBABA_CLOUD_SECURITY_TOKEN] (Alibaba's SDKs); an ossfs passwd file
- * (passwd_file=PATH, default /etc/passwd-ossfs when it exists), lines
- * "BUCKET:AK:SK" or "AK:SK", refused unless no group or other may read it.
+ * [/ ALIBABA_CLOUD_SECURITY_TOKEN] (Alibaba's SDKs); an ossfs passwd file,
+ * lines "BUCKET:AK:SK" or "AK:SK": one named by passwd_file=PATH wins over
+ * the environment (as with ossfs) and must be readable by its owner only;
+ * /etc/passwd-ossfs, after the environment, may be group-readable (0640, as
+ * ossfs documents it).
  * None: anonymous requests (public-read buckets).
  */
 #include "backend.h"
@@ -50,8 +52,8 @@ static const struct backend_option oss_options[] = {
     {"virtual_host", NULL},
     {"akId=", OSS_REFUSE},
     {"akSecret=", OSS_REFUSE},
-    {"access_key=", OSS_REFUSE},
-    {"secret_key=", OSS_REFUSE},
+    {"access_key=", BACKEND_REFUSE_KEYS},
+    {"secret_key=", BACKEND_REFUSE_KEYS},
     {NULL, NULL},
 };
 
@@ -132,9 +134,12 @@ static int passwd_load(const char *path, int given, const char *bucket, struct s
 		snprintf(msg, msg_len, "passwd_file %s: %s", path, strerror(errno));
 		return -ENOENT;
 	}
-	if (st.st_mode & 077) {
+	/* ossfs's rule: /etc/passwd-ossfs may be group-readable (640, group
+	 * root), any other file only by its owner */
+	if (st.st_mode & (given ? 077 : 007)) {
 		snprintf(msg, msg_len, "passwd_file %s has mode %04o: others may read the keys "
-				       "(chmod 600 it)", path, (unsigned)(st.st_mode & 07777));
+				       "(chmod %s it)", path, (unsigned)(st.st_mode & 07777),
+			 given ? "600" : "640");
 		return -EACCES;
 	}
 	f = fopen(path, "re");
@@ -196,6 +201,11 @@ static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, c
 	     "ALIBABA_CLOUD_SECURITY_TOKEN", "ALIBABA_CLOUD_*"},
 	};
 
+	/* a passwd file named on the command line wins, as with ossfs */
+	if (a->passwd_file) {
+		*from = a->passwd_file;
+		return passwd_load(a->passwd_file, 1, s->bucket, s, msg, msg_len);
+	}
 	for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
 		const char *ak = env(chains[i][0]), *sk = env(chains[i][1]), *tok = env(chains[i][2]);
 		if (!ak && !sk)
@@ -211,8 +221,8 @@ static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, c
 		*from = chains[i][3];
 		return s->access_key && s->secret_key && (!tok || s->session_token) ? 0 : -ENOMEM;
 	}
-	*from = a->passwd_file ? a->passwd_file : OSS_PASSWD_DEFAULT;
-	return passwd_load(*from, a->passwd_file != NULL, s->bucket, s, msg, msg_len);
+	*from = OSS_PASSWD_DEFAULT;
+	return passwd_load(*from, 0, s->bucket, s, msg, msg_len);
 }
 
 static void iso_now(char out[17])
@@ -398,9 +408,11 @@ static int oss_open(const char *source, const struct backend_config *cfg, struct
 	if (err)
 		goto out_err;
 	err = s3core_setup(s, endpoint, a.path_style, cfg);
+	if (!err && s->ep.path[0] && strcmp(s->ep.path, "/") != 0)
+		err = -EINVAL; /* OSS signs /bucket/key: an endpoint is a host */
 	if (err == -EINVAL)
 		snprintf(msg, msg_len, "bad endpoint '%s': expected HOST[:PORT] or "
-				       "http[s]://HOST[:PORT]", a.endpoint);
+				       "http[s]://HOST[:PORT], without a path", endpoint);
 	if (err)
 		goto out_err;
 	/* the region: given ("oss-cn-beijing" or "cn-beijing"), else the endpoint's */
@@ -440,12 +452,12 @@ const struct backend_ops backend_oss = {
 	    "                         a custom domain, http://IP:PORT (path style); also url=\n"
 	    "  region=NAME            cn-beijing (default: from the endpoint; the endpoint from it)\n"
 	    "  sigv=1|4               signature version (default 4)\n"
-	    "  passwd_file=PATH       ossfs passwd file, BUCKET:AK:SK or AK:SK lines, mode 0600\n"
-	    "                         (default /etc/passwd-ossfs when it exists)\n"
+	    "  passwd_file=PATH       ossfs passwd file, BUCKET:AK:SK or AK:SK lines, mode 0600;\n"
+	    "                         wins over the environment (else /etc/passwd-ossfs, 0640)\n"
 	    "  path_style, virtual_host  bucket in the path / the host (path style for IPs)\n"
-	    "  Credentials: OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET[/OSS_SESSION_TOKEN], then\n"
-	    "  ALIBABA_CLOUD_ACCESS_KEY_ID/..._SECRET[/ALIBABA_CLOUD_SECURITY_TOKEN], then the\n"
-	    "  passwd file; none means anonymous requests.\n",
+	    "  Credentials: passwd_file=, else OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET\n"
+	    "  [/OSS_SESSION_TOKEN], else ALIBABA_CLOUD_ACCESS_KEY_ID/..._SECRET\n"
+	    "  [/ALIBABA_CLOUD_SECURITY_TOKEN], else /etc/passwd-ossfs; none: anonymous.\n",
     .options = oss_options,
     .open = oss_open,
     .close = s3core_close,

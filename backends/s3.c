@@ -220,8 +220,8 @@ static const struct backend_option s3_options[] = {
     {"profile=", NULL},
 #define S3_REFUSE "credentials are not accepted on the command line (they would show in ps): " \
 		  "use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or -o creds_file=PATH"
-    {"access_key=", S3_REFUSE},
-    {"secret_key=", S3_REFUSE},
+    {"access_key=", BACKEND_REFUSE_KEYS}, /* oss's too: one line for both */
+    {"secret_key=", BACKEND_REFUSE_KEYS},
     {"secret_access_key=", S3_REFUSE},
     {"aws_secret_access_key=", S3_REFUSE},
     {"session_token=", S3_REFUSE},
@@ -389,9 +389,13 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 		q += (size_t)snprintf(query + q, sizeof(query) - q, "delimiter=%s&", enc);
 	}
 	q += (size_t)snprintf(query + q, sizeof(query) - q, "list-type=2&max-keys=%u", max_keys);
-	if (uri_encode(prefix ? prefix : "", 0, enc, sizeof(enc)) < 0)
-		return -ENAMETOOLONG;
-	q += (size_t)snprintf(query + q, sizeof(query) - q, "&prefix=%s", enc);
+	/* an empty prefix is left out: how an empty value is signed is where
+	 * SigV4's dialects differ */
+	if (prefix && *prefix) {
+		if (uri_encode(prefix, 0, enc, sizeof(enc)) < 0)
+			return -ENAMETOOLONG;
+		q += (size_t)snprintf(query + q, sizeof(query) - q, "&prefix=%s", enc);
+	}
 	if (q >= sizeof(query))
 		return -ENAMETOOLONG;
 	err = build_url(s, path, query, url, sizeof(url));

@@ -541,6 +541,8 @@ int s3xml_parse_error_rid(const char *xml, size_t len, char *code, size_t code_l
 			code[0] = '\0';
 		if (msg_len)
 			msg[0] = '\0';
+		if (rid_len)
+			rid[0] = '\0';
 		return -EPROTO;
 	}
 	return 0;

@@ -8,6 +8,7 @@ and answering OSS's error XML. Written from OSS's documentation
 
   ossfake.py ROOT PORTFILE
   env: OSSFAKE_AK, OSSFAKE_SK   the one key pair that is accepted
+       OSSFAKE_REGION=ID       the region V4 requests must name (default: any)
        OSSFAKE_SKEW=SEC        the server's clock is off by SEC (RequestTimeTooSkewed)
        OSSFAKE_LOG=FILE        one JSON line per signed request: what a signer needs
 """
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ROOT, PORTFILE = sys.argv[1], sys.argv[2]
 AK, SK = os.environ.get("OSSFAKE_AK", "ossak"), os.environ.get("OSSFAKE_SK", "osssk")
 SKEW = int(os.environ.get("OSSFAKE_SKEW", "0"))
+REGION = os.environ.get("OSSFAKE_REGION")  # the bucket's region: V4 must sign with it
 LOG = os.environ.get("OSSFAKE_LOG")
 LOG_LOCK = threading.Lock()
 ETAGS = {}
@@ -65,6 +67,8 @@ def check_v4(method, bucket, key, raw_query, headers, auth):
     if abs(time.time() + SKEW - t) > 900:
         raise OssError(403, "RequestTimeTooSkewed",
                        "The difference between the request time and the current time is too large.")
+    if REGION and cred[2] != REGION:
+        raise OssError(403, "SignatureDoesNotMatch", "the Credential's region is not the bucket's (%s)" % REGION)
     if date[:8] != cred[1]:
         raise OssError(403, "SignatureDoesNotMatch", "the scope's date is not x-oss-date's")
     extra = [h for h in fields.get("AdditionalHeaders", "").lower().split(";") if h]
@@ -112,6 +116,10 @@ def check_v1(method, bucket, key, params, headers, auth):
     if not hmac.compare_digest(want, sig):
         raise OssError(403, "SignatureDoesNotMatch",
                        "The request signature we calculated does not match the signature you provided.")
+    return {"v": 1, "method": method, "resource": "/" + bucket + "/" + key, "parameters": dict(sub),
+            "headers": {h: headers[h] for h in headers if h.startswith("x-oss-") or
+                        h in ("content-md5", "content-type")},
+            "date": date, "authorization": auth}
 
 
 def etag_of(path, st):
@@ -186,7 +194,10 @@ class Handler(BaseHTTPRequestHandler):
                 with LOG_LOCK, open(LOG, "a") as f:
                     f.write(json.dumps(rec) + "\n")
         elif auth.startswith("OSS "):
-            check_v1(self.command, bucket, key, params, headers, auth)
+            rec = check_v1(self.command, bucket, key, params, headers, auth)
+            if LOG:
+                with LOG_LOCK, open(LOG, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
         else:
             raise OssError(403, "AccessDenied", "You have no right to access this object.")
         bdir = os.path.join(ROOT, bucket)

@@ -95,7 +95,8 @@ cp -a "$SRC" "$WORK/ossroot/models/llama"
 OSS_PORT=$(free_port)
 oss_up() {
 	rm -f "$WORK/oss.port"
-	OSSFAKE_AK=ossak OSSFAKE_SK=osssk OSSFAKE_PORT=$OSS_PORT OSSFAKE_LOG=$WORK/oss-signed.jsonl \
+	OSSFAKE_AK=ossak OSSFAKE_SK=osssk OSSFAKE_REGION=cn-hangzhou OSSFAKE_PORT=$OSS_PORT \
+		OSSFAKE_LOG=$WORK/oss-signed.jsonl \
 		setsid python3 "$HERE/ossfake.py" "$WORK/ossroot" "$WORK/oss.port" 2>>"$WORK/ossfake.log" &
 	OSS_PID=$!
 	PIDS+=("$OSS_PID")
@@ -106,22 +107,22 @@ oss_down() { kill "$OSS_PID"; wait "$OSS_PID" 2>/dev/null; }
 oss_up
 OSS_EP=endpoint=http://127.0.0.1:$OSS_PORT,region=cn-hangzhou
 body oss oss://models/llama oss_down oss_up "$OSS_EP"
+mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-v1,endpoint=http://127.0.0.1:$OSS_PORT,sigv=1" -d
+check "oss:// with V1 signatures (sigv=1): bytes match" cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin"
+umount_fs "$MNT"
 if [ -f /opt/ali-oss/node_modules/ali-oss/lib/common/signUtils.js ]; then
-	check "Alibaba's SDK (ali-oss) signs every V4 request modelfs sent the same, byte for byte ($(node "$HERE/oss_sdk_check.js" /opt/ali-oss "$WORK/oss-signed.jsonl" ossak osssk | tail -1))" \
+	check "Alibaba's SDK (ali-oss) signs every V4 and V1 request modelfs sent the same, byte for byte ($(node "$HERE/oss_sdk_check.js" /opt/ali-oss "$WORK/oss-signed.jsonl" ossak osssk | tail -1))" \
 		node "$HERE/oss_sdk_check.js" /opt/ali-oss "$WORK/oss-signed.jsonl" ossak osssk
 else
 	echo "ok - ali-oss check skipped: no /opt/ali-oss (scripts/deps.sh installs it)"
 fi
-mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-v1,endpoint=http://127.0.0.1:$OSS_PORT,sigv=1" -d
-check "oss:// with V1 signatures (sigv=1): bytes match" cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin"
-umount_fs "$MNT"
 # an ossfs passwd file instead of the environment
 printf 'other:AKX:SKX\nmodels:ossak:osssk\n' >"$WORK/passwd-ossfs"
 chmod 600 "$WORK/passwd-ossfs"
-( unset OSS_ACCESS_KEY_ID OSS_ACCESS_KEY_SECRET
+( export OSS_ACCESS_KEY_SECRET=wrong # the named file wins over the environment
   mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-pw,$OSS_EP,passwd_file=$WORK/passwd-ossfs" -d &&
 	cmp -s "$MNT/config.json" "$SRC/config.json"; rc=$?; fusermount3 -u "$MNT"; exit $rc )
-check "oss:// keys from an ossfs passwd file (its bucket's line): bytes match" [ $? -eq 0 ]
+check "oss:// keys from an ossfs passwd file (its bucket's line, over wrong keys in the environment): bytes match" [ $? -eq 0 ]
 
 # ---- file:// (a network share: here a FUSE mount of the same bucket, so
 # that "the share is down" is what a dead network filesystem gives, ENOTCONN)
@@ -202,6 +203,10 @@ EXPECT_ENV="OSS_ACCESS_KEY_SECRET=wrong" expect_line "oss://: a wrong secret (OS
 	"$WORK/m2" -o "cache_dir=$WORK/c2,$OSS_EP"
 expect_line "oss://: a missing bucket" "bucket 'nosuch' does not exist.*NoSuchBucket" \
 	oss://nosuch "$WORK/m2" -o "cache_dir=$WORK/c2,$OSS_EP"
+expect_line "oss://: a region that is not the bucket's" "SignatureDoesNotMatch.*region" \
+	oss://models "$WORK/m2" -o "cache_dir=$WORK/c2,endpoint=http://127.0.0.1:$OSS_PORT,region=cn-beijing"
+expect_line "oss://: an endpoint with a path" "without a path" \
+	oss://models "$WORK/m2" -o "cache_dir=$WORK/c2,endpoint=http://127.0.0.1:$OSS_PORT/gw,region=x"
 expect_line "oss://: no region to sign with" "set -o region=NAME" \
 	oss://models "$WORK/m2" -o "cache_dir=$WORK/c2,endpoint=http://127.0.0.1:$OSS_PORT"
 chmod 644 "$WORK/passwd-ossfs"
