@@ -150,6 +150,13 @@ void backend_base_free(struct backend *be)
 	be->prefix = be->name = be->what = NULL;
 }
 
+const char *backend_getenv(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
 int backend_opt_is(const char *opt, const char *name, const char **val)
 {
 	size_t n = strlen(name);

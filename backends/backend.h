@@ -162,6 +162,9 @@ int backend_base_what(struct backend *be, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void backend_base_free(struct backend *be);
 
+/* getenv, with an empty variable counted as unset (as the vendors' tools do). */
+const char *backend_getenv(const char *name);
+
 /* Split an option "key=value" or "key": @return 1 when it is @name ("key="
  * or "key"), with *@val its value ("" for a flag), else 0. */
 int backend_opt_is(const char *opt, const char *name, const char **val);

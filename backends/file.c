@@ -524,6 +524,25 @@ static int open_version(struct file_be *f, const struct backend_ref *obj, char *
 	return fd;
 }
 
+/* Read up to @n bytes at @off, short only at the end of the file.
+ * @return the count, or -errno (ESTALE from NFS: the file was replaced). */
+static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno == ESTALE ? -ESTALE : map_errno(errno);
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	return (ssize_t)done;
+}
+
 /* After reading: the same version still, or the bytes may be mixed. */
 static int same_version(int fd, const char *ver)
 {
@@ -549,17 +568,12 @@ static int file_read(struct backend *be, const struct backend_ref *obj, uint64_t
 		  (unsigned long long)(off + len - 1));
 	if (fd < 0)
 		return fd;
-	while (done < len) {
-		ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			err = errno == ESTALE ? -ESTALE : map_errno(errno); /* NFS: replaced */
-			break;
-		}
-		if (r == 0)
-			break;
-		done += (size_t)r;
+	{
+		ssize_t r = pread_full(fd, buf, len, off);
+		if (r < 0)
+			err = (int)r;
+		else
+			done = (size_t)r;
 	}
 	if (!err)
 		err = same_version(fd, ver);
@@ -594,11 +608,9 @@ static int file_read_stream(struct backend *be, const struct backend_ref *obj, u
 		reset(arg);
 	while (!err && done < len) {
 		size_t want = len - done < FILE_STREAM_PIECE ? (size_t)(len - done) : FILE_STREAM_PIECE;
-		ssize_t r = pread(fd, buf, want, (off_t)(off + done));
-		if (r < 0 && errno == EINTR)
-			continue;
+		ssize_t r = pread_full(fd, buf, want, off + done);
 		if (r < 0) {
-			err = errno == ESTALE ? -ESTALE : map_errno(errno); /* NFS: replaced */
+			err = (int)r;
 			break;
 		}
 		if (r == 0)

@@ -62,13 +62,6 @@ struct oss_args {
 	int sigv, path_style;
 };
 
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
-
 static int oss_args(const struct backend_config *cfg, struct oss_args *a, char *msg,
 		    size_t msg_len)
 {
@@ -207,7 +200,8 @@ static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, c
 		return passwd_load(a->passwd_file, 1, s->bucket, s, msg, msg_len);
 	}
 	for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
-		const char *ak = env(chains[i][0]), *sk = env(chains[i][1]), *tok = env(chains[i][2]);
+		const char *ak = backend_getenv(chains[i][0]), *sk = backend_getenv(chains[i][1]);
+		const char *tok = backend_getenv(chains[i][2]);
 		if (!ak && !sk)
 			continue;
 		if (!ak || !sk) {

@@ -235,13 +235,6 @@ struct s3_args {
 	int path_style;     /* -1 auto, 0 virtual host, 1 path */
 };
 
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
-
 static int s3_args(const struct backend_config *cfg, struct s3_args *a, char *msg,
 		   size_t msg_len)
 {
@@ -269,10 +262,10 @@ static int s3_args(const struct backend_config *cfg, struct s3_args *a, char *ms
 		}
 	}
 	/* the AWS tools' variables, after the options */
-	if (!a->endpoint && !(a->endpoint = env("AWS_ENDPOINT_URL_S3")))
-		a->endpoint = env("AWS_ENDPOINT_URL");
-	if (!a->region && !(a->region = env("AWS_REGION")))
-		a->region = env("AWS_DEFAULT_REGION");
+	if (!a->endpoint && !(a->endpoint = backend_getenv("AWS_ENDPOINT_URL_S3")))
+		a->endpoint = backend_getenv("AWS_ENDPOINT_URL");
+	if (!a->region && !(a->region = backend_getenv("AWS_REGION")))
+		a->region = backend_getenv("AWS_DEFAULT_REGION");
 	a->endpoint_given = a->endpoint != NULL;
 	return 0;
 }
