@@ -108,7 +108,8 @@ wait "$MNT_PID" 2>/dev/null
 check "after kill -9 the mountpoint is dead (ENOTCONN)" bash -c "stat -f '$MNT' 2>&1 | grep -q 'not connected'"
 mount_fs s3://models/m "$MNT/" "" # a trailing slash, as tab completion leaves it
 rc=$?
-check "mounting again on it works (rc $rc)" [ "$(sum "$MNT/shard.bin")" = "$want" ]
+check "mounting again on it works (rc $rc)" [ "$(sum "$MNT/shard.bin")" = "$want" ] ||
+	tail -5 "$WORK/mnt.log" # seen once in ~20 runs: the daemon's last lines say why
 check "... saying once that it cleared the dead mount" \
 	[ "$(grep -c 'cleared a dead modelfs mount of s3://models/m' "$WORK/mnt.log")" -eq 1 ]
 check "... and only one modelfs mount is there" [ "$(grep -c " $MNT fuse.modelfs" /proc/mounts)" -eq 1 ]
