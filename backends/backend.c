@@ -3,18 +3,35 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
 
 static const struct backend_ops *const registry[] = {
     &backend_s3,
     &backend_oss,
     &backend_file,
+    &backend_http,
+    &backend_hf,
 };
 
 #define N_BACKENDS (sizeof(registry) / sizeof(registry[0]))
+
+/* The schemes: each backend's own, and the ones it also answers to. */
+static const struct {
+	const char *scheme;
+	const struct backend_ops *ops;
+} schemes[] = {
+    {"s3", &backend_s3},     {"oss", &backend_oss}, {"file", &backend_file},
+    {"http", &backend_http}, {"https", &backend_http}, {"hf", &backend_hf},
+};
+
+#define N_SCHEMES (sizeof(schemes) / sizeof(schemes[0]))
 
 const struct backend_ops *const *backend_list(size_t *n)
 {
@@ -28,9 +45,9 @@ const char *backend_schemes(void)
 
 	if (!list[0]) {
 		size_t at = 0;
-		for (size_t i = 0; i < N_BACKENDS && at < sizeof(list); i++)
+		for (size_t i = 0; i < N_SCHEMES && at < sizeof(list); i++)
 			at += (size_t)snprintf(list + at, sizeof(list) - at, "%s%s://", i ? ", " : "",
-					       registry[i]->scheme);
+					       schemes[i].scheme);
 	}
 	return list;
 }
@@ -41,11 +58,11 @@ int backend_open(const char *source, const struct backend_config *cfg, struct ba
 	const char *sep = strstr(source, "://");
 
 	*out = NULL;
-	for (size_t i = 0; sep && i < N_BACKENDS; i++)
-		if (strlen(registry[i]->scheme) == (size_t)(sep - source) &&
-		    strncmp(registry[i]->scheme, source, (size_t)(sep - source)) == 0) {
+	for (size_t i = 0; sep && i < N_SCHEMES; i++)
+		if (strlen(schemes[i].scheme) == (size_t)(sep - source) &&
+		    strncmp(schemes[i].scheme, source, (size_t)(sep - source)) == 0) {
 			*msg = '\0';
-			int err = registry[i]->open(source, cfg, out, msg, msg_len);
+			int err = schemes[i].ops->open(source, cfg, out, msg, msg_len);
 			if (err && !*msg)
 				snprintf(msg, msg_len, "%s: %s", source, strerror(-err));
 			return err;
@@ -171,4 +188,198 @@ int backend_opt_is(const char *opt, const char *name, const char **val)
 		return 0;
 	*val = "";
 	return 1;
+}
+
+int backend_keylist_add(struct backend_keylist *kl, const char *key, uint64_t size,
+			int64_t mtime, const char *etag)
+{
+	struct backend_object *o;
+
+	if (kl->n == kl->cap) {
+		size_t cap = kl->cap ? kl->cap * 2 : 1024;
+		struct backend_object *nv = realloc(kl->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		kl->v = nv;
+		kl->cap = cap;
+	}
+	o = &kl->v[kl->n];
+	memset(o, 0, sizeof(*o));
+	o->key = strdup(key);
+	if (!o->key)
+		return -ENOMEM;
+	o->size = size;
+	o->mtime = mtime;
+	snprintf(o->etag, sizeof(o->etag), "%s", etag ? etag : "");
+	kl->n++;
+	return 0;
+}
+
+static int obj_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct backend_object *)a)->key, ((const struct backend_object *)b)->key);
+}
+
+int backend_keylist_emit(struct backend_keylist *kl, const char *prefix, const char *delimiter,
+			 backend_list_cb cb, void *arg)
+{
+	size_t plen = strlen(prefix);
+	char last_cp[2048] = "";
+
+	qsort(kl->v, kl->n, sizeof(*kl->v), obj_cmp);
+	for (size_t i = 0; i < kl->n; i++) {
+		const struct backend_object *o = &kl->v[i];
+		const char *d;
+		int err;
+
+		if (strncmp(o->key, prefix, plen) != 0)
+			continue;
+		if (i > 0 && strcmp(o->key, kl->v[i - 1].key) == 0)
+			continue; /* a listing that names a key twice */
+		d = delimiter ? strstr(o->key + plen, delimiter) : NULL;
+		if (d) {
+			size_t n = (size_t)(d - o->key) + strlen(delimiter);
+			if (n >= sizeof(last_cp) || (strlen(last_cp) == n && !strncmp(last_cp, o->key, n)))
+				continue;
+			memcpy(last_cp, o->key, n);
+			last_cp[n] = '\0';
+			err = cb(arg, last_cp, NULL);
+		} else {
+			err = cb(arg, o->key, o);
+		}
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void backend_keylist_free(struct backend_keylist *kl)
+{
+	for (size_t i = 0; i < kl->n; i++)
+		free((char *)kl->v[i].key);
+	free(kl->v);
+	memset(kl, 0, sizeof(*kl));
+}
+
+struct backend_token {
+	pthread_mutex_t lock;
+	char *path;         /* NULL: a fixed value */
+	struct stat seen;   /* the file as last read */
+	char value[4096];   /* protected by lock */
+};
+
+static void trim_copy(char *dst, size_t dst_len, const char *src, size_t n)
+{
+	while (n && (*src == ' ' || *src == '\t' || *src == '\n' || *src == '\r')) {
+		src++;
+		n--;
+	}
+	while (n && (src[n - 1] == ' ' || src[n - 1] == '\t' || src[n - 1] == '\n' ||
+		     src[n - 1] == '\r'))
+		n--;
+	if (n >= dst_len)
+		n = 0; /* too long to be a token: refused below as empty */
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* Read the file into t->value; @return 0 or -errno. */
+static int token_read(struct backend_token *t, struct stat *st)
+{
+	char buf[4096];
+	FILE *f = fopen(t->path, "re");
+	size_t n;
+
+	if (!f)
+		return -errno;
+	if (fstat(fileno(f), st) != 0) {
+		fclose(f);
+		return -EIO;
+	}
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	trim_copy(t->value, sizeof(t->value), buf, n);
+	/* a header value must not carry a line break or control bytes */
+	for (char *c = t->value; *c; c++)
+		if ((unsigned char)*c < 0x20)
+			return -EINVAL;
+	return t->value[0] ? 0 : -ENODATA;
+}
+
+int backend_token_open(const char *value, const char *path, struct backend_token **out,
+		       char *msg, size_t msg_len)
+{
+	struct backend_token *t = calloc(1, sizeof(*t));
+	int err = 0;
+
+	*out = NULL;
+	if (!t)
+		return -ENOMEM;
+	pthread_mutex_init(&t->lock, NULL);
+	if (path) {
+		t->path = strdup(path);
+		if (!t->path)
+			err = -ENOMEM;
+		else if ((err = token_read(t, &t->seen)))
+			snprintf(msg, msg_len, "token file %s: %s", path,
+				 err == -ENODATA ? "empty" : err == -EINVAL ? "not one line of text"
+				 : strerror(-err));
+	} else {
+		trim_copy(t->value, sizeof(t->value), value, strlen(value));
+		for (char *c = t->value; *c; c++)
+			if ((unsigned char)*c < 0x20)
+				err = -EINVAL;
+		if (err || !t->value[0]) {
+			snprintf(msg, msg_len, "the token is empty or not one line of text");
+			err = -EINVAL;
+		}
+	}
+	if (err) {
+		backend_token_free(t);
+		return err;
+	}
+	*out = t;
+	return 0;
+}
+
+int backend_token_header(struct backend_token *t, char *hdr, size_t hdr_len)
+{
+	struct stat st;
+	int err = 0;
+
+	*hdr = '\0';
+	if (!t)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	/* Kubernetes swaps a secret's files by renaming a directory: a new
+	 * inode or mtime is a new token */
+	if (t->path && stat(t->path, &st) == 0 &&
+	    (st.st_ino != t->seen.st_ino || st.st_mtim.tv_sec != t->seen.st_mtim.tv_sec ||
+	     st.st_mtim.tv_nsec != t->seen.st_mtim.tv_nsec || st.st_size != t->seen.st_size)) {
+		char keep[sizeof(t->value)];
+		memcpy(keep, t->value, sizeof(keep));
+		err = token_read(t, &st);
+		if (err) {
+			memcpy(t->value, keep, sizeof(keep));
+			log_once(LOG_LVL_WARN, "token file %s cannot be read again (%s): using the "
+				 "token read before", t->path, strerror(-err));
+			err = 0;
+		} else {
+			t->seen = st;
+			log_info("token file %s changed: using the new token", t->path);
+		}
+	}
+	if ((size_t)snprintf(hdr, hdr_len, "Authorization: Bearer %s", t->value) >= hdr_len)
+		err = -ENOMEM;
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+void backend_token_free(struct backend_token *t)
+{
+	if (!t)
+		return;
+	pthread_mutex_destroy(&t->lock);
+	free(t->path);
+	free(t);
 }

@@ -169,8 +169,39 @@ const char *backend_getenv(const char *name);
  * or "key"), with *@val its value ("" for a flag), else 0. */
 int backend_opt_is(const char *opt, const char *name, const char **val);
 
+/* A listing built in memory (sources whose listing is not sorted pages: a
+ * manifest, a directory walk, the Hub's tree), then handed out sorted. */
+struct backend_keylist {
+	struct backend_object *v; /* key strdup'd */
+	size_t n, cap;
+};
+
+int backend_keylist_add(struct backend_keylist *kl, const char *key, uint64_t size,
+			int64_t mtime, const char *etag);
+/* Sort, then call @cb for the keys under @prefix: all of them (@delimiter
+ * NULL), or one level with the common prefixes ("/"). */
+int backend_keylist_emit(struct backend_keylist *kl, const char *prefix, const char *delimiter,
+			 backend_list_cb cb, void *arg);
+void backend_keylist_free(struct backend_keylist *kl);
+
+/* A bearer token: a value given once, or a file (a mounted Kubernetes
+ * secret) re-read when it changes, so rotation needs no remount. */
+struct backend_token;
+
+/* @value or @path (one of them; surrounding blanks and newlines dropped).
+ * A file that cannot be read or is empty is -errno with a line in @msg. */
+int backend_token_open(const char *value, const char *path, struct backend_token **out,
+		       char *msg, size_t msg_len);
+/* "Authorization: Bearer ..." into @hdr (HTTP_HEADER_MAX bytes), or "" when
+ * there is no token. Thread-safe. @return 0, -ENOMEM, or -EACCES when a
+ * rotated file cannot be read (the last token read is kept then). */
+int backend_token_header(struct backend_token *t, char *hdr, size_t hdr_len);
+void backend_token_free(struct backend_token *t);
+
 extern const struct backend_ops backend_s3;
 extern const struct backend_ops backend_file;
 extern const struct backend_ops backend_oss;
+extern const struct backend_ops backend_http;
+extern const struct backend_ops backend_hf;
 
 #endif

@@ -108,6 +108,11 @@ struct sink {
 	int checked;   /* the answer was looked at (answer_check), once */
 	int ok_answer; /* a 2xx: the body is the caller's bytes */
 	int abort_err; /* why the transfer was ended from a callback */
+	/* a whole object answering a ranged GET (range_or_whole): bytes to
+	 * drop before the range, then bytes still wanted */
+	int whole;
+	uint64_t skip, take;
+	int done_early; /* the transfer was ended once the range was in */
 };
 
 /* Is this 2xx answer the one asked for (see http.h)? Runs before the first
@@ -131,6 +136,15 @@ static int answer_check(const struct http_request *q, struct http_response *r, l
 	}
 	if (!q->has_range)
 		return 0;
+	if (st == 200 && q->range_or_whole) {
+		if (!q->expect_total || (r->has_content_length && r->content_length != q->expect_total)) {
+			snprintf(r->error, sizeof(r->error), "whole object (HTTP 200) of %llu bytes for a "
+				 "range of an object of %llu", (unsigned long long)r->content_length,
+				 (unsigned long long)q->expect_total);
+			return q->expect_total ? -ESTALE : -EPROTO;
+		}
+		return 0;
+	}
 	if (st == 200) {
 		if (q->range_off > 0) {
 			snprintf(r->error, sizeof(r->error), "Range ignored (HTTP 200 for bytes=%llu-)",
@@ -192,6 +206,13 @@ static int sink_check(struct sink *s)
 	if (!s->ok_answer)
 		return 0;
 	s->abort_err = answer_check(s->req, s->resp, st);
+	if (!s->abort_err && st == 200 && s->req->has_range && s->req->range_or_whole) {
+		s->whole = s->resp->whole_answer = 1;
+		s->skip = s->req->range_off;
+		s->take = s->req->range_len;
+	}
+	if (!s->abort_err && s->req->check)
+		s->abort_err = s->req->check(s->req->check_arg, s->resp);
 	return s->abort_err;
 }
 
@@ -203,6 +224,21 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 
 	if (sink_check(s))
 		return 0; /* aborts the transfer */
+	if (s->whole && s->ok_answer) {
+		size_t drop = s->skip < n ? (size_t)s->skip : n;
+		s->skip -= drop;
+		data += drop;
+		n -= drop;
+		if (n > s->take)
+			n = (size_t)s->take;
+		s->take -= n;
+		if (n == 0 && s->take == 0) {
+			s->done_early = 1;
+			return 0; /* the range is in: end the transfer */
+		}
+		if (n == 0)
+			return size * nmemb;
+	}
 	if (s->req->sink && s->ok_answer) {
 		/* a 2xx body goes to the sink; an error body to resp->body */
 		s->abort_err = s->req->sink(s->req->sink_arg, data, n);
@@ -211,7 +247,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 			return 0;
 		}
 		r->body_len += n;
-		return n;
+		return size * nmemb;
 	}
 	if (s->req->buf) {
 		if (r->body_len + n > s->req->buf_len) {
@@ -233,7 +269,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		r->body[r->body_len + n] = '\0';
 	}
 	r->body_len += n;
-	return n;
+	return size * nmemb;
 }
 
 /* Parse an unsigned decimal that fills [p, e) exactly; @return 0 or -1. */
@@ -311,6 +347,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		return n;
 	name_len = (size_t)(colon - data);
 	vlen = n - name_len - 1;
+	for (int i = 0; s->req->capture && i < HTTP_CAPTURE_MAX && s->req->capture[i]; i++)
+		if (strlen(s->req->capture[i]) == name_len &&
+		    strncasecmp(data, s->req->capture[i], name_len) == 0)
+			copy_value(r->captured[i], sizeof(r->captured[i]), colon + 1, vlen);
 	if (name_len == 4 && strncasecmp(data, "etag", 4) == 0) {
 		copy_value(r->etag, sizeof(r->etag), colon + 1, vlen);
 	} else if (name_len == 13 && strncasecmp(data, "last-modified", 13) == 0) {
@@ -492,6 +532,13 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &s);
 	if (strcmp(req->method, "HEAD") == 0)
 		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	if (req->max_redirects > 0) {
+		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)req->max_redirects);
+		/* never from https down to http */
+		curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR,
+				 strncmp(req->url, "https:", 6) == 0 ? "https" : "http,https");
+	}
 	if (req->has_range) {
 		snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)req->range_off,
 			 (unsigned long long)(req->range_off + req->range_len - 1));
@@ -518,9 +565,18 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	}
 	if (rc == CURLE_WRITE_ERROR && s.abort_err)
 		return s.abort_err; /* resp->error says why */
+	if (rc == CURLE_WRITE_ERROR && s.done_early) {
+		resp->status = 200;
+		return 0;
+	}
 	if (rc == CURLE_WRITE_ERROR && s.overflow) {
 		snprintf(resp->error, sizeof(resp->error), "response body larger than expected");
 		return -EMSGSIZE;
+	}
+	if (rc == CURLE_TOO_MANY_REDIRECTS) {
+		snprintf(resp->error, sizeof(resp->error), "more than %d redirects",
+			 req->max_redirects);
+		return -EPROTO;
 	}
 	if (rc != CURLE_OK) {
 		long new_conns = -1;
@@ -596,4 +652,56 @@ void http_response_free(struct http_response *resp)
 {
 	free(resp->body);
 	resp->body = NULL;
+}
+
+/* Link: <URL>; rel="next", <URL2>; rel=last  (rel may list several types) */
+int http_link_next(const char *link, char *out, size_t out_len)
+{
+	const char *p = link;
+
+	while (p && *p) {
+		const char *lt = strchr(p, '<'), *gt, *end, *rel;
+		if (!lt)
+			break;
+		gt = strchr(lt + 1, '>');
+		if (!gt)
+			break;
+		/* this link's parameters run to the next ",<" (a comma outside <>) */
+		end = gt + 1;
+		while (*end && *end != ',')
+			end++;
+		for (rel = gt + 1; rel < end; rel++) {
+			if (strncasecmp(rel, "rel", 3) != 0)
+				continue;
+			const char *v = rel + 3;
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			if (v >= end || *v != '=')
+				continue;
+			v++;
+			while (v < end && (*v == ' ' || *v == '"'))
+				v++;
+			/* a space-separated list of types */
+			while (v < end && *v != '"' && *v != ';') {
+				const char *w = v;
+				while (w < end && *w != ' ' && *w != '"' && *w != ';')
+					w++;
+				if (w - v == 4 && strncasecmp(v, "next", 4) == 0) {
+					size_t n = (size_t)(gt - lt - 1);
+					if (n == 0)
+						return -ENOENT;
+					if (n >= out_len)
+						return -ENAMETOOLONG;
+					memcpy(out, lt + 1, n);
+					out[n] = '\0';
+					return 0;
+				}
+				v = w;
+				while (v < end && *v == ' ')
+					v++;
+			}
+		}
+		p = *end ? end + 1 : end;
+	}
+	return -ENOENT;
 }

@@ -59,6 +59,8 @@ struct http_headers {
 	char v[HTTP_MAX_HEADERS][HTTP_HEADER_MAX]; /* "Name: value" */
 };
 
+struct http_response;
+
 struct http_request {
 	const char *method;   /* "GET" or "HEAD" */
 	const char *url;
@@ -88,9 +90,28 @@ struct http_request {
 	/* The object's size, 0 when unknown: a ranged answer's Content-Range
 	 * total must be this (else -ESTALE). */
 	uint64_t expect_total;
+	/* Redirects followed (CDNs), at most this many; 0: none. A redirect
+	 * keeps the Range; curl sends the Authorization header only to the
+	 * host and port first asked. */
+	int max_redirects;
+	/* A 200 to a ranged GET (a server that ignores Range) is accepted at
+	 * any offset: its first range_off bytes are skipped and the transfer
+	 * ends after range_len (needs expect_total; resp->whole_answer is set).
+	 * Without it, a 200 is accepted only at offset 0. */
+	int range_or_whole;
+	/* Called once per 2xx answer, after the checks above and before its
+	 * first byte goes anywhere: 0, or an error (with resp->error set) that
+	 * ends the request. */
+	int (*check)(void *arg, struct http_response *resp);
+	void *check_arg;
+	/* Headers kept in resp->captured[i], from whichever response of a
+	 * redirect chain carried them (NULL-terminated, HTTP_CAPTURE_MAX). */
+	const char *const *capture;
 };
 
 #define HTTP_RANGE_TOTAL_UNKNOWN UINT64_MAX /* a Content-Range total of "*" */
+
+#define HTTP_CAPTURE_MAX 3
 
 struct http_response {
 	long status;             /* 0 when no HTTP answer arrived */
@@ -106,6 +127,8 @@ struct http_response {
 	int content_range_bad;   /* present but not of that form */
 	uint64_t range_start, range_end, range_total; /* total: or HTTP_RANGE_TOTAL_UNKNOWN */
 	unsigned retry_after_ms; /* Retry-After, capped at HTTP_RETRY_AFTER_MAX_MS; 0: none */
+	int whole_answer;        /* a 200 served a ranged GET (range_or_whole) */
+	char captured[HTTP_CAPTURE_MAX][1024]; /* request's capture headers, "" if absent */
 	char error[256];         /* a human line when the request failed */
 	int connected;           /* a failed request had connected first */
 };
@@ -134,6 +157,11 @@ void http_response_free(struct http_response *resp);
  * later one at once, with -ECANCELED; backoff sleeps end too. Irreversible.
  * Safe from any thread (not from a signal handler). */
 void http_cancel(struct http *h);
+
+/* The rel="next" target of a Link header value (RFC 8288), as the Hub and
+ * GitHub paginate: "<URL>; rel=\"next\", <URL2>; rel=\"last\"". @return 0
+ * with @out set, -ENOENT when there is none, -ENAMETOOLONG. */
+int http_link_next(const char *link, char *out, size_t out_len);
 
 /* Is @status one we retry (5xx, 429)? */
 int http_status_retryable(long status);

@@ -7,6 +7,7 @@
  * fuse_session_mount), so the parent's exit 0 means "mounted".
  */
 #include "fs.h"
+#include "jsonlist.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -66,7 +67,7 @@ static void die_check(int err, const char *url, const struct backend *be,
 	case -EADDRNOTAVAIL:
 		die("endpoint %s: %s", endpoint, detail);
 	case -EPROTO:
-		die("TLS or protocol error talking to %s: %s", endpoint, detail);
+		die("unexpected answer from %s (TLS, protocol or format): %s", endpoint, detail);
 	case -EINVAL:
 		die("the endpoint %s rejected the request: %s", endpoint, detail);
 	default:
@@ -347,6 +348,25 @@ static char *choose_cache_dir(const struct fs_opts *o)
 	return NULL;
 }
 
+/* modelfs manifest [--sha256] DIR: the listing of an http(s):// source,
+ * written for the server that serves DIR. */
+static int manifest_command(int argc, char **argv)
+{
+	int sha = argc == 4 && strcmp(argv[2], "--sha256") == 0;
+	char msg[1024] = "";
+
+	if (argc != 3 + sha || argv[argc - 1][0] == '-') {
+		fprintf(stderr, "usage: modelfs manifest [--sha256] DIR > DIR/%s\n",
+			JSONLIST_MANIFEST_NAME);
+		return 2;
+	}
+	if (jsonlist_write_manifest(argv[argc - 1], stdout, sha, msg, sizeof(msg)) != 0) {
+		fprintf(stderr, "modelfs manifest: %s\n", msg);
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fs_opts o;
@@ -374,6 +394,8 @@ int main(int argc, char **argv)
 		return ctl_prefetch(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return ctl_status(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "manifest") == 0)
+		return manifest_command(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
 		die("%s", msg);
 	if (o.show_help) {

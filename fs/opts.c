@@ -556,6 +556,7 @@ void opts_usage(const char *prog)
 	       "\n"
 	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n"
 	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"
-	       "                 %s status [--ready] MOUNTPOINT\n",
-	       prog, prog, prog);
+	       "                 %s status [--ready] MOUNTPOINT\n"
+	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n",
+	       prog, prog, prog, prog);
 }

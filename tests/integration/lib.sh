@@ -134,3 +134,45 @@ proxy_start() {
 	exit 1
 }
 proxy_fault() { curl -s "$PROXY_ENDPOINT/__fault?mode=$1&count=${2:--1}&delay=${3:-0}"; }
+
+# nginx_start ROOT [EXTRA_SERVER_CONF]: nginx (Debian's) on a free 127.0.0.1
+# port serving ROOT with a JSON autoindex; sets NGINX_PORT, NGINX_PID.
+# Workers run as root: the test's work directory is mode 0700.
+nginx_start() {
+	local root=$1 extra=${2:-} d=$WORK/nginx i
+	NGINX_PORT=${NGINX_PORT_WANT:-$(free_port)}
+	mkdir -p "$d"
+	cat >"$d/nginx.conf" <<NGX
+daemon off;
+user root;
+worker_processes 2;
+error_log $d/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 512; }
+http {
+  access_log $d/access.log;
+  default_type application/octet-stream;
+  sendfile on;
+  client_body_temp_path $d/cb; proxy_temp_path $d/px; fastcgi_temp_path $d/fc;
+  uwsgi_temp_path $d/uw; scgi_temp_path $d/sc;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $root;
+    autoindex on;
+    autoindex_format json;
+    $extra
+  }
+}
+NGX
+	setsid nginx -p "$d" -c "$d/nginx.conf" >>"$d/stderr.log" 2>&1 </dev/null &
+	NGINX_PID=$!
+	PIDS+=("$NGINX_PID")
+	for ((i = 0; i < 100; i++)); do
+		curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$NGINX_PORT/" && return 0
+		sleep 0.05
+	done
+	echo "nginx did not start" >&2
+	cat "$d/error.log" "$d/stderr.log" >&2
+	exit 1
+}
+nginx_stop() { kill "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null; }
