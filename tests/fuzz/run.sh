@@ -18,7 +18,7 @@ root=$(cd "$here/../.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-all_targets="fuzz_s3xml fuzz_tree_load fuzz_creds fuzz_sigv4_query fuzz_uri"
+all_targets="fuzz_s3xml fuzz_tree_load fuzz_creds fuzz_sigv4_query fuzz_uri fuzz_jsonlist"
 targets=${*:-$all_targets}
 
 case $secs in
@@ -38,7 +38,7 @@ cmake --build "$build" --target fuzzers -j"$(nproc)" >/dev/null || {
 # of a few dozen keys, a snapshot with PATH_MAX paths), small enough to stay fast.
 max_len() {
 	case $1 in
-	fuzz_s3xml | fuzz_tree_load) echo 16384 ;;
+	fuzz_s3xml | fuzz_tree_load | fuzz_jsonlist) echo 16384 ;;
 	fuzz_sigv4_query) echo 8192 ;;
 	*) echo 4096 ;;
 	esac
