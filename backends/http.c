@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 
 #define HTTP_POOL_MAX 64
+#define HTTP_ERROR_BODY_MAX (64u << 10) /* an error answer's body kept for its message */
 
 struct http {
 	struct http_config cfg;
@@ -249,15 +250,19 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		r->body_len += n;
 		return size * nmemb;
 	}
-	if (s->req->buf) {
+	if (s->req->buf && s->ok_answer) {
 		if (r->body_len + n > s->req->buf_len) {
 			s->overflow = 1;
 			return 0; /* aborts the transfer */
 		}
 		memcpy((char *)s->req->buf + r->body_len, data, n);
 	} else {
+		/* a heap body: the caller's (buf NULL), or an error answer's,
+		 * which never goes to the caller's buffer (a 503's XML is longer
+		 * than a 4-byte read) */
+		size_t max = s->req->buf || s->req->sink ? HTTP_ERROR_BODY_MAX : s->req->body_max;
 		char *nb;
-		if (r->body_len + n > s->req->body_max) {
+		if (r->body_len + n > max) {
 			s->overflow = 1;
 			return 0;
 		}
@@ -367,6 +372,14 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		copy_value(v, sizeof(v), colon + 1, vlen);
 		r->has_content_range = 1;
 		r->content_range_bad = parse_content_range(v, r) != 0;
+	} else if (name_len == 20 && strncasecmp(data, "x-oss-qos-delay-time", 20) == 0) {
+		/* OSS's throttling answer: how long to wait, in milliseconds */
+		char v[32];
+		uint64_t ms;
+		copy_value(v, sizeof(v), colon + 1, vlen);
+		if (parse_dec(v, v + strlen(v), &ms) == 0)
+			r->retry_after_ms = ms > HTTP_RETRY_AFTER_MAX_MS ? HTTP_RETRY_AFTER_MAX_MS
+									  : (unsigned)ms;
 	} else if (name_len == 11 && strncasecmp(data, "retry-after", 11) == 0) {
 		char v[64];
 		uint64_t sec;

@@ -45,7 +45,8 @@ struct http_config {
 #define HTTP_LOW_SPEED_BYTES 1024
 #define HTTP_LOW_SPEED_S 10
 
-/* A Retry-After on a 503 or 429 is honoured up to this long, and only
+/* A Retry-After (or OSS's x-oss-qos-delay-time, in ms) on a 503 or 429 is
+ * honoured up to this long, and only
  * within the retry budget (it lengthens a backoff, never adds an attempt). */
 #define HTTP_RETRY_AFTER_MAX_MS 10000
 
@@ -72,12 +73,14 @@ struct http_request {
 	int (*prepare)(void *arg, struct http_headers *h);
 	void *prepare_arg;
 	/* Body sink: a fixed buffer (ranged reads: a longer body is an error),
-	 * or, with buf NULL, a growing heap buffer of at most body_max bytes. */
+	 * or, with buf NULL, a growing heap buffer of at most body_max bytes.
+	 * An error answer's body (not 2xx) always goes to resp->body (64 KiB at
+	 * most), never to buf. */
 	void *buf;
 	size_t buf_len;
 	size_t body_max;
 	/* Or a streaming sink: a 2xx body goes to @sink piece by piece (an
-	 * error answer's body still goes to resp->body, up to body_max).
+	 * error answer's body still goes to resp->body, as above).
 	 * @sink_reset runs before every attempt: the bytes start over. A
 	 * non-zero return of @sink ends the request with that error. */
 	int (*sink)(void *arg, const char *data, size_t n);

@@ -48,6 +48,7 @@ static const struct backend_option oss_options[] = {
     {"region=", NULL},
     {"sigv=", NULL},
     {"passwd_file=", NULL},
+    {"creds_dir=", NULL},
     {"path_style", NULL},
     {"virtual_host", NULL},
     {"akId=", OSS_REFUSE},
@@ -58,7 +59,7 @@ static const struct backend_option oss_options[] = {
 };
 
 struct oss_args {
-	const char *endpoint, *region, *passwd_file;
+	const char *endpoint, *region, *passwd_file, *creds_dir;
 	int sigv, path_style;
 };
 
@@ -76,6 +77,8 @@ static int oss_args(const struct backend_config *cfg, struct oss_args *a, char *
 			a->region = v;
 		else if (backend_opt_is(o, "passwd_file=", &v))
 			a->passwd_file = v;
+		else if (backend_opt_is(o, "creds_dir=", &v) && *v)
+			a->creds_dir = v;
 		else if (backend_opt_is(o, "path_style", &v))
 			a->path_style = 1;
 		else if (backend_opt_is(o, "virtual_host", &v))
@@ -90,6 +93,10 @@ static int oss_args(const struct backend_config *cfg, struct oss_args *a, char *
 			snprintf(msg, msg_len, "option '%s' is not used by oss:// sources", o);
 			return -EINVAL;
 		}
+	}
+	if (a->passwd_file && a->creds_dir) {
+		snprintf(msg, msg_len, "give passwd_file= or creds_dir=, not both");
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -185,6 +192,106 @@ static int passwd_load(const char *path, int given, const char *bucket, struct s
 	return err;
 }
 
+/* creds_dir=DIR: a mounted Kubernetes secret, one file per key, under the
+ * names the Fluid and ossfs CSI secrets use. */
+static const char *const dir_ak[] = {"fs.oss.accessKeyId", "akId", NULL};
+static const char *const dir_sk[] = {"fs.oss.accessKeySecret", "akSecret", NULL};
+static const char *const dir_tok[] = {"fs.oss.securityToken", "securityToken", NULL};
+
+/* The first of @names in the directory: its text, trimmed (heap), and its
+ * identity appended to @seen. NULL when none is there. */
+static char *dir_key(const char *dir, const char *const *names, char *seen, size_t seen_len,
+		     int *err)
+{
+	for (size_t i = 0; names[i]; i++) {
+		char path[4096], buf[4096];
+		struct stat st;
+		size_t n, at = strlen(seen);
+		FILE *f;
+		char *v;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fstat(fileno(f), &st) != 0) {
+			fclose(f);
+			continue;
+		}
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		while (n && isspace((unsigned char)buf[n - 1]))
+			buf[--n] = '\0';
+		v = buf;
+		while (isspace((unsigned char)*v))
+			v++;
+		snprintf(seen + at, seen_len - at, "%lu.%ld.%ld.%ld;", (unsigned long)st.st_ino,
+			 (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long)st.st_size);
+		if (!*v || strpbrk(v, "\r\n")) {
+			*err = -EINVAL;
+			OPENSSL_cleanse(buf, sizeof(buf));
+			return NULL;
+		}
+		v = strdup(v);
+		OPENSSL_cleanse(buf, sizeof(buf));
+		if (!v)
+			*err = -ENOMEM;
+		return v;
+	}
+	return NULL;
+}
+
+/* (Re)read the keys of creds_dir into @s. Called with keys_lock held, or
+ * before the backend is shared. */
+static int dir_load(struct s3 *s, char *msg, size_t msg_len)
+{
+	char seen[sizeof(s->keys_seen)] = "";
+	int err = 0;
+	char *ak = dir_key(s->creds_dir, dir_ak, seen, sizeof(seen), &err);
+	char *sk = err ? NULL : dir_key(s->creds_dir, dir_sk, seen, sizeof(seen), &err);
+	char *tok = err ? NULL : dir_key(s->creds_dir, dir_tok, seen, sizeof(seen), &err);
+
+	if (!err && (!ak || !sk))
+		err = -ENOENT;
+	if (err) {
+		if (msg)
+			snprintf(msg, msg_len, "creds_dir %s: %s", s->creds_dir,
+				 err == -ENOENT ? "no fs.oss.accessKeyId (or akId) and "
+						  "fs.oss.accessKeySecret (or akSecret) files"
+				 : err == -EINVAL ? "a key file that is empty or not one line"
+						  : strerror(-err));
+		goto out;
+	}
+	if (strcmp(seen, s->keys_seen) == 0)
+		goto out; /* read again, and the same */
+	free(s->access_key);
+	if (s->secret_key)
+		OPENSSL_cleanse(s->secret_key, strlen(s->secret_key));
+	free(s->secret_key);
+	free(s->session_token);
+	s->access_key = ak;
+	s->secret_key = sk;
+	s->session_token = tok;
+	ak = sk = tok = NULL;
+	memcpy(s->keys_seen, seen, sizeof(seen));
+out:
+	free(ak);
+	if (sk)
+		OPENSSL_cleanse(sk, strlen(sk));
+	free(sk);
+	free(tok);
+	return err;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, char *msg,
 		    size_t msg_len)
 {
@@ -194,7 +301,15 @@ static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, c
 	     "ALIBABA_CLOUD_SECURITY_TOKEN", "ALIBABA_CLOUD_*"},
 	};
 
-	/* a passwd file named on the command line wins, as with ossfs */
+	/* a secret directory or a passwd file named on the command line wins */
+	if (a->creds_dir) {
+		*from = a->creds_dir;
+		if (!(s->creds_dir = strdup(a->creds_dir)))
+			return -ENOMEM;
+		pthread_mutex_init(&s->keys_lock, NULL);
+		s->keys_checked_ms = mono_ms();
+		return dir_load(s, msg, msg_len);
+	}
 	if (a->passwd_file) {
 		*from = a->passwd_file;
 		return passwd_load(a->passwd_file, 1, s->bucket, s, msg, msg_len);
@@ -290,27 +405,6 @@ static int oss_sign_v4(struct s3 *s, const struct s3_req *r, struct http_headers
 	return 0;
 }
 
-/* Decode %XX of @s[0..n) into @out (NUL-terminated). */
-static int pct_decode(const char *s, size_t n, char *out, size_t len)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (o + 1 >= len)
-			return -ENAMETOOLONG;
-		if (s[i] == '%' && i + 2 < n + 1 && isxdigit((unsigned char)s[i + 1]) &&
-		    isxdigit((unsigned char)s[i + 2])) {
-			char hex[3] = {s[i + 1], s[i + 2], '\0'};
-			out[o++] = (char)strtol(hex, NULL, 16);
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return 0;
-}
-
 /* V1: "OSS AK:base64(HMAC-SHA1(SK, VERB\n\n\nDate\n x-oss-headers resource))",
  * the resource the raw "/bucket/key" and, of our query, only the signed
  * sub-resource continuation-token. */
@@ -331,12 +425,12 @@ static int oss_sign_v1(struct s3 *s, const struct s3_req *r, struct http_headers
 	if (!s->access_key)
 		return 0;
 	if ((err = signed_path(s, r->path, path, sizeof(path))) != 0 ||
-	    (err = pct_decode(path, strlen(path), res, sizeof(res) - 2100)) != 0)
+	    (err = uri_decode(path, strlen(path), res, sizeof(res) - 2100, NULL)) != 0)
 		return err;
 	q = r->query ? strstr(r->query, "continuation-token=") : NULL;
 	if (q && (q == r->query || q[-1] == '&')) {
 		const char *v = q + strlen("continuation-token="), *e = strchr(v, '&');
-		if ((err = pct_decode(v, e ? (size_t)(e - v) : strlen(v), tok, sizeof(tok))) != 0)
+		if ((err = uri_decode(v, e ? (size_t)(e - v) : strlen(v), tok, sizeof(tok), NULL)) != 0)
 			return err;
 		strcat(res, "?continuation-token=");
 		strcat(res, tok);
@@ -358,11 +452,27 @@ static int oss_sign_v1(struct s3 *s, const struct s3_req *r, struct http_headers
 
 static int oss_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
 {
-	return s->sigv1 ? oss_sign_v1(s, r, h) : oss_sign_v4(s, r, h);
+	int err;
+
+	if (!s->creds_dir)
+		return s->sigv1 ? oss_sign_v1(s, r, h) : oss_sign_v4(s, r, h);
+	/* a rotated secret: looked at once a second, the old keys kept while
+	 * the new files are half written */
+	pthread_mutex_lock(&s->keys_lock);
+	if (mono_ms() - s->keys_checked_ms >= 1000) {
+		char was[sizeof(s->keys_seen)];
+		memcpy(was, s->keys_seen, sizeof(was));
+		s->keys_checked_ms = mono_ms();
+		if (dir_load(s, NULL, 0) == 0 && strcmp(was, s->keys_seen) != 0)
+			log_info("creds_dir %s changed: signing with the keys now there", s->creds_dir);
+	}
+	err = s->sigv1 ? oss_sign_v1(s, r, h) : oss_sign_v4(s, r, h);
+	pthread_mutex_unlock(&s->keys_lock);
+	return err;
 }
 
-static const struct s3_flavor oss_flavor = {"oss", oss_sign,
-					    "x-oss-range-behavior: standard"};
+static const struct s3_flavor oss_flavor = {"oss", oss_sign, "x-oss-range-behavior: standard",
+					    .url_listing = 1};
 
 static int oss_open(const char *source, const struct backend_config *cfg, struct backend **out,
 		    char *msg, size_t msg_len)

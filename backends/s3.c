@@ -90,7 +90,7 @@ static int s3_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
 	return 0;
 }
 
-static const struct s3_flavor s3_flavor = {"s3", s3_sign, NULL};
+static const struct s3_flavor s3_flavor = {"s3", s3_sign, NULL, 0};
 
 /* Every attempt of every request: Host and If-Match, then the flavor's
  * signature (its date is taken now, so a retry is signed afresh). */
@@ -349,8 +349,34 @@ void s3core_close(struct backend *be)
 		memset(s->secret_key, 0, strlen(s->secret_key));
 	free(s->secret_key);
 	free(s->session_token);
+	if (s->creds_dir)
+		pthread_mutex_destroy(&s->keys_lock);
+	free(s->creds_dir);
 	backend_base_free(&s->base);
 	free(s);
+}
+
+/* With encoding-type=url: the keys decoded on their way to the caller. */
+struct decode_cb {
+	backend_list_cb cb;
+	void *arg;
+	int err;
+};
+
+static int decode_key(void *arg, const char *key, const struct backend_object *obj)
+{
+	struct decode_cb *d = arg;
+	char k[2048];
+	struct backend_object o;
+
+	d->err = uri_decode(key, strlen(key), k, sizeof(k), NULL);
+	if (d->err)
+		return d->err;
+	if (!obj)
+		return d->cb(d->arg, k, NULL);
+	o = *obj;
+	o.key = k;
+	return d->cb(d->arg, k, &o);
 }
 
 /* One ListObjectsV2 page. */
@@ -381,6 +407,8 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 			return -ENAMETOOLONG;
 		q += (size_t)snprintf(query + q, sizeof(query) - q, "delimiter=%s&", enc);
 	}
+	if (s->fl->url_listing)
+		q += (size_t)snprintf(query + q, sizeof(query) - q, "encoding-type=url&");
 	q += (size_t)snprintf(query + q, sizeof(query) - q, "list-type=2&max-keys=%u", max_keys);
 	/* an empty prefix is left out: how an empty value is signed is where
 	 * SigV4's dialects differ */
@@ -407,7 +435,25 @@ static int list_page(struct s3 *s, const char *prefix, const char *delimiter, co
 	err = map_status(&resp, msg, msg_len);
 	if (err)
 		goto out;
-	err = s3xml_parse_list(resp.body ? resp.body : "", resp.body_len, cb, arg, page);
+	{
+		struct decode_cb d = {cb, arg, 0};
+		if (s->fl->url_listing)
+			err = s3xml_parse_list(resp.body ? resp.body : "", resp.body_len, decode_key,
+					       &d, page);
+		else
+			err = s3xml_parse_list(resp.body ? resp.body : "", resp.body_len, cb, arg,
+					       page);
+		if (d.err == -EINVAL || (!err && s->fl->url_listing && page->next_token &&
+					 uri_decode(page->next_token, strlen(page->next_token),
+						    page->next_token, strlen(page->next_token) + 1,
+						    NULL) != 0)) {
+			if (msg)
+				snprintf(msg, msg_len, "a listing asked with encoding-type=url has "
+					 "a key or token that is not percent-encoded");
+			err = -EPROTO;
+			goto out;
+		}
+	}
 	if (err == -EPROTO && strcmp(page->root, "Error") == 0)
 		err = map_error_200(&resp, msg, msg_len);
 	else if (err == -EPROTO && page->root[0] && strcmp(page->root, "ListBucketResult") != 0 &&

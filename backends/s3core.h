@@ -8,6 +8,9 @@
 #ifndef MODELFS_S3CORE_H
 #define MODELFS_S3CORE_H
 
+#include <pthread.h>
+#include <stdint.h>
+
 #include "backend.h"
 #include "http.h"
 #include "uri.h"
@@ -21,6 +24,9 @@ struct s3_flavor {
 	 * If-Match are there already), for this attempt. */
 	int (*sign)(struct s3 *s, const struct s3_req *r, struct http_headers *h);
 	const char *range_header; /* "Name: value" on ranged GETs, or NULL */
+	/* listings ask for encoding-type=url (keys, prefixes and tokens come
+	 * percent-encoded, so a key XML 1.0 cannot carry still lists) */
+	int url_listing;
 };
 
 struct s3 {
@@ -31,6 +37,12 @@ struct s3 {
 	char *bucket;
 	char *region;
 	char *access_key, *secret_key, *session_token; /* NULL: anonymous */
+	/* OSS creds_dir=: the keys are re-read when the files change; then the
+	 * three above are protected by keys_lock (signers take it) */
+	char *creds_dir;
+	pthread_mutex_t keys_lock;
+	char keys_seen[256];       /* the files' identities when last read */
+	uint64_t keys_checked_ms;  /* monotonic; protected by keys_lock */
 	int path_style;
 	int no_etag_match;
 	int sigv1;          /* OSS: the old signature (HMAC-SHA1) */

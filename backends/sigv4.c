@@ -5,6 +5,7 @@
  * the only allocation is the header table copy used for sorting.
  */
 #include "sigv4.h"
+#include "uri.h"
 
 const struct sigv4_dialect sigv4_aws = {"AWS4-HMAC-SHA256", "AWS4", "aws4_request", 0};
 const struct sigv4_dialect sigv4_oss = {"OSS4-HMAC-SHA256", "aliyun_v4", "aliyun_v4_request", 1};
@@ -60,41 +61,6 @@ static void sb_encode(struct sb *b, const char *s, size_t n)
 	}
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = tolower(c);
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Percent-decode @n bytes of @s into @out (at least @n + 1 bytes). '+' is
- * kept literally: in a query string we build it always means '+'. */
-static int pct_decode(const char *s, size_t n, char *out, size_t *out_n)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%') {
-			int h, l;
-			if (i + 2 >= n)
-				return -EINVAL;
-			h = hexval((unsigned char)s[i + 1]);
-			l = hexval((unsigned char)s[i + 2]);
-			if (h < 0 || l < 0)
-				return -EINVAL;
-			out[o++] = (char)(h << 4 | l);
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	*out_n = o;
-	return 0;
-}
 
 struct qparam {
 	char *name, *value; /* encoded canonical forms */
@@ -131,7 +97,7 @@ static char *canon_component(const char *s, size_t n, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	*err = pct_decode(s, n, tmp, &dn);
+	*err = uri_decode(s, n, tmp, n + 1, &dn);
 	if (*err) {
 		free(tmp);
 		return NULL;

@@ -105,3 +105,41 @@ int uri_host_is_ip_or_local(const char *host)
 		return 1;
 	return inet_pton(AF_INET, host, buf) == 1;
 }
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int uri_decode(const char *s, size_t n, char *out, size_t out_len, size_t *out_n)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (o + 1 >= out_len)
+			return -ENAMETOOLONG;
+		if (c == '%') {
+			int h, l;
+			if (i + 2 >= n)
+				return -EINVAL;
+			h = hex_digit(s[i + 1]);
+			l = hex_digit(s[i + 2]);
+			if (h < 0 || l < 0 || (h == 0 && l == 0))
+				return -EINVAL;
+			c = (char)(h << 4 | l);
+			i += 2;
+		}
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	if (out_n)
+		*out_n = o;
+	return 0;
+}

@@ -16,6 +16,11 @@ struct uri_endpoint {
 	char path[256];  /* base path without trailing '/', "" for none */
 };
 
+/* Decode the %XX escapes of @s[0..@n) into @out (NUL-terminated); '+' stays
+ * '+'. *@out_n (may be NULL) gets the length. @return 0, -EINVAL for a bad
+ * escape or an escaped NUL, -ENAMETOOLONG when @out_len is too small. */
+int uri_decode(const char *s, size_t n, char *out, size_t out_len, size_t *out_n);
+
 /* Parse "http[s]://host[:port][/path]". @return 0 or -EINVAL. */
 int uri_parse_endpoint(const char *url, struct uri_endpoint *ep);
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what modelfs needs to build and test on Debian 12: compilers and
-# libraries from apt, and s3rver 3 (the local S3 server of the tests) and
-# ali-oss 6 (Alibaba's OSS SDK, which checks the fake OSS server) from npm
-# into /opt/s3rver and /opt/ali-oss. Safe to run again: it installs only what is missing.
+# libraries (and nginx, a real web server for the http:// tests) from apt, and
+# from npm s3rver 3 (the local S3 server of the tests), ali-oss 6 (Alibaba's
+# OSS SDK, which checks the fake OSS server) and @huggingface/hub 2 (which
+# checks the fake Hub) into /opt/s3rver, /opt/ali-oss and /opt/hf-hub. Safe to
+# run again: it installs only what is missing.
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev libssl-dev
       liblmdb-dev lmdb-utils libzstd-dev zstd python3 curl openssl attr psmisc procps util-linux
-      iproute2 groff-base)
+      iproute2 groff-base libjansson-dev nginx-light)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -32,5 +34,12 @@ if [ ! -f "$ALIOSS_HOME/node_modules/ali-oss/lib/common/signUtils.js" ]; then
 	echo "deps: installing ali-oss@6 into $ALIOSS_HOME" >&2
 	mkdir -p "$ALIOSS_HOME"
 	npm install --prefix "$ALIOSS_HOME" --no-audit --no-fund --silent ali-oss@6 >/dev/null
+fi
+# Hugging Face's own Hub client, to check the fake Hub server (hubfake.py) against
+HFHUB_HOME=${HFHUB_HOME:-/opt/hf-hub}
+if [ ! -f "$HFHUB_HOME/node_modules/@huggingface/hub/dist/index.js" ]; then
+	echo "deps: installing @huggingface/hub@2 into $HFHUB_HOME" >&2
+	mkdir -p "$HFHUB_HOME"
+	npm install --prefix "$HFHUB_HOME" --no-audit --no-fund --silent @huggingface/hub@2 >/dev/null
 fi
 [ -e /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts will fail" >&2; exit 1; }

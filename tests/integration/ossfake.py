@@ -11,6 +11,9 @@ and answering OSS's error XML. Written from OSS's documentation
        OSSFAKE_REGION=ID       the region V4 requests must name (default: any)
        OSSFAKE_SKEW=SEC        the server's clock is off by SEC (RequestTimeTooSkewed)
        OSSFAKE_LOG=FILE        one JSON line per signed request: what a signer needs
+       OSSFAKE_KEYS=FILE       "AK:SK" read from FILE at every request (key rotation)
+       OSSFAKE_THROTTLE=N      the first N object GETs get 503 with x-oss-qos-delay-time: 500;
+                               the gap before each retry goes to OSSFAKE_THROTTLE_LOG
 """
 import base64, calendar, email.utils, hashlib, hmac, json, os, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +23,10 @@ AK, SK = os.environ.get("OSSFAKE_AK", "ossak"), os.environ.get("OSSFAKE_SK", "os
 SKEW = int(os.environ.get("OSSFAKE_SKEW", "0"))
 REGION = os.environ.get("OSSFAKE_REGION")  # the bucket's region: V4 must sign with it
 LOG = os.environ.get("OSSFAKE_LOG")
+KEYS = os.environ.get("OSSFAKE_KEYS")
+THROTTLE = [int(os.environ.get("OSSFAKE_THROTTLE", "0"))]
+THROTTLE_LOG = os.environ.get("OSSFAKE_THROTTLE_LOG")
+THROTTLED = {}  # key -> time of its last 503
 LOG_LOCK = threading.Lock()
 ETAGS = {}
 
@@ -167,7 +174,8 @@ class Handler(BaseHTTPRequestHandler):
         body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
                 '<RequestId>%s</RequestId><HostId>%s</HostId></Error>' %
                 (e.code, e.message, rid, self.headers.get("Host", ""))).encode()
-        self.send(e.status, body, [("Content-Type", "application/xml")])
+        extra = [("x-oss-qos-delay-time", "500")] if e.code == "QpsLimitExceeded" else []
+        self.send(e.status, body, [("Content-Type", "application/xml")] + extra)
 
     def do_HEAD(self):
         self.do_GET()
@@ -188,6 +196,10 @@ class Handler(BaseHTTPRequestHandler):
         bucket, key = parts[0], parts[1] if len(parts) > 1 else ""
         headers = {k.lower(): v for k, v in self.headers.items()}
         auth = headers.get("authorization", "")
+        global AK, SK
+        if KEYS:
+            with open(KEYS) as f:
+                AK, SK = f.read().strip().split(":", 1)
         if auth.startswith("OSS4-HMAC-SHA256 "):
             rec = check_v4(self.command, bucket, key, raw_query, headers, auth)
             if LOG:
@@ -205,6 +217,16 @@ class Handler(BaseHTTPRequestHandler):
             raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.")
         if not key:
             return self.listing(bdir, params)
+        with LOG_LOCK:
+            if key in THROTTLED and THROTTLE_LOG:
+                with open(THROTTLE_LOG, "a") as f:
+                    f.write("%.3f\n" % (time.monotonic() - THROTTLED.pop(key)))
+            throttle = self.command == "GET" and THROTTLE[0] > 0
+            if throttle:
+                THROTTLE[0] -= 1
+                THROTTLED[key] = time.monotonic()
+        if throttle:
+            raise OssError(503, "QpsLimitExceeded", "Please reduce your request rate.")
         return self.object(bdir, key, headers)
 
     def listing(self, bdir, p):
@@ -230,27 +252,31 @@ class Handler(BaseHTTPRequestHandler):
                 items.append((k, k))
         trunc = len(items) > maxk
         items = items[:maxk]
+        # encoding-type=url: keys, prefixes, the delimiter and the token percent-encoded
+        enc = (lambda v: urllib.parse.quote(v, safe="")) if p.get("encoding-type") == "url" else (lambda v: v)
         x = ['<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>',
-             "<Name>%s</Name><Prefix>%s</Prefix><MaxKeys>%d</MaxKeys>" % (esc(os.path.basename(bdir)), esc(prefix), maxk)]
+             "<Name>%s</Name><Prefix>%s</Prefix><MaxKeys>%d</MaxKeys>" % (esc(os.path.basename(bdir)), esc(enc(prefix)), maxk)]
+        if p.get("encoding-type") == "url":
+            x.append("<EncodingType>url</EncodingType>")
         if delim:
-            x.append("<Delimiter>%s</Delimiter>" % esc(delim))
+            x.append("<Delimiter>%s</Delimiter>" % esc(enc(delim)))
         x.append("<IsTruncated>%s</IsTruncated><KeyCount>%d</KeyCount>" % ("true" if trunc else "false", len(items)))
         if trunc:
             last = items[-1][0]
             if items[-1][1] is None:  # a common prefix: skip all of it
                 last = last + "\U0010ffff"
             x.append("<NextContinuationToken>%s</NextContinuationToken>" %
-                     base64.urlsafe_b64encode(last.encode()).decode())
+                     enc(base64.urlsafe_b64encode(last.encode()).decode()))
         for name, k in items:
             if k is None:
-                x.append("<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>" % esc(name))
+                x.append("<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>" % esc(enc(name)))
                 continue
             path = os.path.join(bdir, k)
             st = os.stat(path)
             etag = etag_of(path, st) if os.path.isfile(path) else "D41D8CD98F00B204E9800998ECF8427E"
             x.append("<Contents><Key>%s</Key><LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>"
                      "<Type>Normal</Type><Size>%d</Size><StorageClass>Standard</StorageClass></Contents>" %
-                     (esc(k), time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(st.st_mtime)), etag,
+                     (esc(enc(k)), time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(st.st_mtime)), etag,
                       st.st_size if os.path.isfile(path) else 0))
         x.append("</ListBucketResult>")
         self.send(200, "".join(x).encode(), [("Content-Type", "application/xml")])

@@ -128,6 +128,40 @@ chmod 600 "$WORK/passwd-ossfs"
 	cmp -s "$MNT/config.json" "$SRC/config.json"; rc=$?; fusermount3 -u "$MNT"; exit $rc )
 check "oss:// keys from an ossfs passwd file (its bucket's line, over wrong keys in the environment): bytes match" [ $? -eq 0 ]
 
+# keys from a mounted Kubernetes secret (creds_dir=: files behind the ..data
+# symlink), rotated while mounted; and a throttling OSS (503 with
+# x-oss-qos-delay-time) on a second fake that reads its one key pair from a file
+S=$WORK/secret
+mkdir -p "$S/v1"
+printf 'AK1' >"$S/v1/fs.oss.accessKeyId"
+printf 'SK1\n' >"$S/v1/fs.oss.accessKeySecret"
+ln -s v1 "$S/..data"
+ln -s ..data/fs.oss.accessKeyId "$S/fs.oss.accessKeyId"
+ln -s ..data/fs.oss.accessKeySecret "$S/fs.oss.accessKeySecret"
+echo AK1:SK1 >"$WORK/osskeys"
+OSS2_PORT=$(free_port)
+OSSFAKE_KEYS=$WORK/osskeys OSSFAKE_THROTTLE=3 OSSFAKE_THROTTLE_LOG=$WORK/throttle.log \
+	OSSFAKE_PORT=$OSS2_PORT setsid python3 "$HERE/ossfake.py" "$WORK/ossroot" "$WORK/oss2.port" \
+	2>>"$WORK/ossfake.log" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/oss2.port" ] && break; sleep 0.05; done
+mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-sec,endpoint=http://127.0.0.1:$OSS2_PORT,region=cn-hangzhou,creds_dir=$S" -d
+check "oss:// creds_dir=: keys from the secret's files (over the environment's): bytes match" \
+	cmp -s "$MNT/a/top.txt" "$SRC/a/top.txt"
+check_all "oss:// throttled (3 answers 503 with x-oss-qos-delay-time: 500): the reads succeed, each retry $(tr '\n' ' ' <"$WORK/throttle.log")s later (>= 0.45)" \
+	'[ "$(wc -l <"$WORK/throttle.log")" -ge 1 ] && awk "\$1 < 0.45 {bad=1} END {exit bad}" "$WORK/throttle.log"'
+mkdir -p "$S/v2"
+printf 'AK2' >"$S/v2/fs.oss.accessKeyId"
+printf 'SK2' >"$S/v2/fs.oss.accessKeySecret"
+ln -s v2 "$S/..data_tmp" && mv -T "$S/..data_tmp" "$S/..data" # as the kubelet swaps it
+echo AK2:SK2 >"$WORK/osskeys"                                 # the old keys stop working
+sleep 1.2
+check "oss:// creds_dir= rotated while mounted: a new read signs with the new keys" \
+	cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin"
+check "oss:// creds_dir= rotated: said in the log, the keys not" \
+	bash -c "grep -q 'creds_dir .* changed' '$WORK/mnt.log' && ! grep -q 'SK2' '$WORK/mnt.log'"
+umount_fs "$MNT"
+
 # ---- file:// (a network share: here a FUSE mount of the same bucket, so
 # that "the share is down" is what a dead network filesystem gives, ENOTCONN)
 FSRC=$WORK/share
