@@ -362,7 +362,7 @@ static int resolve_commit(struct hub *hb, int attempts, unsigned timeout_ms, cha
 	if (!hb->commit[0]) {
 		memcpy(hb->commit, sha, sizeof(sha));
 		hb->mtime = mtime;
-		log_info("hf://%s: revision '%s' is commit %s", hb->repo, hb->rev, sha);
+		log_debug("hf://%s: revision '%s' is commit %s", hb->repo, hb->rev, sha);
 	}
 	memcpy(commit, hb->commit, 41);
 	pthread_mutex_unlock(&hb->lock);
@@ -465,9 +465,11 @@ static int hub_list(struct backend *be, const char *prefix, const char *delimite
 	}
 	if (err == -EFBIG && !msg[0])
 		snprintf(msg, sizeof(msg), "more than %u files", HUB_MAX_KEYS);
-	if (!err)
+	if (!err) {
+		log_info("hf://%s: %zu files at commit %s (revision '%s')", hb->repo, t.kl.n, commit,
+			 hb->rev);
 		err = backend_keylist_emit(&t.kl, prefix, delimiter, cb, arg);
-	else
+	} else
 		log_error("listing hf://%s: %s", hb->repo, msg[0] ? msg : strerror(-err));
 	backend_keylist_free(&t.kl);
 	return err;

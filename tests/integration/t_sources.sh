@@ -248,6 +248,65 @@ check "a server that ignores Range, file changed under a reader: ESTALE ($out)" 
 umount_fs "$MNT"
 rm -f "$WORK/www/llama/modelfs-manifest.json" "$WORK/www/llama/changing.bin"
 
+# ---- hf:// (the fake Hub of hubfake.py: revisions, the tree in pages of 50
+# joined by Link headers, resolve, LFS files redirected to a CDN on another port)
+H=$WORK/hub
+C1=$(printf one | sha1sum | cut -c1-40)
+C2=$(printf two | sha1sum | cut -c1-40)
+mkdir -p "$H/org1/llama/commits" "$H/org1/gated/commits/$C1"
+cp -a "$SRC" "$H/org1/llama/commits/$C1"
+echo "{\"main\": \"$C1\"}" >"$H/org1/llama/refs.json"
+cp "$SRC/a/b/c/deep.bin" "$H/org1/gated/commits/$C1/weights.safetensors"
+echo "{\"main\": \"$C1\"}" >"$H/org1/gated/refs.json"
+echo hf_goodtoken >"$H/org1/gated/gated"
+HUB_PORT=$(free_port)
+hub_up() {
+	rm -f "$WORK/hub.port"
+	HUBFAKE_PORT=$HUB_PORT HUBFAKE_LOG=$WORK/hub-requests.jsonl \
+		setsid python3 "$HERE/hubfake.py" "$H" "$WORK/hub.port" 2>>"$WORK/hubfake.log" &
+	HUB_PID=$!
+	PIDS+=("$HUB_PID")
+	for _ in $(seq 100); do [ -s "$WORK/hub.port" ] && return 0; sleep 0.05; done
+	fail "the fake Hub starts"
+}
+hub_down() { kill "$HUB_PID"; wait "$HUB_PID" 2>/dev/null; }
+hub_up
+HUB=http://127.0.0.1:$HUB_PORT
+unset HF_TOKEN HF_TOKEN_PATH HF_ENDPOINT
+export HF_HOME=$WORK/hf-home # no token file of the machine's user
+FIND_WANT=$WORK/find.want-noempty NOEMPTY=1 body hf hf://org1/llama hub_down hub_up "endpoint=$HUB"
+FIND_WANT=$WORK/find.want
+check "hf://: the tree was read in pages (Link: rel=next): $(grep -c '/tree/' "$WORK/hub-requests.jsonl") tree requests" \
+	[ "$(grep -c "/api/models/org1/llama/tree/$C1" "$WORK/hub-requests.jsonl")" -ge 20 ]
+check "hf://: LFS files were read from the CDN, never with the Hub's token" python3 -c "
+import json, sys
+cdn = [r for r in map(json.loads, open(sys.argv[1])) if r['path'].startswith('/lfs/')]
+sys.exit(not (cdn and not any(r['auth'] for r in cdn)))" "$WORK/hub-requests.jsonl"
+# the branch moves while mounted: the mount keeps its commit
+mount_fs hf://org1/llama "$MNT" "cache_dir=$WORK/cache-rev,chunk_size=1M,endpoint=$HUB" -d
+cp -a "$H/org1/llama/commits/$C1" "$H/org1/llama/commits/$C2"
+printf 'TOP\n' >"$H/org1/llama/commits/$C2/a/top.txt"
+echo "{\"main\": \"$C2\"}" >"$H/org1/llama/refs.json"
+check "hf://: main moved to another commit while mounted: the mount still reads its own" \
+	cmp -s "$MNT/a/top.txt" "$SRC/a/top.txt"
+check "hf://: the commit was resolved once, at mount, and said" grep -q "files at commit $C1 (revision 'main')" "$WORK/mnt.log"
+if [ -f /opt/hf-hub/node_modules/@huggingface/hub/dist/index.js ]; then
+	out=$(node "$HERE/hub_sdk_check.js" /opt/hf-hub "$HUB" org1/llama "$C1" "$MNT" 2>&1)
+	check "Hugging Face's client (@huggingface/hub) lists and downloads what the mount shows ($(echo "$out" | tail -1))" \
+		[ $? -eq 0 ]
+else
+	echo "ok - @huggingface/hub check skipped: no /opt/hf-hub (scripts/deps.sh installs it)"
+fi
+umount_fs "$MNT"
+mount_fs "hf://org1/llama@$C2" "$MNT" "cache_dir=$WORK/cache-rev,chunk_size=1M,endpoint=$HUB" -d
+check "hf://ORG/MODEL@COMMIT: that commit's bytes" grep -q TOP "$MNT/a/top.txt"
+umount_fs "$MNT"
+HF_TOKEN=hf_goodtoken mount_fs hf://org1/gated "$MNT" "cache_dir=$WORK/cache-gated,endpoint=$HUB" -d
+check "hf:// of a gated model with an accepted token (HF_TOKEN): bytes match" \
+	cmp -s "$MNT/weights.safetensors" "$SRC/a/b/c/deep.bin"
+check "hf://: the token is not in the log" bash -c "! grep -q hf_goodtoken '$WORK/mnt.log'"
+umount_fs "$MNT"
+
 # ---- file:// only: symlinks, special files, a file changed under a reader
 F=$WORK/f
 mkdir -p "$F/models/blobs" "$F/models/snap" "$WORK/outside"
@@ -310,6 +369,16 @@ expect_line "http:// behind a token, without one" "give a bearer token with -o t
 echo wrong >"$WORK/token-bad"
 expect_line "http:// with a wrong token" "the token (token_file=) is refused" \
 	"http://127.0.0.1:$NGINX_PORT/private/" "$WORK/m2" -o "cache_dir=$WORK/c4,token_file=$WORK/token-bad"
+expect_line "hf:// of a gated model without a token" "model 'org1/gated' is gated: ask for access" \
+	hf://org1/gated "$WORK/m2" -o "cache_dir=$WORK/c6,endpoint=$HUB"
+echo hf_othertoken >"$WORK/hf-token"
+expect_line "hf:// of a gated model with a token without access" "the token given has no access yet" \
+	hf://org1/gated "$WORK/m2" -o "cache_dir=$WORK/c6,endpoint=$HUB,token_file=$WORK/hf-token"
+expect_line "hf:// of a missing model" "model 'org1/nothere' not found on $HUB" \
+	hf://org1/nothere "$WORK/m2" -o "cache_dir=$WORK/c6,endpoint=$HUB"
+expect_line "hf:// of a missing revision" "revision 'v9' not found in model 'org1/llama'" \
+	hf://org1/llama@v9 "$WORK/m2" -o "cache_dir=$WORK/c6,endpoint=$HUB"
+expect_line "hf:// with a bad repository name" "expected hf://ORG/MODEL" hf://just-a-name "$WORK/m2"
 expect_line "http:// of a missing directory" "HTTP 404" \
 	"http://127.0.0.1:$NGINX_PORT/nothing/" "$WORK/m2" -o "cache_dir=$WORK/c5"
 EXPECT_ENV="OSS_ACCESS_KEY_SECRET=wrong" expect_line "oss://: a wrong secret (OSS's Code and RequestId)" \
