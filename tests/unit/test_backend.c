@@ -10,6 +10,8 @@
 
 #include "backend.h"
 #include "check.h"
+#include "http.h"
+#include "jsonlist.h"
 
 static void clear_env(void)
 {
@@ -244,8 +246,130 @@ static void test_oss(void)
 	CHECK(be == NULL);
 }
 
+static void test_web_hub(void)
+{
+	struct backend *be = NULL;
+	char msg[512];
+
+	unsetenv("HF_TOKEN");
+	unsetenv("HF_TOKEN_PATH");
+	unsetenv("HF_ENDPOINT");
+	setenv("HF_HOME", "/nonexistent/modelfs-test", 1);
+	CHECK(open_with("https://mirror.example/models/llama", &be, msg, sizeof(msg), NULL) == 0);
+	if (be) {
+		CHECK_STR(be->ops->scheme, "http");
+		CHECK_STR(be->name, "https://mirror.example/models/llama/"); /* a directory */
+		CHECK_STR(be->prefix, "");
+	}
+	closebe(be);
+	be = NULL;
+	CHECK(open_with("http://h/x?q=1", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(open_with("http://h/", &be, msg, sizeof(msg), "token_file=/nonexistent/t", NULL) != 0);
+	CHECK(strstr(msg, "token file /nonexistent/t") != NULL);
+	CHECK(open_with("http://h/", &be, msg, sizeof(msg), "region=x", NULL) == -EINVAL);
+	CHECK(strstr(msg, "not used by http(s):// sources") != NULL);
+	/* hf://ORG/MODEL[@REV][/PATH]; a REV with '/' written %2F; the cache
+	 * name leaves the revision out (files equal across revisions share) */
+	CHECK(open_with("hf://org/model@refs%2Fpr%2F1/sub/dir", &be, msg, sizeof(msg), NULL) == 0);
+	if (be) {
+		CHECK_STR(be->name, "hf://org/model");
+		CHECK_STR(be->prefix, "sub/dir/");
+		CHECK_STR(be->what, "model 'org/model' at revision 'refs/pr/1'");
+		CHECK_STR(be->ops->endpoint(be), "https://huggingface.co");
+	}
+	closebe(be);
+	setenv("HF_ENDPOINT", "http://127.0.0.1:9/", 1);
+	CHECK(open_with("hf://org/model", &be, msg, sizeof(msg), NULL) == 0);
+	if (be)
+		CHECK_STR(be->name, "hf://org/model@http://127.0.0.1:9");
+	closebe(be);
+	unsetenv("HF_ENDPOINT");
+	be = NULL;
+	CHECK(open_with("hf://model", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(open_with("hf://o/m@", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(open_with("hf://o/m@a%0Ab", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(open_with("hf://o/m/../x", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(open_with("hf://datasets/o/m", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	CHECK(strstr(msg, "only model repositories") != NULL);
+	setenv("HF_TOKEN", "a\nb", 1); /* a token is one line: it goes in a header */
+	CHECK(open_with("hf://o/m", &be, msg, sizeof(msg), NULL) == -EINVAL);
+	unsetenv("HF_TOKEN");
+	CHECK(be == NULL);
+}
+
+struct collect {
+	char got[512];
+};
+
+static int collect_cb(void *arg, const char *key, const struct backend_object *obj)
+{
+	struct collect *c = arg;
+	size_t n = strlen(c->got);
+
+	snprintf(c->got + n, sizeof(c->got) - n, "%s%s%s", n ? " " : "", key, obj ? "" : "(p)");
+	return 0;
+}
+
+static int count_entry(void *arg, const struct jsonlist_entry *e)
+{
+	(void)e;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_listing_helpers(void)
+{
+	struct backend_keylist kl = {0};
+	struct collect c = {""};
+	char out[256];
+	int n = 0;
+	static const char manifest[] =
+	    "{\"modelfs_manifest\": 1, \"files\": [{\"path\": \"b/x\", \"size\": 1},"
+	    "{\"path\": \"a\", \"size\": 2, \"extra\": true}, {\"path\": \"e/\"}]}";
+
+	/* unsorted in, sorted out; one level with prefixes; a key twice once */
+	backend_keylist_add(&kl, "m/b/2", 1, 0, "");
+	backend_keylist_add(&kl, "m/a", 1, 0, "");
+	backend_keylist_add(&kl, "m/b/1", 1, 0, "");
+	backend_keylist_add(&kl, "m-x", 1, 0, "");
+	backend_keylist_add(&kl, "m/a", 1, 0, "");
+	CHECK(backend_keylist_emit(&kl, "m/", "/", collect_cb, &c) == 0);
+	CHECK_STR(c.got, "m/a m/b/(p)");
+	c.got[0] = '\0';
+	CHECK(backend_keylist_emit(&kl, "", NULL, collect_cb, &c) == 0);
+	CHECK_STR(c.got, "m-x m/a m/b/1 m/b/2");
+	backend_keylist_free(&kl);
+
+	CHECK(jsonlist_path_ok("a/b", 0) && jsonlist_path_ok("d/", 1) && !jsonlist_path_ok("d/", 0));
+	CHECK(!jsonlist_path_ok("/a", 0) && !jsonlist_path_ok("a//b", 0) &&
+	      !jsonlist_path_ok("a/../b", 0) && !jsonlist_path_ok("./a", 0) &&
+	      !jsonlist_path_ok("a\tb", 0) && !jsonlist_path_ok("", 0));
+	CHECK(jsonlist_manifest(manifest, strlen(manifest), count_entry, &n, out, sizeof(out)) == 0);
+	CHECK(n == 3);
+	{
+		static const char v2[] = "{\"modelfs_manifest\": 2, \"files\": []}";
+		static const char nosize[] = "{\"modelfs_manifest\": 1, \"files\": [{\"path\": \"x\"}]}";
+		CHECK(jsonlist_manifest(v2, strlen(v2), count_entry, &n, out, sizeof(out)) == -EPROTO);
+		CHECK(jsonlist_manifest(nosize, strlen(nosize), count_entry, &n, out, sizeof(out)) ==
+		      -EPROTO);
+	}
+	CHECK(strstr(out, "no size") != NULL);
+
+	CHECK(http_link_next("<https://h/a?c=1>; rel=\"next\", <https://h/z>; rel=\"last\"", out,
+			     sizeof(out)) == 0);
+	CHECK_STR(out, "https://h/a?c=1");
+	CHECK(http_link_next("<https://h/z>; rel=\"last\", <https://h/b>; rel=next", out,
+			     sizeof(out)) == 0);
+	CHECK_STR(out, "https://h/b");
+	CHECK(http_link_next("<https://h/p>; rel=\"prev\"", out, sizeof(out)) == -ENOENT);
+	CHECK(http_link_next("", out, sizeof(out)) == -ENOENT);
+	CHECK(http_link_next("<https://h/looooooong>; rel=next", out, 8) == -ENAMETOOLONG);
+}
+
 int main(void)
 {
+	test_web_hub();
+	test_listing_helpers();
 	test_registry();
 	test_split();
 	test_s3();
