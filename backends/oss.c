@@ -16,7 +16,8 @@
  * lines "BUCKET:AK:SK" or "AK:SK": one named by passwd_file=PATH wins over
  * the environment (as with ossfs) and must be readable by its owner only;
  * /etc/passwd-ossfs, after the environment, may be group-readable (0640, as
- * ossfs documents it).
+ * ossfs documents it); creds_dir=DIR (a mounted Kubernetes secret), which
+ * wins too and is re-read when its files change.
  * None: anonymous requests (public-read buckets).
  */
 #include "backend.h"
@@ -558,8 +559,11 @@ const struct backend_ops backend_oss = {
 	    "  sigv=1|4               signature version (default 4)\n"
 	    "  passwd_file=PATH       ossfs passwd file, BUCKET:AK:SK or AK:SK lines, mode 0600;\n"
 	    "                         wins over the environment (else /etc/passwd-ossfs, 0640)\n"
+	    "  creds_dir=DIR          a mounted secret: files fs.oss.accessKeyId and\n"
+	    "                         fs.oss.accessKeySecret (or akId, akSecret), re-read when\n"
+	    "                         they change; wins over the environment\n"
 	    "  path_style, virtual_host  bucket in the path / the host (path style for IPs)\n"
-	    "  Credentials: passwd_file=, else OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET\n"
+	    "  Credentials: creds_dir= or passwd_file=, else OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET\n"
 	    "  [/OSS_SESSION_TOKEN], else ALIBABA_CLOUD_ACCESS_KEY_ID/..._SECRET\n"
 	    "  [/ALIBABA_CLOUD_SECURITY_TOKEN], else /etc/passwd-ossfs; none: anonymous.\n",
     .options = oss_options,
