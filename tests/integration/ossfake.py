@@ -12,6 +12,7 @@ and answering OSS's error XML. Written from OSS's documentation
        OSSFAKE_SKEW=SEC        the server's clock is off by SEC (RequestTimeTooSkewed)
        OSSFAKE_LOG=FILE        one JSON line per signed request: what a signer needs
        OSSFAKE_KEYS=FILE       "AK:SK" read from FILE at every request (key rotation)
+       OSSFAKE_VHOST=SUFFIX    a Host BUCKET+SUFFIX names the bucket (virtual-host style)
        OSSFAKE_THROTTLE=N      the first N object GETs get 503 with x-oss-qos-delay-time: 500;
                                the gap before each retry goes to OSSFAKE_THROTTLE_LOG
 """
@@ -24,6 +25,7 @@ SKEW = int(os.environ.get("OSSFAKE_SKEW", "0"))
 REGION = os.environ.get("OSSFAKE_REGION")  # the bucket's region: V4 must sign with it
 LOG = os.environ.get("OSSFAKE_LOG")
 KEYS = os.environ.get("OSSFAKE_KEYS")
+VHOST = os.environ.get("OSSFAKE_VHOST")  # ".oss.localhost": Host BUCKET.oss.localhost is virtual-host style
 THROTTLE = [int(os.environ.get("OSSFAKE_THROTTLE", "0"))]
 THROTTLE_LOG = os.environ.get("OSSFAKE_THROTTLE_LOG")
 THROTTLED = {}  # key -> time of its last 503
@@ -192,8 +194,13 @@ class Handler(BaseHTTPRequestHandler):
         u = urllib.parse.urlsplit(self.path)
         raw_query = u.query
         params = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
-        parts = urllib.parse.unquote(u.path).lstrip("/").split("/", 1)
-        bucket, key = parts[0], parts[1] if len(parts) > 1 else ""
+        host = self.headers.get("Host", "").rsplit(":", 1)[0]
+        if VHOST and host.endswith(VHOST) and len(host) > len(VHOST):
+            # virtual-host style: BUCKET.SUFFIX, the whole path is the key
+            bucket, key = host[:-len(VHOST)], urllib.parse.unquote(u.path)[1:]
+        else:
+            parts = urllib.parse.unquote(u.path).lstrip("/").split("/", 1)
+            bucket, key = parts[0], parts[1] if len(parts) > 1 else ""
         headers = {k.lower(): v for k, v in self.headers.items()}
         auth = headers.get("authorization", "")
         global AK, SK
@@ -202,11 +209,13 @@ class Handler(BaseHTTPRequestHandler):
                 AK, SK = f.read().strip().split(":", 1)
         if auth.startswith("OSS4-HMAC-SHA256 "):
             rec = check_v4(self.command, bucket, key, raw_query, headers, auth)
+            rec["host"] = host
             if LOG:
                 with LOG_LOCK, open(LOG, "a") as f:
                     f.write(json.dumps(rec) + "\n")
         elif auth.startswith("OSS "):
             rec = check_v1(self.command, bucket, key, params, headers, auth)
+            rec["host"] = host
             if LOG:
                 with LOG_LOCK, open(LOG, "a") as f:
                     f.write(json.dumps(rec) + "\n")

@@ -100,7 +100,7 @@ OSS_PORT=$(free_port)
 oss_up() {
 	rm -f "$WORK/oss.port"
 	OSSFAKE_AK=ossak OSSFAKE_SK=osssk OSSFAKE_REGION=cn-hangzhou OSSFAKE_PORT=$OSS_PORT \
-		OSSFAKE_LOG=$WORK/oss-signed.jsonl \
+		OSSFAKE_LOG=$WORK/oss-signed.jsonl OSSFAKE_VHOST=.oss.localhost \
 		setsid python3 "$HERE/ossfake.py" "$WORK/ossroot" "$WORK/oss.port" 2>>"$WORK/ossfake.log" &
 	OSS_PID=$!
 	PIDS+=("$OSS_PID")
@@ -111,6 +111,15 @@ oss_down() { kill "$OSS_PID"; wait "$OSS_PID" 2>/dev/null; }
 oss_up
 OSS_EP=endpoint=http://127.0.0.1:$OSS_PORT,region=cn-hangzhou
 body oss oss://models/llama oss_down oss_up "$OSS_EP"
+# virtual-host style (BUCKET.ENDPOINT), as against OSS itself: curl resolves
+# *.localhost to the loopback address
+mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-vh,endpoint=http://oss.localhost:$OSS_PORT,region=cn-hangzhou" -d
+check_all "oss:// virtual-host style (Host: models.oss.localhost), V4: bytes match" \
+	'cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin" && grep -q "\"host\": \"models.oss.localhost\"" "$WORK/oss-signed.jsonl"'
+umount_fs "$MNT"
+mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-vh1,endpoint=http://oss.localhost:$OSS_PORT,sigv=1" -d
+check "oss:// virtual-host style, V1: bytes match" cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin"
+umount_fs "$MNT"
 mount_fs oss://models/llama "$MNT" "cache_dir=$WORK/cache-v1,endpoint=http://127.0.0.1:$OSS_PORT,sigv=1" -d
 check "oss:// with V1 signatures (sigv=1): bytes match" cmp -s "$MNT/a/b/c/deep.bin" "$SRC/a/b/c/deep.bin"
 umount_fs "$MNT"
