@@ -95,39 +95,16 @@ static int name_ok(const char *s, size_t n)
 	return 1;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "refs%2Fpr%2F1" -> "refs/pr/1"; NULL for a bad escape or a control byte. */
 static char *decode_rev(const char *s, size_t n)
 {
-	char *out = malloc(n + 1), *o = out;
+	char *out = malloc(n + 1);
 
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (c == '%') {
-			if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-				goto bad;
-			c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-			i += 2;
-		}
-		if ((unsigned char)c < 0x20 || c == 0x7f)
-			goto bad;
-		*o++ = c;
-	}
-	*o = '\0';
-	if (o == out)
+	if (!out || uri_decode(s, n, out, n + 1, NULL) != 0 || !*out)
 		goto bad;
+	for (const char *c = out; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			goto bad;
 	return out;
 bad:
 	free(out);

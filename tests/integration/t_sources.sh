@@ -333,20 +333,7 @@ check "a symlink inside the tree is followed: bytes match" cmp -s "$MNT/snap/mod
 check_all "a symlink out of the tree, an absolute one, a fifo and a socket are not shown" \
 	'[ ! -e "$MNT/snap/escape" ] && [ ! -e "$MNT/snap/abs" ] && [ ! -e "$MNT/fifo" ] && [ ! -e "$MNT/sock" ]'
 check "a symlink loop is not followed" [ ! -e "$MNT/snap/loop" ]
-out=$(python3 - "$MNT/changing.bin" "$F/models/changing.bin" <<'PY' 2>&1
-import errno, mmap, os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT) # no kernel readahead
-buf = mmap.mmap(-1, 4096)
-os.preadv(fd, [buf], 0)
-with open(sys.argv[2], "r+b") as f:   # changed in place, same size
-    f.seek(12 << 20); f.write(os.urandom(4096))
-try:
-    os.preadv(fd, [buf], 12 << 20)    # a chunk not fetched yet
-    print("read succeeded")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, e.errno))
-PY
-)
+out=$(stale_read "$MNT/changing.bin" "$F/models/changing.bin")
 check "a file changed under an open reader: ESTALE, not mixed bytes ($out)" [ "$out" = ESTALE ]
 umount_fs "$MNT"
 
