@@ -122,7 +122,7 @@ NODE_OPTIONS=--openssl-legacy-provider setsid "$S3RVER" -d "$WORK/s3" -a 127.0.0
 PIDS+=($!)
 for ((i = 0; i < 100; i++)); do curl -sk -o /dev/null "https://127.0.0.1:$tls_port/" && break; sleep 0.1; done
 TLS=https://127.0.0.1:$tls_port
-expect_fail "TLS: unknown CA is refused" "unexpected answer from .* (TLS, protocol or format)" -- s3://models/m "$MNT" -o "endpoint=$TLS"
+expect_fail "TLS: unknown CA is refused" "unexpected answer from .* \\(TLS, protocol or format\\)" -- s3://models/m "$MNT" -o "endpoint=$TLS"
 S3_ENDPOINT=$TLS mount_fs s3://models/m "$MNT" "ca_file=$WORK/ca.pem"
 check "TLS: ca_file verifies the server and reads" grep -qx hello "$MNT/hello.txt"
 umount_fs "$MNT"
