@@ -3,8 +3,7 @@
  * block; a chunk evicted while verify reads it is reported damaged and its
  * record, already gone, is not touched); clear
  * refuses while any modelfs process holds the directory. */
-#include "cache.h"
-#include "crc32c.h"
+#include "cache_i.h"
 #include "index.h"
 
 #include <dirent.h>
@@ -115,12 +114,10 @@ struct verify_state {
 static int verify_one(void *arg, const uint8_t *id, uint32_t chunk, const struct index_chunk *rec)
 {
 	struct verify_state *v = arg;
-	char rel[64], hex[2 * OBJID_LEN + 1];
+	char rel[64];
 	int fd, bad = 0;
 
-	for (int i = 0; i < OBJID_LEN; i++)
-		snprintf(hex + 2 * i, 3, "%02x", id[i]);
-	snprintf(rel, sizeof(rel), "%.2s/%s", hex, hex);
+	objid_path(id, rel);
 	fd = openat(v->data_fd, rel, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		bad = 1;
@@ -129,12 +126,7 @@ static int verify_one(void *arg, const uint8_t *id, uint32_t chunk, const struct
 		if (r != (ssize_t)rec->len) {
 			bad = 1;
 		} else {
-			for (uint32_t b = 0; b < rec->nblocks && !bad; b++) {
-				uint32_t bl = rec->len - b * INDEX_BLOCK < INDEX_BLOCK
-						  ? rec->len - b * INDEX_BLOCK
-						  : INDEX_BLOCK;
-				bad = crc32c(0, v->buf + (size_t)b * INDEX_BLOCK, bl) != rec->crc[b];
-			}
+			bad = rec->nblocks && !blocks_ok(rec, v->buf, 0, rec->nblocks - 1, rec->len);
 		}
 		close(fd);
 	}
