@@ -70,20 +70,10 @@ int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t
 
 /* Sequential-read state of one open file, owned by the caller (one per open
  * file; its own lock, so concurrent reads of one file are fine). */
-struct cache_stream {
-	pthread_mutex_t lock;
-	int seen;
-	uint64_t next_off;    /* where a sequential reader goes on */
-	uint64_t ahead_until; /* first chunk not yet scheduled */
-	uint32_t window;      /* chunks kept ahead: grows while sequential */
-	struct cache *counted; /* set while counted as a sequential reader there */
-	uint8_t *touched;     /* chunks a random reader has read (a bitmap) */
-	uint32_t n_touched;
-	int sweeping;         /* ... a quarter of them: the rest is streamed in */
-	uint64_t sweep;       /* next chunk of the sweep */
-};
-void cache_stream_init(struct cache_stream *s);
-void cache_stream_destroy(struct cache_stream *s);
+struct cache_stream;
+/* @return NULL when out of memory. */
+struct cache_stream *cache_stream_new(void);
+void cache_stream_free(struct cache_stream *s);
 
 /* Note a read of [off, off + len) of @obj and, while its reader is
  * sequential, schedule the chunks ahead of it (a window that doubles up to 16

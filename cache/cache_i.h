@@ -207,6 +207,20 @@ struct wr_job {
 };
 
 
+/* The sequential-read state of one open file (cache.h). */
+struct cache_stream {
+	pthread_mutex_t lock;
+	int seen;
+	uint64_t next_off;    /* where a sequential reader goes on */
+	uint64_t ahead_until; /* first chunk not yet scheduled */
+	uint32_t window;      /* chunks kept ahead: grows while sequential */
+	struct cache *counted; /* set while counted as a sequential reader there */
+	uint8_t *touched;     /* chunks a random reader has read (a bitmap) */
+	uint32_t n_touched;
+	int sweeping;         /* ... a quarter of them: the rest is streamed in */
+	uint64_t sweep;       /* next chunk of the sweep */
+};
+
 /* store.c: data files, range locks, pins, chunk records */
 uint64_t mono_ms(void);
 uint64_t now_ms(void);

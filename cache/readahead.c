@@ -157,18 +157,24 @@ int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
 	return 0;
 }
 
-void cache_stream_init(struct cache_stream *s)
+struct cache_stream *cache_stream_new(void)
 {
-	memset(s, 0, sizeof(*s));
-	pthread_mutex_init(&s->lock, NULL);
+	struct cache_stream *s = calloc(1, sizeof(*s));
+
+	if (s)
+		pthread_mutex_init(&s->lock, NULL);
+	return s;
 }
 
-void cache_stream_destroy(struct cache_stream *s)
+void cache_stream_free(struct cache_stream *s)
 {
+	if (!s)
+		return;
 	if (s->counted)
 		atomic_fetch_sub(&s->counted->seq_readers, 1);
 	free(s->touched);
 	pthread_mutex_destroy(&s->lock);
+	free(s);
 }
 
 /* A random reader marks the chunks it reads; once it has read a quarter of

@@ -26,7 +26,7 @@
 struct open_file {
 	int pt; /* 1: the kernel reads the cache file directly (passthrough.h) */
 	struct cache_object obj;
-	struct cache_stream stream;
+	struct cache_stream *stream;
 	char key[PATH_MAX];
 	char etag[BACKEND_ETAG_MAX];
 };
@@ -236,7 +236,7 @@ static void release_file(struct fs *fs, fuse_ino_t ino, struct open_file *of)
 
 	if (fd >= 0)
 		cache_unpin(fs->cache, &of->obj, fd);
-	cache_stream_destroy(&of->stream);
+	cache_stream_free(of->stream);
 	free(of);
 }
 
@@ -276,7 +276,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	of->obj.key = of->key;
 	of->obj.etag = of->etag;
 	of->obj.size = a.size;
-	cache_stream_init(&of->stream);
+	of->stream = cache_stream_new();
+	if (!of->stream) {
+		free(of);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Pages the kernel holds stay valid while the object is the same
 	 * version; a new version drops them. */
@@ -286,7 +291,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (of->pt < 0) {
 		log_warn("%s changed while a process holds the old version open: opening it "
 			 "fails (ESTALE) until that process closes it", of->key);
-		cache_stream_destroy(&of->stream);
+		cache_stream_free(of->stream);
 		free(of);
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -347,7 +352,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	random = cache_readahead(fs->cache, &of->obj, &of->stream, (uint64_t)off, size);
+	random = cache_readahead(fs->cache, &of->obj, of->stream, (uint64_t)off, size);
 	/* just fetched: straight from the fetch's memory, no copy of ours */
 	if (cache_read_inplace(fs->cache, &of->obj, (uint64_t)off, size, reply_iov, req, &err))
 		return;

@@ -1297,7 +1297,7 @@ static void test_readahead(void)
 	struct cache_object seq = {"s3://bucket", "seq.bin", "e", (uint64_t)n * chunk};
 	struct cache_object rnd_o = {"s3://bucket", "rnd.bin", "e", (uint64_t)n * chunk};
 	struct cache_object few = {"s3://bucket", "few.bin", "e", (uint64_t)n * chunk};
-	struct cache_stream s1, s2, s3;
+	struct cache_stream *s1, *s2, *s3;
 	uint32_t order[64];
 	uint64_t r0;
 	struct cache *c;
@@ -1316,45 +1316,45 @@ static void test_readahead(void)
 		order[k] = (k * 37) % n;
 	/* random, under a quarter: exactly the chunks read, after a pause in
 	 * which readahead could have run */
-	cache_stream_init(&s3);
+	s3 = cache_stream_new();
 	r0 = reads(&f);
 	for (uint32_t k = 0; k < n / 4 - 2; k++) {
-		cache_readahead(c, &few, &s3, (uint64_t)order[k] * chunk + 5, 100);
+		cache_readahead(c, &few, s3, (uint64_t)order[k] * chunk + 5, 100);
 		CHECK(read_ok(c, &few, (uint64_t)order[k] * chunk + 5, 100));
 	}
 	sleep_ms(200);
 	CHECK(reads(&f) - r0 == n / 4 - 2);
 	CHECK(cached(c, &few) == (uint64_t)(n / 4 - 2) * chunk);
-	cache_stream_destroy(&s3);
+	cache_stream_free(s3);
 
 	/* random, a quarter: the whole object is cached without more reads;
 	 * each chunk is fetched once */
-	cache_stream_init(&s2);
+	s2 = cache_stream_new();
 	r0 = reads(&f);
 	for (uint32_t k = 0; k < n / 4; k++) {
-		cache_readahead(c, &rnd_o, &s2, (uint64_t)order[k] * chunk + 5, 100);
+		cache_readahead(c, &rnd_o, s2, (uint64_t)order[k] * chunk + 5, 100);
 		CHECK(read_ok(c, &rnd_o, (uint64_t)order[k] * chunk + 5, 100));
 	}
 	/* the sweep goes on as the reader keeps reading (the same chunk) */
 	for (int i = 0; i < 500 && cached(c, &rnd_o) < rnd_o.size; i++) {
-		cache_readahead(c, &rnd_o, &s2, (uint64_t)order[0] * chunk, 100);
+		cache_readahead(c, &rnd_o, s2, (uint64_t)order[0] * chunk, 100);
 		sleep_ms(10);
 	}
 	CHECK(cached(c, &rnd_o) == rnd_o.size);
 	CHECK(reads(&f) - r0 == n);
 	CHECK(read_ok(c, &rnd_o, 0, rnd_o.size));
 	CHECK(reads(&f) - r0 == n);
-	cache_stream_destroy(&s2);
+	cache_stream_free(s2);
 
 	/* sequential (last: its readahead counts as backend reads): four
 	 * chunks read, more than four cached soon after */
-	cache_stream_init(&s1);
+	s1 = cache_stream_new();
 	for (uint32_t k = 0; k < 4; k++) {
-		cache_readahead(c, &seq, &s1, (uint64_t)k * chunk, chunk);
+		cache_readahead(c, &seq, s1, (uint64_t)k * chunk, chunk);
 		CHECK(read_ok(c, &seq, (uint64_t)k * chunk, chunk));
 	}
 	CHECK(wait_cached(c, &seq, 8ULL * chunk) >= 8ULL * chunk);
-	cache_stream_destroy(&s1);
+	cache_stream_free(s1);
 	cache_close(c);
 	fake_destroy(&f);
 }
@@ -1366,7 +1366,7 @@ static void test_no_sweep_over_quota(void)
 	struct fake f;
 	const uint32_t chunk = 64 * KiB, n = 64;
 	struct cache_object o = {"s3://bucket", "big.bin", "e", (uint64_t)n * chunk};
-	struct cache_stream s;
+	struct cache_stream *s;
 	struct cache *c;
 
 	fake_init(&f, chunk);
@@ -1374,14 +1374,14 @@ static void test_no_sweep_over_quota(void)
 	c = open_cache(&f, "nosweep", chunk, 6 * MiB, 0.9, 0.5); /* 4 MiB > 3 MiB */
 	if (!c)
 		return;
-	cache_stream_init(&s);
+	s = cache_stream_new();
 	for (uint32_t k = 0; k < n / 2; k++) {
-		cache_readahead(c, &o, &s, (uint64_t)((k * 37) % n) * chunk, 100);
+		cache_readahead(c, &o, s, (uint64_t)((k * 37) % n) * chunk, 100);
 		CHECK(read_ok(c, &o, (uint64_t)((k * 37) % n) * chunk, 100));
 	}
 	sleep_ms(200);
 	CHECK(reads(&f) == n / 2);
-	cache_stream_destroy(&s);
+	cache_stream_free(s);
 	cache_close(c);
 	fake_destroy(&f);
 }
