@@ -16,6 +16,47 @@
 static int log_to_syslog;
 static int log_fd = STDERR_FILENO;
 static enum log_level log_max = LOG_LVL_INFO;
+static int log_json;
+static char log_mount[1024]; /* JSON-escaped, for log_json */
+
+/* Append @s to @out as the inside of a JSON string: quotes, backslashes
+ * and control bytes escaped, and a byte that is not valid UTF-8 written
+ * as \u00XX (its Latin-1 reading), so every line parses. */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+	size_t o = 0;
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p && o + 8 < cap) {
+		unsigned char c = *p;
+		int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+		int ok = len > 0;
+		for (int i = 1; ok && i < len; i++)
+			ok = (p[i] & 0xc0) == 0x80;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+			p++;
+		} else if (c < 0x20 || !ok) {
+			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+			p++;
+		} else {
+			if (o + (size_t)len >= cap)
+				break;
+			memcpy(out + o, p, (size_t)len);
+			o += (size_t)len;
+			p += len;
+		}
+	}
+	out[o] = '\0';
+	return o;
+}
+
+void log_set_json(const char *mount)
+{
+	log_json = 1;
+	json_escape(log_mount, sizeof(log_mount), mount ? mount : "");
+}
 
 void log_setup(int to_syslog, enum log_level level)
 {
@@ -49,12 +90,39 @@ void log_msg(enum log_level level, const char *fmt, ...)
 {
 	static const char *const names[] = {"error", "warning", "info", "debug"};
 	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
-	char line[1024];
+	char line[4096];
 	int n = 0;
 	va_list ap;
 
 	if (level > log_max)
 		return;
+	if (log_json) {
+		char msg[1024], esc[2048];
+		struct timespec ts;
+		struct tm tm;
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		json_escape(esc, sizeof(esc), msg);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		n = snprintf(line, sizeof(line), "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\","
+			     "\"level\":\"%s\",\"message\":\"%s\",\"mount\":\"%s\"}",
+			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			     tm.tm_sec, ts.tv_nsec / 1000000, names[level], esc, log_mount);
+		if (n < 0 || (size_t)n >= sizeof(line) - 1) /* cut: still one object */
+			n = snprintf(line, sizeof(line), "{\"level\":\"%s\",\"message\":\"(a line "
+				     "too long to log)\",\"mount\":\"%s\"}", names[level], log_mount);
+		if (log_to_syslog) {
+			syslog(prio[level], "%s", line);
+			return;
+		}
+		line[n++] = '\n';
+		if (write(log_fd, line, (size_t)n) < 0) {
+			/* nowhere left to report it */
+		}
+		return;
+	}
 	if (!log_to_syslog) {
 		struct timespec ts;
 		struct tm tm;

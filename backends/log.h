@@ -15,6 +15,9 @@ void log_setup(int to_syslog, enum log_level level);
 void log_to_fd(int fd);
 /* Is there a syslog socket (/dev/log) that takes messages? */
 int log_syslog_available(void);
+/* One JSON object a line from now on: {"time", "level", "message",
+ * "mount"} (@mount: the mountpoint, copied). Call before threads start. */
+void log_set_json(const char *mount);
 int log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

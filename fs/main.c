@@ -31,6 +31,7 @@
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static int detached; /* after fuse_daemonize: stderr is gone, say it in the log */
+static int json_log; /* log_format=json: every line, this one too, is JSON */
 static struct fuse_session *live_se; /* mounted: a later die() unmounts first */
 
 static void die(const char *fmt, ...)
@@ -41,7 +42,7 @@ static void die(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (detached)
+	if (detached || json_log)
 		log_error("%s", line);
 	else
 		fprintf(stderr, "modelfs: %s\n", line);
@@ -414,6 +415,10 @@ int main(int argc, char **argv)
 			die("log_file %s: %s", o.log_file, strerror(errno));
 	}
 	make_absolute(&o.mountpoint);
+	if (o.log_json) {
+		log_set_json(o.mountpoint);
+		json_log = 1;
+	}
 	make_absolute(&o.ready_file);
 	make_absolute(&o.ca_file);
 	if (o.rw_asked)

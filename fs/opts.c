@@ -37,7 +37,7 @@ struct raw {
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
 	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl;
-	char *log_level;
+	char *log_level, *log_format;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
 };
@@ -61,6 +61,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("metadata_ttl=%s", metadata_ttl),
     OPT("stat_cache_expire=%s", metadata_ttl), /* ossfs's and s3fs's spelling */
     OPT("log_level=%s", log_level),
+    OPT("log_format=%s", log_format),
     FUSE_OPT_END,
 };
 
@@ -343,6 +344,7 @@ static void free_raw(struct raw *r)
 	free(r->chunk_size);
 	free(r->metadata_ttl);
 	free(r->log_level);
+	free(r->log_format);
 	free(r->bad);
 }
 
@@ -456,6 +458,13 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 		else
 			o->log_level = found;
 	}
+	if (r.log_format) {
+		if (strcmp(r.log_format, "json") == 0)
+			o->log_json = 1;
+		else if (strcmp(r.log_format, "text") != 0)
+			set_bad(&r, "bad value for option log_format: '%s' (text or json)",
+				r.log_format);
+	}
 	if (o->debug)
 		o->log_level = 3;
 	if (r.bad) {
@@ -545,6 +554,7 @@ void opts_usage(const char *prog)
 	       "  log_file=PATH          in the background, log here (default: syslog, else the\n"
 	       "                         stderr it was started with, when there is no /dev/log)\n"
 	       "  log_level=LEVEL        error, warning, info or debug (default info)\n"
+	       "  log_format=text|json   json: one object a line (time, level, message, mount)\n"
 	       "  nonempty               mount over a non-empty directory or an existing FUSE mount\n"
 	       "  rw                     accepted (mount(8) adds it) and ignored: always read-only\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n");

@@ -39,6 +39,7 @@ struct fs_opts {
 	char *ready_file;          /* created once the prefetch is done, NULL: none */
 	char *log_file;            /* in the background: log here, not to syslog/stderr */
 	int log_level;             /* 0 error, 1 warning, 2 info, 3 debug */
+	int log_json;              /* log_format=json: one JSON object per line */
 	int nonempty;              /* mount over a non-empty directory or a live mount */
 	int rw_asked;              /* "rw" was given (by mount(8)): said once, ignored */
 	int foreground, debug;

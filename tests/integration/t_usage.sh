@@ -267,4 +267,30 @@ check_all "--help names AWS_ENDPOINT_URL_S3 and AWS_SHARED_CREDENTIALS_FILE" \
 AWS_REGION=eu-west-3 expect_err "no endpoint: the message names the URL tried" "https://models\.s3\.eu-west-3\.amazonaws\.com" \
 	s3://models/m "$MNT" -o "cache_dir=$WORK/c10"
 
+# --- 11. log_format=json: every line one object, for log pipelines
+"$MODELFS" s3://models/m "$MNT" -f -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/c11,log_format=json" \
+	2>"$WORK/json.log" &
+jfg=$!
+PIDS+=("$jfg")
+for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
+cat "$MNT/shard.bin" >/dev/null
+fusermount3 -u "$MNT"
+wait "$jfg"
+out=$(python3 - "$WORK/json.log" "$MNT" <<'PY'
+import json, sys
+n = 0
+for line in open(sys.argv[1], encoding="utf-8"):
+    d = json.loads(line)
+    assert set(d) == {"time", "level", "message", "mount"}, d
+    assert d["mount"] == sys.argv[2] and d["time"].endswith("Z"), d
+    n += 1
+assert n >= 3
+print(n, "lines")
+PY
+)
+check_all "log_format=json: every line is one JSON object with time, level, message, mount ($out)" \
+	'[ -n "$out" ] && grep -q "mounted s3://models/m" "$WORK/json.log"'
+expect_err "log_format=xml" "bad value for option log_format: 'xml' \\(text or json\\)" \
+	s3://models/m "$MNT" -o "cache_dir=$WORK/c11,log_format=xml"
+
 finish
