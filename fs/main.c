@@ -8,6 +8,7 @@
  */
 #include "fs.h"
 #include "jsonlist.h"
+#include "metrics.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -384,7 +385,8 @@ int main(int argc, char **argv)
 	struct cache_config cc = {0};
 	char *source_ns = NULL, *snap_id = NULL, *cache_dir = NULL;
 	pthread_t relist, sig_thread;
-	int offline = 0, log_fd = -1, keep_stderr = -1;
+	int offline = 0, log_fd = -1, keep_stderr = -1, metrics_fd = -1;
+	struct metrics *metrics = NULL;
 	uint64_t quota, usage;
 	double high;
 	struct stat st;
@@ -504,6 +506,11 @@ int main(int argc, char **argv)
 		if (fs.read_ahead_kb < 4096)
 			fs.read_ahead_kb = 4096;
 	}
+	/* bound now, so that a port in use fails the mount with its line */
+	if (o.metrics_port &&
+	    (metrics_fd = metrics_listen(o.metrics_addr ? o.metrics_addr : "127.0.0.1",
+					 o.metrics_port, msg, sizeof(msg))) < 0)
+		die("%s", msg);
 	if (fuse_session_mount(se, o.mountpoint))
 		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
 	live_se = se;
@@ -556,6 +563,9 @@ int main(int argc, char **argv)
 	if (offline && pthread_create(&relist, NULL, relist_main, &fs) != 0)
 		offline = 0;
 	fs_ready_start(&fs);
+	if (metrics_fd >= 0 &&
+	    metrics_start(metrics_fd, &fs, o.mountpoint, o.source, &metrics, msg, sizeof(msg)))
+		die("%s", msg);
 
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
@@ -573,6 +583,7 @@ int main(int argc, char **argv)
 	live_se = NULL;
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	metrics_stop(metrics); /* the mount is gone: its heartbeat cannot block */
 	pt_free(fs.pt);
 	fs_ready_stop(&fs);
 	if (offline) {

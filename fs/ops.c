@@ -7,6 +7,7 @@
  * EACCES. Every operation that would modify the tree answers EROFS.
  */
 #include "fs.h"
+#include "metrics.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -35,6 +36,19 @@ struct open_file {
 #define XATTR_STATUS "user.modelfs.status"
 #define XATTR_PREFETCH "user.modelfs.prefetch"
 #define FS_BACKEND_DOWN_MS 30000
+
+
+/* What the operation now answering replied, for its metrics (metrics.h):
+ * set by reply_err and the read paths, read by the wrappers below. Every
+ * operation replies in the thread that runs it. */
+static __thread int tl_err;
+static __thread uint64_t tl_bytes;
+
+static int reply_err(fuse_req_t req, int err)
+{
+	tl_err = err;
+	return fuse_reply_err(req, err);
+}
 
 static struct fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
 
@@ -152,7 +166,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			fuse_reply_entry(req, &e);
 			return;
 		}
-		fuse_reply_err(req, -err);
+		reply_err(req, -err);
 		return;
 	}
 	fill_entry(fs, &a, &e);
@@ -168,7 +182,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	(void)fi;
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, -err);
 		return;
 	}
 	to_stat(fs, &a, &st);
@@ -249,13 +263,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int err, changed = 0;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
+		reply_err(req, EROFS);
 		return;
 	}
 	tune_bdi(fs);
 	of = calloc(1, sizeof(*of));
 	if (!of) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
@@ -268,7 +282,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		err = tree_getattr(fs->tree, ino, &a);
 	if (err < 0) {
 		free(of);
-		fuse_reply_err(req, err == -ENOENT && changed ? ESTALE : -err);
+		reply_err(req, err == -ENOENT && changed ? ESTALE : -err);
 		return;
 	}
 	memcpy(of->etag, a.etag, sizeof(of->etag));
@@ -279,7 +293,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	of->stream = cache_stream_new();
 	if (!of->stream) {
 		free(of);
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)of;
@@ -293,7 +307,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			 "fails (ESTALE) until that process closes it", of->key);
 		cache_stream_free(of->stream);
 		free(of);
-		fuse_reply_err(req, ESTALE);
+		reply_err(req, ESTALE);
 		return;
 	}
 	err = of->pt ? pt_reply_open(fs->pt, req, ino, fi) : fuse_reply_open(req, fi);
@@ -303,6 +317,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static int reply_iov(void *req, const struct iovec *iov, int count)
 {
+	for (int i = 0; i < count; i++)
+		tl_bytes += iov[i].iov_len;
 	return fuse_reply_iov(req, iov, count);
 }
 
@@ -345,7 +361,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	(void)ino;
 	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, EINVAL);
 		return;
 	}
 	if ((uint64_t)off >= of->obj.size || size == 0) {
@@ -358,15 +374,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	buf = reply_buffer(size);
 	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	err = (random ? cache_read_random : cache_read)(fs->cache, &of->obj, (uint64_t)off, size,
 							buf, &got);
-	if (err)
-		fuse_reply_err(req, read_errno(err));
-	else
+	if (err) {
+		reply_err(req, read_errno(err));
+	} else {
+		tl_bytes = got;
 		fuse_reply_buf(req, buf, got);
+	}
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -374,7 +392,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 
 	release_file(fs_of(req), ino, of);
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -386,11 +404,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (!err && !a.is_dir)
 		err = -ENOTDIR;
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, -err);
 		return;
 	}
 	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-		fuse_reply_err(req, EROFS);
+		reply_err(req, EROFS);
 		return;
 	}
 	fi->cache_readdir = 1;
@@ -435,12 +453,12 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 	d.buf = malloc(size);
 	if (!d.buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ENOMEM);
 		return;
 	}
 	err = tree_readdir(d.fs->tree, ino, (uint64_t)off, dir_fill_one, &d);
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, -err);
 	else
 		fuse_reply_buf(req, d.buf, d.used);
 	free(d.buf);
@@ -491,7 +509,7 @@ static void reply_xattr_text(fuse_req_t req, const char *val, size_t n, size_t s
 	if (size == 0)
 		fuse_reply_xattr(req, n);
 	else if (size < n)
-		fuse_reply_err(req, ERANGE);
+		reply_err(req, ERANGE);
 	else
 		fuse_reply_buf(req, val, n);
 }
@@ -520,7 +538,7 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 		return;
 	}
 	if (ctx->uid != 0 && ctx->uid != getuid()) {
-		fuse_reply_err(req, EPERM);
+		reply_err(req, EPERM);
 		return;
 	}
 	if (size == 0) { /* a size probe must not queue anything */
@@ -538,7 +556,7 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 	if (!err)
 		err = fs_prefetch_add(fs, rel, !a.is_dir, NULL, &files, &bytes);
 	if (err) {
-		fuse_reply_err(req, err == -ENODATA ? ENOTSUP : -err);
+		reply_err(req, err == -ENODATA ? ENOTSUP : -err);
 		return;
 	}
 	n = snprintf(val, sizeof(val), "queued %zu files, %llu bytes\n", files,
@@ -561,7 +579,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		return;
 	}
 	if (strcmp(name, XATTR_CACHED) != 0) {
-		fuse_reply_err(req, ENODATA);
+		reply_err(req, ENODATA);
 		return;
 	}
 	err = tree_getattr(fs->tree, ino, &a);
@@ -570,14 +588,14 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	if (!err)
 		err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, -err);
 		return;
 	}
 	snprintf(key, sizeof(key), "%s%s", fs->prefix, rel);
 	obj = (struct cache_object){fs->source_ns, key, a.etag, a.size};
 	err = cache_cached_bytes(fs->cache, &obj, &cached);
 	if (err) {
-		fuse_reply_err(req, err == -ENODATA ? ENODATA : -err);
+		reply_err(req, err == -ENODATA ? ENODATA : -err);
 		return;
 	}
 	n = snprintf(val, sizeof(val), "%llu/%llu", (unsigned long long)cached,
@@ -585,7 +603,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	if (size == 0)
 		fuse_reply_xattr(req, (size_t)n);
 	else if (size < (size_t)n)
-		fuse_reply_err(req, ERANGE);
+		reply_err(req, ERANGE);
 	else
 		fuse_reply_buf(req, val, (size_t)n);
 }
@@ -601,7 +619,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (size == 0)
 		fuse_reply_xattr(req, n);
 	else if (size < n)
-		fuse_reply_err(req, ERANGE);
+		reply_err(req, ERANGE);
 	else
 		fuse_reply_buf(req, XATTR_CACHED, n);
 }
@@ -612,93 +630,152 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		       struct fuse_file_info *fi)
 {
 	(void)ino, (void)attr, (void)to_set, (void)fi;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)parent, (void)name, (void)mode, (void)rdev;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	(void)parent, (void)name, (void)mode;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	(void)parent, (void)name;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	(void)link, (void)parent, (void)name;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
 	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	(void)ino, (void)newparent, (void)newname;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
 	(void)parent, (void)name, (void)mode, (void)fi;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	(void)ino, (void)name, (void)value, (void)size, (void)flags;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	(void)ino, (void)name;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 			 struct fuse_file_info *fi)
 {
 	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
-	fuse_reply_err(req, EROFS);
+	reply_err(req, EROFS);
+}
+
+/* Each operation timed from its start to its answer (all answer before
+ * they return), counted with its error (metrics.h). */
+#define TIMED(op, call)                                                      \
+	do {                                                                 \
+		uint64_t t0_ = metrics_now_ns();                             \
+		tl_err = 0;                                                  \
+		tl_bytes = 0;                                                \
+		call;                                                        \
+		metrics_op(op, t0_, tl_err, tl_bytes);                       \
+	} while (0)
+
+static void t_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	TIMED(MOP_LOOKUP, op_lookup(req, parent, name));
+}
+static void t_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIMED(MOP_GETATTR, op_getattr(req, ino, fi));
+}
+static void t_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIMED(MOP_OPEN, op_open(req, ino, fi));
+}
+static void t_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	TIMED(MOP_READ, op_read(req, ino, size, off, fi));
+}
+static void t_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIMED(MOP_RELEASE, op_release(req, ino, fi));
+}
+static void t_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TIMED(MOP_OPENDIR, op_opendir(req, ino, fi));
+}
+static void t_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	TIMED(MOP_READDIR, op_readdir(req, ino, size, off, fi));
+}
+static void t_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	TIMED(MOP_READDIR, op_readdirplus(req, ino, size, off, fi));
+}
+static void t_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	TIMED(MOP_STATFS, op_statfs(req, ino));
+}
+static void t_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	TIMED(MOP_XATTR, op_getxattr(req, ino, name, size));
+}
+static void t_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	TIMED(MOP_XATTR, op_listxattr(req, ino, size));
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
     .init = op_init,
-    .lookup = op_lookup,
-    .getattr = op_getattr,
-    .open = op_open,
-    .read = op_read,
-    .release = op_release,
-    .opendir = op_opendir,
-    .readdir = op_readdir,
-    .readdirplus = op_readdirplus,
-    .statfs = op_statfs,
-    .getxattr = op_getxattr,
-    .listxattr = op_listxattr,
+    .lookup = t_lookup,
+    .getattr = t_getattr,
+    .open = t_open,
+    .read = t_read,
+    .release = t_release,
+    .opendir = t_opendir,
+    .readdir = t_readdir,
+    .readdirplus = t_readdirplus,
+    .statfs = t_statfs,
+    .getxattr = t_getxattr,
+    .listxattr = t_listxattr,
     .setattr = op_setattr,
     .mknod = op_mknod,
     .mkdir = op_mkdir,

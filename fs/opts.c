@@ -37,7 +37,7 @@ struct raw {
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
 	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl;
-	char *log_level, *log_format;
+	char *log_level, *log_format, *metrics_port;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
 };
@@ -62,6 +62,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("stat_cache_expire=%s", metadata_ttl), /* ossfs's and s3fs's spelling */
     OPT("log_level=%s", log_level),
     OPT("log_format=%s", log_format),
+    OPT("metrics_port=%s", metrics_port),
     FUSE_OPT_END,
 };
 
@@ -71,6 +72,7 @@ static const struct fuse_opt str_spec[] = {
     OOPT("prefetch=%s", prefetch),
     OOPT("ready_file=%s", ready_file),
     OOPT("log_file=%s", log_file),
+    OOPT("metrics_addr=%s", metrics_addr),
     FUSE_OPT_END,
 };
 
@@ -345,6 +347,7 @@ static void free_raw(struct raw *r)
 	free(r->metadata_ttl);
 	free(r->log_level);
 	free(r->log_format);
+	free(r->metrics_port);
 	free(r->bad);
 }
 
@@ -458,6 +461,14 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 		else
 			o->log_level = found;
 	}
+	if (r.metrics_port && parse_num("metrics_port", r.metrics_port, 1, 65535, &d, &r) == 0) {
+		if (d != (int)d)
+			set_bad(&r, "bad value for option metrics_port: '%s' (a port number)",
+				r.metrics_port);
+		o->metrics_port = (int)d;
+	}
+	if (o->metrics_addr && !o->metrics_port)
+		set_bad(&r, "metrics_addr= needs metrics_port=PORT");
 	if (r.log_format) {
 		if (strcmp(r.log_format, "json") == 0)
 			o->log_json = 1;
@@ -507,6 +518,7 @@ void opts_free(struct fs_opts *o)
 	free(o->prefetch);
 	free(o->ready_file);
 	free(o->log_file);
+	free(o->metrics_addr);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -555,6 +567,8 @@ void opts_usage(const char *prog)
 	       "                         stderr it was started with, when there is no /dev/log)\n"
 	       "  log_level=LEVEL        error, warning, info or debug (default info)\n"
 	       "  log_format=text|json   json: one object a line (time, level, message, mount)\n"
+	       "  metrics_port=PORT      serve /metrics (Prometheus), /healthz, /readyz on PORT\n"
+	       "  metrics_addr=ADDR      ... on this address (default 127.0.0.1; a pod: 0.0.0.0)\n"
 	       "  nonempty               mount over a non-empty directory or an existing FUSE mount\n"
 	       "  rw                     accepted (mount(8) adds it) and ignored: always read-only\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n");

@@ -40,6 +40,8 @@ struct fs_opts {
 	char *log_file;            /* in the background: log here, not to syslog/stderr */
 	int log_level;             /* 0 error, 1 warning, 2 info, 3 debug */
 	int log_json;              /* log_format=json: one JSON object per line */
+	int metrics_port;          /* 0: no metrics server */
+	char *metrics_addr;        /* NULL: 127.0.0.1 */
 	int nonempty;              /* mount over a non-empty directory or a live mount */
 	int rw_asked;              /* "rw" was given (by mount(8)): said once, ignored */
 	int foreground, debug;

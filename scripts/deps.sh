@@ -9,7 +9,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev libssl-dev
       liblmdb-dev lmdb-utils libzstd-dev zstd python3 curl openssl attr psmisc procps util-linux
-      iproute2 groff-base libjansson-dev nginx-light)
+      iproute2 groff-base libjansson-dev nginx-light libmicrohttpd-dev prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

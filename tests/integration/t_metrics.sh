@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Metrics and health (metrics_port=): a real Prometheus (Debian's) scrapes a
+# live mount every second while a model is read through it, and its HTTP API
+# gives a finite P99 of the read latency; the bytes counters match the bytes
+# read; promtool accepts /metrics; /readyz follows the prefetch; /healthz
+# turns 503 while the session is wedged (every worker held by a stalled
+# store) and 200 again after; bad metrics options fail the mount with a line.
+source "$(dirname "$0")/lib.sh"
+
+MNT=$WORK/mnt
+M=$WORK/model
+mkdir -p "$M"
+head -c $((48 << 20)) /dev/urandom >"$M/a.safetensors"
+head -c $((16 << 20)) /dev/urandom >"$M/b.bin"
+s3_start s3
+$S3TOOL mb models
+$S3TOOL putdir models m "$M" || exit 1
+proxy_start
+MP=$(free_port)
+metric() { # NAME_AND_LABELS: the value of one series of /metrics
+	curl -s "http://127.0.0.1:$MP/metrics" | awk -v k="$1" 'index($0, k) == 1 { print $NF; exit }'
+}
+code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$MP/$1"; }
+
+# --- 1. Prometheus scrapes while the model is read
+if ! command -v prometheus >/dev/null; then
+	echo "FAIL - prometheus is not installed (scripts/deps.sh installs it)"
+	exit 1
+fi
+S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" \
+	"cache_dir=$WORK/c1,chunk_size=1M,no_passthrough,metrics_port=$MP" || exit 1
+PP=$(free_port)
+cat >"$WORK/prom.yml" <<EOF
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: modelfs
+    static_configs: [{targets: ["127.0.0.1:$MP"]}]
+EOF
+prometheus --config.file="$WORK/prom.yml" --storage.tsdb.path="$WORK/prom" \
+	--web.listen-address="127.0.0.1:$PP" >"$WORK/prometheus.log" 2>&1 &
+PIDS+=($!)
+PQ="http://127.0.0.1:$PP/api/v1/query"
+up=0
+for _ in $(seq 150); do
+	curl -s "$PQ" --data-urlencode 'query=up{job="modelfs"}' | grep -q '"value":\[[0-9.]*,"1"\]' && { up=1; break; }
+	sleep 0.2
+done
+check "Prometheus scrapes the mount's /metrics (up == 1)" [ "$up" = 1 ]
+read_bytes=0
+for i in 1 2 3 4 5; do # spread over scrapes: rate() needs samples that grow
+	drop_caches
+	cat "$MNT/a.safetensors" "$MNT/b.bin" >/dev/null
+	read_bytes=$((read_bytes + (64 << 20)))
+	sleep 0.8
+done
+sleep 2.5
+p99=$(curl -s "$PQ" --data-urlencode \
+	'query=histogram_quantile(0.99, sum by (le) (rate(modelfs_fuse_operation_duration_seconds_bucket{op="read"}[30s])))' |
+	python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")')
+check_all "Prometheus: histogram_quantile(0.99, rate(read latency buckets[30s])) is finite ($p99 s)" \
+	'python3 -c "import math,sys; v=float(sys.argv[1]); sys.exit(not (math.isfinite(v) and v > 0))" "$p99"'
+got=$(metric 'modelfs_read_bytes_total{')
+check_all "bytes answered to reads ($got) match the bytes read ($read_bytes; readahead allowed: +5%)" \
+	'[ "$got" -ge "$read_bytes" ] && [ "$got" -le $((read_bytes + read_bytes / 20)) ]'
+fetched=$(metric 'modelfs_backend_bytes_total{')
+check "bytes fetched from the store ($fetched) are the model's, once (64 MiB)" [ "$fetched" -eq $((64 << 20)) ]
+mem=$(metric 'modelfs_cache_chunk_reads_total{mount="'"$MNT"'",source="s3://models/m",origin="memory"}')
+disk=$(metric 'modelfs_cache_chunk_reads_total{mount="'"$MNT"'",source="s3://models/m",origin="disk"}')
+check "later reads came from the cache ($mem chunk reads from memory, $disk from disk)" \
+	[ $((${mem:-0} + ${disk:-0})) -gt 0 ]
+curl -s "http://127.0.0.1:$MP/metrics" >"$WORK/metrics.txt"
+check "promtool check metrics accepts /metrics" bash -c "promtool check metrics <'$WORK/metrics.txt'"
+check_all "every series carries the mount and source labels" \
+	'! grep -v "^#" "$WORK/metrics.txt" | grep -v "mount=\"$MNT\",source=\"s3://models/m\"" | grep -q .'
+check "modelfs_build_info names the version" grep -q 'modelfs_build_info{.*version="' "$WORK/metrics.txt"
+check "/healthz: 200 on a live mount" [ "$(code healthz)" = 200 ]
+umount_fs "$MNT"
+check "after unmount the metrics port is closed" [ "$(code metrics)" = 000 ]
+
+# --- 2. /readyz follows the prefetch (its GETs held 3 s by the store)
+curl -s "$PROXY_ENDPOINT/__fault?mode=stall&count=-1&delay=3&key=a.safetensors" >/dev/null
+rm -f "$WORK/ready"
+S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" \
+	"cache_dir=$WORK/c2,metrics_port=$MP,prefetch=*,ready_file=$WORK/ready" || exit 1
+before=$(code readyz)
+for _ in $(seq 300); do [ -e "$WORK/ready" ] && break; sleep 0.1; done
+after=$(code readyz)
+check "/readyz: 503 while the prefetch runs, 200 once it is done ($before -> $after)" \
+	[ "$before" = 503 ] && [ "$after" = 200 ]
+check "modelfs_ready is 1 once ready" [ "$(metric 'modelfs_ready{')" = 1 ]
+curl -s "$PROXY_ENDPOINT/__fault?mode=none" >/dev/null
+umount_fs "$MNT"
+
+# --- 3. /healthz when the session is wedged: every FUSE worker waits on a
+# store that holds its GETs for 15 s, so the heartbeat's statfs is not answered
+S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" "no_cache,metrics_port=$MP,request_timeout=60" || exit 1
+proxy_fault stall -1 15 >/dev/null
+readers=()
+for k in $(seq 0 79); do
+	dd if="$MNT/a.safetensors" of=/dev/null bs=4096 count=1 skip=$((k * 150)) iflag=direct \
+		status=none 2>/dev/null &
+	readers+=($!)
+done
+wedged=
+for _ in $(seq 40); do
+	[ "$(code healthz)" = 503 ] && { wedged=1; break; }
+	sleep 0.5
+done
+check "/healthz: 503 while every worker is held by a stalled store" [ -n "$wedged" ]
+proxy_fault none >/dev/null
+for p in "${readers[@]}"; do timeout 60 tail --pid="$p" -f /dev/null; done
+healthy=
+for _ in $(seq 40); do
+	[ "$(code healthz)" = 200 ] && { healthy=1; break; }
+	sleep 0.5
+done
+check "/healthz: 200 again once the store answers" [ -n "$healthy" ]
+umount_fs "$MNT"
+
+# --- 4. bad metrics options: one line, exit 1, nothing mounted
+expect_bad() { # DESCRIPTION PATTERN OPTS
+	local out rc pat=$2
+	out=$(timeout 20 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/c4,$3" 2>&1)
+	rc=$?
+	check_all "$1 (rc $rc: $out)" \
+		'[ $rc -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q -- "$pat" && ! mountpoint -q "$MNT"'
+	mountpoint -q "$MNT" && fusermount3 -u "$MNT"
+}
+python3 -c 'import socket,sys,time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("bound", flush=True); time.sleep(30)' "$MP" >"$WORK/holder.out" &
+holder=$!
+PIDS+=("$holder")
+for _ in $(seq 50); do grep -q bound "$WORK/holder.out" && break; sleep 0.1; done
+expect_bad "metrics_port in use" "metrics_port $MP on 127.0.0.1 cannot be used: Address already in use" "metrics_port=$MP"
+kill "$holder"
+expect_bad "metrics_port out of range" "bad value for option metrics_port: '70000'" "metrics_port=70000"
+expect_bad "metrics_addr not an address" "metrics_addr 'localhost:x' is not an IP address" \
+	"metrics_port=$MP,metrics_addr=localhost:x"
+expect_bad "metrics_addr without metrics_port" "metrics_addr= needs metrics_port=PORT" "metrics_addr=0.0.0.0"
+
+finish
