@@ -263,8 +263,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		size_t max = s->req->buf || s->req->sink ? HTTP_ERROR_BODY_MAX : s->req->body_max;
 		char *nb;
 		if (r->body_len + n > max) {
-			s->overflow = 1;
-			return 0;
+			if (!s->ok_answer) { /* an error page: its start is enough */
+				n = r->body_len < max ? max - r->body_len : 0;
+				if (n == 0)
+					return size * nmemb;
+			} else {
+				s->overflow = 1;
+				return 0;
+			}
 		}
 		nb = realloc(r->body, r->body_len + n + 1);
 		if (!nb)
@@ -602,6 +608,15 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	/* an answer without a body (or an empty one) is checked all the same */
 	if (sink_check(&s))
 		return s.abort_err;
+	if (s.whole && s.take > 0 && req->range_off + req->range_len - s.take < req->expect_total) {
+		/* a whole object that ended before the range did (chunked, no
+		 * Content-Length to check first): not the object listed */
+		snprintf(resp->error, sizeof(resp->error), "whole object ended at %llu, before %llu",
+			 (unsigned long long)(req->range_off + req->range_len - s.take),
+			 (unsigned long long)(req->expect_total < req->range_off + req->range_len
+						  ? req->expect_total : req->range_off + req->range_len));
+		return -ESTALE;
+	}
 	return 0;
 }
 

@@ -404,8 +404,19 @@ static int read_tree(struct hub *hb, const char *commit, struct tree_walk *t, in
 		}
 		err = jsonlist_hub_tree(resp.body ? resp.body : "", resp.body_len, on_tree, t, msg,
 					msg_len);
+		if (!err && strlen(resp.captured[1]) + 1 >= sizeof(resp.captured[1])) {
+			snprintf(msg, msg_len, "the Hub's Link header is longer than %zu bytes",
+				 sizeof(resp.captured[1]) - 1);
+			err = -EPROTO; /* a cut header could hide the next page */
+		}
 		if (!err && !one_page && http_link_next(resp.captured[1], next, 8192) == 0) {
-			if (strcmp(next, url) == 0 || ++pages >= HUB_MAX_PAGES) {
+			size_t el = strlen(hb->endpoint);
+			/* the token goes with it: only to the endpoint's own origin */
+			if (strncmp(next, hb->endpoint, el) != 0 || (next[el] != '/' && next[el])) {
+				snprintf(msg, msg_len, "the Hub's next page %.200s is not on %s", next,
+					 hb->endpoint);
+				err = -EPROTO;
+			} else if (strcmp(next, url) == 0 || ++pages >= HUB_MAX_PAGES) {
 				snprintf(msg, msg_len, "the Hub's tree of %s does not end (page %u)",
 					 hb->repo, pages);
 				err = -EPROTO;
@@ -502,8 +513,12 @@ static int hub_stat(struct backend *be, const char *key, struct backend_object *
 	if (err || (resp.status != 200 && (resp.status < 301 || resp.status > 308)))
 		return hub_err(hb, url, err, &resp, NULL, 0);
 	if (resp.captured[1][0]) {
+		if (!resp.captured[2][0])
+			return -EPROTO; /* an LFS answer without its size */
 		clean_etag(resp.captured[1], out->etag, sizeof(out->etag));
 		out->size = strtoull(resp.captured[2], NULL, 10);
+	} else if (resp.status != 200 || !resp.has_content_length) {
+		return -EPROTO; /* a redirect that is not the LFS one (a renamed repo) */
 	} else {
 		clean_etag(resp.etag, out->etag, sizeof(out->etag));
 		out->size = resp.content_length;
@@ -530,7 +545,7 @@ static int hub_check(struct backend *be, const char *prefix, char *msg, size_t m
 		struct http_request q = {.method = "HEAD", .url = url, .prepare = hub_prepare,
 					 .prepare_arg = hb, .timeout_ms = BACKEND_PROBE_MS,
 					 .capture = hub_capture};
-		struct http_response resp;
+		struct http_response resp = {0};
 		err = resolve_url(hb, t.first_file, url, sizeof(url));
 		if (!err)
 			err = http_perform(hb->http, &q, 1, &resp);

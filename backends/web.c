@@ -509,9 +509,8 @@ static int web_get(struct web *w, const struct backend_ref *obj, uint64_t off, u
 		time_t t = (time_t)strtoll(c.version + 3, NULL, 10);
 		struct tm tm;
 		char date[64];
-		gmtime_r(&t, &tm);
-		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-		snprintf(r.if_range, sizeof(r.if_range), "If-Range: %s", date);
+		if (gmtime_r(&t, &tm) && strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm))
+			snprintf(r.if_range, sizeof(r.if_range), "If-Range: %s", date);
 	}
 	err = http_perform(w->http, &q, 0, &resp);
 	if (!err && resp.status != 200 && resp.status != 206)

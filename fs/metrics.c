@@ -322,8 +322,11 @@ static void render(struct metrics *m, struct out *o)
 
 	head(o, "modelfs_fuse_heartbeat_age_seconds", "gauge",
 	     "Seconds since a statfs of the mount was last answered (the /healthz test).");
-	put(o, "modelfs_fuse_heartbeat_age_seconds{%s} %.3f\n", L,
-	    (double)(now_ms - atomic_load(&m->beat_ms)) / 1000);
+	{
+		uint64_t beat = atomic_load(&m->beat_ms);
+		put(o, "modelfs_fuse_heartbeat_age_seconds{%s} %.3f\n", L,
+		    now_ms > beat ? (double)(now_ms - beat) / 1000 : 0.0);
+	}
 
 	getrusage(RUSAGE_SELF, &ru);
 	head(o, "process_cpu_seconds_total", "counter", "User and system CPU time of the daemon.");
@@ -364,7 +367,8 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 		render(m, &o);
 		type = "text/plain; version=0.0.4; charset=utf-8";
 	} else if (strcmp(url, "/healthz") == 0) {
-		uint64_t age = metrics_now_ns() / 1000000 - atomic_load(&m->beat_ms);
+		uint64_t beat = atomic_load(&m->beat_ms), now = metrics_now_ns() / 1000000;
+		uint64_t age = now > beat ? now - beat : 0;
 		if (age > HEALTHY_MS)
 			status = MHD_HTTP_SERVICE_UNAVAILABLE;
 		put(&o, "%s: the mount answered %.1f s ago\n", status == MHD_HTTP_OK ? "ok" : "wedged",
