@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "stats.h"
 
 static const struct backend_ops *const registry[] = {
     &backend_s3,
@@ -33,7 +34,7 @@ static const struct {
 
 #define N_SCHEMES (sizeof(schemes) / sizeof(schemes[0]))
 
-const struct backend_ops *const *backend_list(size_t *n)
+const struct backend_ops *const *backend_registry(size_t *n)
 {
 	*n = N_BACKENDS;
 	return registry;
@@ -75,6 +76,83 @@ int backend_open(const char *source, const struct backend_config *cfg, struct ba
 					       registry[i]->syntax);
 	}
 	return -EPROTONOSUPPORT;
+}
+
+int backend_check(struct backend *be, const char *prefix, char *msg, size_t msg_len)
+{
+	uint64_t t0 = stats_now_ns();
+	int err = be->ops->check(be, prefix, msg, msg_len);
+
+	stats_backend_op(SB_CHECK, t0, err, 0);
+	return err;
+}
+
+int backend_list(struct backend *be, const char *prefix, const char *delimiter,
+		 backend_list_cb cb, void *arg)
+{
+	uint64_t t0 = stats_now_ns();
+	int err = be->ops->list(be, prefix, delimiter, cb, arg);
+
+	stats_backend_op(SB_LIST, t0, err, 0);
+	return err;
+}
+
+int backend_stat(struct backend *be, const char *key, struct backend_object *out)
+{
+	uint64_t t0 = stats_now_ns();
+	int err = be->ops->stat(be, key, out);
+
+	stats_backend_op(SB_STAT, t0, err, 0);
+	return err;
+}
+
+int backend_read(struct backend *be, const struct backend_ref *obj, uint64_t off, size_t len,
+		 void *buf, size_t *got)
+{
+	uint64_t t0 = stats_now_ns();
+	int err = be->ops->read(be, obj, off, len, buf, got);
+
+	stats_backend_op(SB_READ, t0, err, err ? 0 : *got);
+	return err;
+}
+
+/* counts what a stream hands up (a retry starts it over) */
+struct counting_sink {
+	int (*sink)(void *arg, const char *data, size_t n);
+	void (*reset)(void *arg);
+	void *arg;
+	uint64_t n;
+};
+
+static void count_reset(void *arg)
+{
+	struct counting_sink *cs = arg;
+
+	cs->n = 0;
+	if (cs->reset)
+		cs->reset(cs->arg);
+}
+
+static int count_sink(void *arg, const char *data, size_t n)
+{
+	struct counting_sink *cs = arg;
+	int err = cs->sink(cs->arg, data, n);
+
+	if (!err)
+		cs->n += n;
+	return err;
+}
+
+int backend_read_stream(struct backend *be, const struct backend_ref *obj, uint64_t off,
+			uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
+			void (*reset)(void *arg), void *arg)
+{
+	struct counting_sink cs = {sink, reset, arg, 0};
+	uint64_t t0 = stats_now_ns();
+	int err = be->ops->read_stream(be, obj, off, len, count_sink, count_reset, &cs);
+
+	stats_backend_op(SB_READ, t0, err, cs.n);
+	return err;
 }
 
 int backend_split_path(const char *rest, char **first, char **prefix)

@@ -140,8 +140,21 @@ struct backend {
 int backend_open(const char *source, const struct backend_config *cfg, struct backend **out,
 		 char *msg, size_t msg_len);
 
+/* The operations as the layers above call them: each is timed and counted
+ * (stats.h), then the backend's own is called. */
+int backend_check(struct backend *be, const char *prefix, char *msg, size_t msg_len);
+int backend_list(struct backend *be, const char *prefix, const char *delimiter,
+		 backend_list_cb cb, void *arg);
+int backend_stat(struct backend *be, const char *key, struct backend_object *out);
+int backend_read(struct backend *be, const struct backend_ref *obj, uint64_t off, size_t len,
+		 void *buf, size_t *got);
+/* Only where be->ops->read_stream is set. */
+int backend_read_stream(struct backend *be, const struct backend_ref *obj, uint64_t off,
+			uint64_t len, int (*sink)(void *arg, const char *data, size_t n),
+			void (*reset)(void *arg), void *arg);
+
 /* The backends compiled in, in the order --help lists them; @n gets the count. */
-const struct backend_ops *const *backend_list(size_t *n);
+const struct backend_ops *const *backend_registry(size_t *n);
 
 /* The schemes compiled in, as a string for --version ("s3://, oss://"). */
 const char *backend_schemes(void);

@@ -9,6 +9,7 @@
  */
 #include "http.h"
 #include "log.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -620,6 +621,20 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	return 0;
 }
 
+/* One attempt's figures: how it was answered and the bytes it carried. */
+static void count_attempt(CURL *c, int err, long status)
+{
+	enum stats_http k = SH_NONE;
+	curl_off_t dl = 0;
+
+	if (err == 0 || status > 0)
+		k = status >= 200 && status < 600 ? (enum stats_http)(status / 100 - 2) : SH_OTHER;
+	atomic_fetch_add_explicit(&stats_backend.http[k], 1, memory_order_relaxed);
+	if (curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &dl) == CURLE_OK && dl > 0)
+		atomic_fetch_add_explicit(&stats_backend.http_bytes, (uint64_t)dl,
+					  memory_order_relaxed);
+}
+
 int http_perform(struct http *h, const struct http_request *req, int max_attempts_override,
 		 struct http_response *resp)
 {
@@ -631,6 +646,7 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 	memset(resp, 0, sizeof(*resp));
 	if (!c)
 		return -ENOMEM;
+	atomic_fetch_add_explicit(&stats_backend.in_flight, 1, memory_order_relaxed);
 	for (int a = 0; a < attempts; a++) {
 		if (a > 0 && !at_once) {
 			unsigned b = backoff_ms(a - 1);
@@ -643,7 +659,10 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 			err = -ECANCELED;
 			break;
 		}
+		if (a > 0)
+			atomic_fetch_add_explicit(&stats_backend.retries, 1, memory_order_relaxed);
 		err = attempt_once(h, c, req, resp, &stale_conn);
+		count_attempt(c, err, resp->status);
 		if (err == 0 && !http_status_retryable(resp->status))
 			break;
 		if (err == 0) {
@@ -659,8 +678,10 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 		 * poisons the handle: the next attempt starts with a fresh one. */
 		curl_easy_cleanup(c);
 		c = curl_easy_init();
-		if (!c)
-			return -ENOMEM;
+		if (!c) {
+			err = -ENOMEM;
+			goto out;
+		}
 		if (stale_conn && !fresh_retry_used) {
 			/* the connection, not the server, may be at fault: once more
 			 * at once, on a new connection, whatever the budget */
@@ -673,6 +694,8 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 			break;
 	}
 	handle_put(h, c);
+out:
+	atomic_fetch_sub_explicit(&stats_backend.in_flight, 1, memory_order_relaxed);
 	return err;
 }
 

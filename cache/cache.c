@@ -49,6 +49,17 @@ void cache_counters(struct cache *c, struct cache_counters *out)
 	out->refetches = atomic_load(&c->refetches);
 	out->uncached = atomic_load(&c->uncached);
 	out->dropped = atomic_load(&c->dropped);
+	out->evicted_chunks = atomic_load(&c->evicted_chunks);
+	out->evicted_bytes = atomic_load(&c->evicted_bytes);
+	out->flight_waits = atomic_load(&c->flight_waits);
+	out->store_errors = atomic_load(&c->store_errors);
+	out->store_enospc = atomic_load(&c->store_enospc);
+	out->ra_chunks = atomic_load(&c->ra_chunks);
+	out->sweeps = atomic_load(&c->sweeps);
+	out->ra_window = atomic_load(&c->ra_window);
+	out->mem_bytes = atomic_load(&c->mem_bytes);
+	out->disk_bytes = atomic_load(&c->disk_bytes);
+	out->store_bytes = atomic_load(&c->store_bytes);
 }
 
 

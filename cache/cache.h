@@ -127,6 +127,15 @@ struct cache_counters {
 	uint64_t refetches;             /* damaged or vanished chunks fetched again */
 	uint64_t uncached;              /* fetches not stored (quota, disk full or behind) */
 	uint64_t dropped;               /* ... of them, left out because the disk was behind */
+	uint64_t evicted_chunks, evicted_bytes; /* by this process's eviction rounds */
+	uint64_t flight_waits;          /* reads that waited for another's fetch of their chunk */
+	uint64_t store_errors;          /* writes to the cache disk that failed ... */
+	uint64_t store_enospc;          /* ... of them, with ENOSPC */
+	uint64_t ra_chunks;             /* chunks queued ahead of readers */
+	uint64_t sweeps;                /* random readers swept whole */
+	uint32_t ra_window;             /* the last sequential window, chunks */
+	uint64_t mem_bytes, disk_bytes; /* bytes of reads served from the pool / the disk */
+	uint64_t store_bytes;           /* ... and by a fetch from the store made for them */
 };
 void cache_counters(struct cache *c, struct cache_counters *out);
 

@@ -165,6 +165,11 @@ struct cache {
 	atomic_int seq_readers; /* open files read sequentially now */
 	uint32_t ra_cap;        /* most chunks a window may hold (the quota's share) */
 	_Atomic uint64_t hits, mem_hits, misses, backend_bytes, refetches, uncached, dropped;
+	/* for the metrics (cache_counters): counted where they happen */
+	_Atomic uint64_t evicted_chunks, evicted_bytes, flight_waits, store_errors, store_enospc;
+	_Atomic uint64_t ra_chunks, sweeps;
+	_Atomic uint64_t mem_bytes, disk_bytes, store_bytes; /* read bytes served, by origin */
+	_Atomic uint32_t ra_window; /* the last sequential window set, in chunks */
 	_Atomic uint64_t store_pause_until_ms;
 	atomic_int cancelled;
 };
@@ -273,7 +278,8 @@ int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
 
 /* housekeep.c: touches, eviction rounds, refills (the background thread) */
 void touch_chunk(struct cache *c, const uint8_t *id, uint32_t chunk);
-void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk, int from_mem);
+/* A read of @n bytes served from the memory pool or the disk. */
+void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk, int from_mem, uint32_t n);
 void want_eviction(struct cache *c);
 void refill_note(struct cache *c, const struct cache_object *o);
 void *bg_main(void *arg);

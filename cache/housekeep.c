@@ -45,11 +45,13 @@ void touch_chunk(struct cache *c, const uint8_t *id, uint32_t chunk)
 	pthread_mutex_unlock(&c->lock);
 }
 
-void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk, int from_mem)
+void note_hit(struct cache *c, const uint8_t *id, uint32_t chunk, int from_mem, uint32_t n)
 {
 	atomic_fetch_add(&c->hits, 1);
 	if (from_mem)
 		atomic_fetch_add(&c->mem_hits, 1);
+	atomic_fetch_add_explicit(from_mem ? &c->mem_bytes : &c->disk_bytes, n,
+				  memory_order_relaxed);
 	atomic_fetch_add(&c->pend_hits, 1);
 	touch_chunk(c, id, chunk); /* the one lock a hit takes */
 }
@@ -183,6 +185,8 @@ static void evict_round(struct cache *c)
 			unlink_if_idle(c, empty_ids[j]);
 		freed_total += freed;
 		done += nb;
+		atomic_fetch_add(&c->evicted_chunks, nb);
+		atomic_fetch_add(&c->evicted_bytes, freed);
 	}
 	index_stats(c->ix, &st);
 	log_info("cache eviction: %zu chunks (%llu KiB) removed, %zu skipped in use; usage %llu -> "

@@ -68,7 +68,7 @@ int fetch_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id
 			: index_chunk_get(c->ix, id, chunk, rec) == 0 && rec->len == clen)) {
 		/* another thread or process fetched it while we waited */
 		if (dst)
-			note_hit(c, id, chunk, from_mem);
+			note_hit(c, id, chunk, from_mem, n);
 		err = 0;
 		goto out;
 	}
@@ -85,7 +85,7 @@ int fetch_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id
 	}
 	if ((err = flight_get(c->fl, id, FLIGHT_DEMAND, demand_cap(c))) != 0)
 		goto out; /* the object failed while we waited for a slot */
-	err = c->be->ops->read(c->be, &(struct backend_ref){o->key, o->etag, o->size}, coff, clen,
+	err = backend_read(c->be, &(struct backend_ref){o->key, o->etag, o->size}, coff, clen,
 			       buf, &got);
 	if (!err && got != clen)
 		err = -ESTALE; /* shorter than the listing said: another version */
@@ -94,6 +94,8 @@ int fetch_chunk(struct cache *c, const struct cache_object *o, const uint8_t *id
 	if (err)
 		goto out;
 	note_fetched(c, clen);
+	if (dst)
+		atomic_fetch_add_explicit(&c->store_bytes, n, memory_order_relaxed);
 	if (refetch)
 		atomic_fetch_add(&c->refetches, 1);
 
@@ -181,12 +183,12 @@ static int read_chunk(struct cache *c, const struct cache_object *o, const uint8
 	int err;
 
 	if (c->mem && mem_read(c->mem, id, chunk, a, n, dst) == 0) {
-		note_hit(c, id, chunk, 1);
+		note_hit(c, id, chunk, 1, n);
 		return 0;
 	}
 	err = try_disk(c, id, chunk, clen, a, n, dst, &rec, direct);
 	if (err == 0) {
-		note_hit(c, id, chunk, 0);
+		note_hit(c, id, chunk, 0, n);
 		return 0;
 	}
 	if (err == -EBADMSG)
@@ -214,10 +216,12 @@ static int read_range(struct cache *c, const struct cache_object *obj, uint64_t 
 	if (!c->ix) {
 		if ((err = flight_failed(c->fl, id)) != 0)
 			return err;
-		err = c->be->ops->read(c->be, &(struct backend_ref){obj->key, obj->etag, obj->size},
+		err = backend_read(c->be, &(struct backend_ref){obj->key, obj->etag, obj->size},
 				       off, want, buf, got);
 		if (!err && *got != want)
 			err = -ESTALE; /* the object is shorter than its listing said */
+		if (!err)
+			atomic_fetch_add_explicit(&c->store_bytes, *got, memory_order_relaxed);
 		flight_fail(c->fl, id, err);
 		return err;
 	}
@@ -273,7 +277,8 @@ int cache_read_inplace(struct cache *c, const struct cache_object *obj, uint64_t
 	}
 	if (all) {
 		for (int i = 0; i < k; i++)
-			note_hit(c, id, (uint32_t)(off / c->chunk_size) + (uint32_t)i, 1);
+			note_hit(c, id, (uint32_t)(off / c->chunk_size) + (uint32_t)i, 1,
+				 (uint32_t)iov[i].iov_len);
 		*ret = fn(arg, iov, k);
 	}
 	for (int i = 0; i < k; i++)

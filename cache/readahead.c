@@ -154,6 +154,7 @@ int ra_enqueue(struct cache *c, const struct cache_object *o, uint32_t chunk,
 	c->ra_queued++;
 	pthread_cond_signal(&c->ra_cond); /* one job: one worker */
 	pthread_mutex_unlock(&c->ra_lock);
+	atomic_fetch_add_explicit(&c->ra_chunks, count, memory_order_relaxed);
 	return 0;
 }
 
@@ -180,14 +181,15 @@ void cache_stream_free(struct cache_stream *s)
 /* A random reader marks the chunks it reads; once it has read a quarter of
  * the object's chunks, it is taken to be reading the whole object in some
  * order of its own (an mmap of a shard, tensors read out of order), and the
- * rest is streamed in behind it (s->sweep). Called with s->lock held. */
-static void note_random(struct cache_stream *s, uint64_t first, uint64_t last,
-			uint64_t n_chunks)
+ * rest is streamed in behind it (s->sweep). Called with s->lock held.
+ * @return 1 when the sweep starts now. */
+static int note_random(struct cache_stream *s, uint64_t first, uint64_t last,
+		       uint64_t n_chunks)
 {
 	if (s->sweeping || n_chunks < SWEEP_MIN_CHUNKS)
-		return;
+		return 0;
 	if (!s->touched && !(s->touched = calloc((n_chunks + 7) / 8, 1)))
-		return;
+		return 0;
 	for (uint64_t k = first; k <= last; k++) {
 		if (s->touched[k / 8] & (1u << (k % 8)))
 			continue;
@@ -199,7 +201,9 @@ static void note_random(struct cache_stream *s, uint64_t first, uint64_t last,
 		s->sweep = 0;
 		free(s->touched);
 		s->touched = NULL;
+		return 1;
 	}
+	return 0;
 }
 
 int cache_readahead(struct cache *c, const struct cache_object *obj, struct cache_stream *s,
@@ -240,6 +244,7 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 		s->window = s->window ? s->window * 2 : lead > RA_WINDOW_MIN ? lead : RA_WINDOW_MIN;
 		if (s->window > max)
 			s->window = max;
+		atomic_store_explicit(&c->ra_window, s->window, memory_order_relaxed);
 	} else {
 		if (s->counted) {
 			atomic_fetch_sub(&c->seq_readers, 1);
@@ -248,8 +253,9 @@ int cache_readahead(struct cache *c, const struct cache_object *obj, struct cach
 		s->window = 0; /* random access: no readahead until it looks sequential */
 		s->ahead_until = cur + 1;
 		/* never sweep what would push half the cache out */
-		if (obj->size <= c->quota / 2)
-			note_random(s, off / c->chunk_size, cur, last_chunk + 1);
+		if (obj->size <= c->quota / 2 &&
+		    note_random(s, off / c->chunk_size, cur, last_chunk + 1))
+			atomic_fetch_add(&c->sweeps, 1);
 	}
 	s->seen = 1;
 	random = s->window == 0;

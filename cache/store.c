@@ -203,6 +203,9 @@ int may_store(struct cache *c, uint32_t len)
 
 void store_failed(struct cache *c, int err)
 {
+	atomic_fetch_add(&c->store_errors, 1);
+	if (err == -ENOSPC)
+		atomic_fetch_add(&c->store_enospc, 1);
 	atomic_store(&c->store_pause_until_ms, now_ms() + STORE_PAUSE_MS);
 	log_once(LOG_LVL_WARN, "cannot write to the cache in %s (%s): serving from the backend "
 		 "without caching for now", c->dir, strerror(-err));
@@ -282,12 +285,14 @@ int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk, uint3
 	uint64_t coff = (uint64_t)chunk * c->chunk_size;
 	int err;
 
-	if (!dst || !c->mem)
-		return range_lock(fd, F_WRLCK, coff, c->chunk_size, 1);
-	for (;;) {
+	for (int waited = 0;; waited = 1) {
 		err = range_lock(fd, F_WRLCK, coff, c->chunk_size, 0);
 		if (err != -EAGAIN && err != -EACCES)
 			return err;
+		if (!waited)
+			atomic_fetch_add(&c->flight_waits, 1); /* another fetches it */
+		if (!dst || !c->mem)
+			return range_lock(fd, F_WRLCK, coff, c->chunk_size, 1);
 		if (mem_wait_read(c->mem, id, chunk, a, n, dst, 10) == 0)
 			return 1;
 		/* the fetch we wait on failed: its error is ours, now */

@@ -568,7 +568,7 @@ int fetch_run(struct cache *c, const struct cache_object *o, const uint8_t *id,
 			unlock_from = f.start;
 			break;
 		}
-		err = c->be->ops->read_stream(c->be, &(struct backend_ref){o->key, o->etag, o->size},
+		err = backend_read_stream(c->be, &(struct backend_ref){o->key, o->etag, o->size},
 					      f.start, f.total, stream_sink, stream_reset, &f);
 		if (!err && f.pos != f.total)
 			err = -ESTALE; /* shorter than the listing said */

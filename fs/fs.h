@@ -32,6 +32,7 @@ struct fs {
 	struct pt *pt;          /* passthrough.c */
 	atomic_int bdi_tuned;
 	unsigned read_ahead_kb; /* the mount's kernel readahead, set at the first open */
+	struct metrics *metrics; /* metrics.c; set before the session loop starts */
 };
 
 /* The largest FUSE request asked for, in pages: 4 MiB, one chunk (see
@@ -65,6 +66,8 @@ int fs_prefetch_status(struct fs *fs, char *buf, size_t len);
 /* "modelfs prefetch ..." and "modelfs status ..." (control.c). @return the exit code. */
 int ctl_prefetch(int argc, char **argv);
 int ctl_status(int argc, char **argv);
+/* "modelfs stats ..." (ctl_stats.c). */
+int ctl_stats(int argc, char **argv);
 
 /* Send a state line to systemd's NOTIFY_SOCKET, if there is one. */
 void fs_notify(const char *state);

@@ -397,6 +397,8 @@ int main(int argc, char **argv)
 		return ctl_prefetch(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return ctl_status(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "stats") == 0)
+		return ctl_stats(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "manifest") == 0)
 		return manifest_command(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
@@ -423,6 +425,7 @@ int main(int argc, char **argv)
 	}
 	make_absolute(&o.ready_file);
 	make_absolute(&o.ca_file);
+	make_absolute(&o.metrics_dir);
 	if (o.rw_asked)
 		log_info("modelfs is read-only: mounting %s read-only ('rw' ignored)",
 			 o.mountpoint);
@@ -461,7 +464,7 @@ int main(int argc, char **argv)
 		die("out of memory");
 
 	msg[0] = '\0';
-	err = fs.be->ops->check(fs.be, fs.be->prefix, msg, sizeof(msg));
+	err = backend_check(fs.be, fs.be->prefix, msg, sizeof(msg));
 	if (err == 0)
 		err = fs_load_listing(&fs);
 	if (err && outage_error(err) && cache_dir) {
@@ -510,6 +513,8 @@ int main(int argc, char **argv)
 	if (o.metrics_port &&
 	    (metrics_fd = metrics_listen(o.metrics_addr ? o.metrics_addr : "127.0.0.1",
 					 o.metrics_port, msg, sizeof(msg))) < 0)
+		die("%s", msg);
+	if (o.metrics_dir && metrics_dir_check(o.metrics_dir, msg, sizeof(msg)))
 		die("%s", msg);
 	if (fuse_session_mount(se, o.mountpoint))
 		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
@@ -563,9 +568,10 @@ int main(int argc, char **argv)
 	if (offline && pthread_create(&relist, NULL, relist_main, &fs) != 0)
 		offline = 0;
 	fs_ready_start(&fs);
-	if (metrics_fd >= 0 &&
-	    metrics_start(metrics_fd, &fs, o.mountpoint, o.source, &metrics, msg, sizeof(msg)))
+	if (metrics_start(&(struct metrics_config){metrics_fd, o.metrics_dir, o.metrics_per_model},
+			  &fs, o.mountpoint, o.source, &metrics, msg, sizeof(msg)))
 		die("%s", msg);
+	fs.metrics = metrics;
 
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);

@@ -26,6 +26,7 @@
 /* What an open file reads: the object version it was opened on. */
 struct open_file {
 	int pt; /* 1: the kernel reads the cache file directly (passthrough.h) */
+	unsigned model; /* metrics_model's */
 	struct cache_object obj;
 	struct cache_stream *stream;
 	char key[PATH_MAX];
@@ -35,6 +36,7 @@ struct open_file {
 #define XATTR_CACHED "user.modelfs.cached"
 #define XATTR_STATUS "user.modelfs.status"
 #define XATTR_PREFETCH "user.modelfs.prefetch"
+#define XATTR_METRICS "user.modelfs.metrics"
 #define FS_BACKEND_DOWN_MS 30000
 
 
@@ -216,7 +218,7 @@ static int revalidate(struct fs *fs, fuse_ino_t ino, const char *key)
 	if (atomic_load(&fs->backend_down_ms) &&
 	    mono_ms() - atomic_load(&fs->backend_down_ms) < FS_BACKEND_DOWN_MS)
 		return 0;
-	err = fs->be->ops->stat(fs->be, key, &o);
+	err = backend_stat(fs->be, key, &o);
 	if (err == -ENOENT)
 		return -ENOENT;
 	if (err) {
@@ -310,9 +312,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_err(req, ESTALE);
 		return;
 	}
+	of->model = metrics_model(fs->metrics, rel);
 	err = of->pt ? pt_reply_open(fs->pt, req, ino, fi) : fuse_reply_open(req, fi);
 	if (err == -ENOENT)
 		release_file(fs, ino, of); /* interrupted: release will not come */
+	else
+		metrics_model_open(fs->metrics, of->model, of->pt > 0);
 }
 
 static int reply_iov(void *req, const struct iovec *iov, int count)
@@ -530,6 +535,17 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 	uint64_t bytes;
 	int n, err;
 
+	if (strcmp(name, XATTR_METRICS) == 0) {
+		char *text;
+		size_t len;
+		if (!fs->metrics || metrics_text(fs->metrics, &text, &len) != 0) {
+			reply_err(req, ENOMEM);
+			return;
+		}
+		reply_xattr_text(req, text, len, size);
+		free(text);
+		return;
+	}
 	if (strcmp(name, XATTR_STATUS) == 0) {
 		n = fs_prefetch_status(fs, val, sizeof(val));
 		if (n >= (int)sizeof(val))
@@ -574,7 +590,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	uint64_t cached;
 	int err, n;
 
-	if (strcmp(name, XATTR_STATUS) == 0 || strcmp(name, XATTR_PREFETCH) == 0) {
+	if (strcmp(name, XATTR_STATUS) == 0 || strcmp(name, XATTR_PREFETCH) == 0 ||
+	    strcmp(name, XATTR_METRICS) == 0) {
 		control_xattr(req, ino, name, size);
 		return;
 	}
@@ -730,7 +747,14 @@ static void t_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void t_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
+	/* once answered, the request and the open file may be gone (a
+	 * release can run before this returns): take what is needed first */
+	unsigned model = ((struct open_file *)(uintptr_t)fi->fh)->model;
+	struct metrics *m = fs_of(req)->metrics;
+
 	TIMED(MOP_READ, op_read(req, ino, size, off, fi));
+	if (tl_bytes)
+		metrics_model_read(m, model, tl_bytes);
 }
 static void t_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -810,7 +834,7 @@ int fs_load_listing(struct fs *fs)
 	int err;
 
 	tree_pass_begin(fs->tree);
-	err = fs->be->ops->list(fs->be, fs->prefix, NULL, listing_cb, fs);
+	err = backend_list(fs->be, fs->prefix, NULL, listing_cb, fs);
 	if (err)
 		return err; /* keep what we had: no pass_end */
 	tree_pass_end(fs->tree);

@@ -28,6 +28,7 @@ enum {
 	KEY_NO_CACHE,
 	KEY_NO_ETAG,
 	KEY_NO_PASSTHROUGH,
+	KEY_METRICS_PER_MODEL,
 	KEY_NONEMPTY,
 };
 
@@ -73,6 +74,7 @@ static const struct fuse_opt str_spec[] = {
     OOPT("ready_file=%s", ready_file),
     OOPT("log_file=%s", log_file),
     OOPT("metrics_addr=%s", metrics_addr),
+    OOPT("metrics_dir=%s", metrics_dir),
     FUSE_OPT_END,
 };
 
@@ -89,6 +91,7 @@ static const struct fuse_opt key_spec[] = {
     FUSE_OPT_KEY("no_cache", KEY_NO_CACHE),
     FUSE_OPT_KEY("no_etag_match", KEY_NO_ETAG),
     FUSE_OPT_KEY("no_passthrough", KEY_NO_PASSTHROUGH),
+    FUSE_OPT_KEY("metrics_per_model", KEY_METRICS_PER_MODEL),
     FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
     /* what users of ossfs, s3fs and JindoFuse paste: kept where it means
      * something here, else one line naming ours */
@@ -131,7 +134,7 @@ static void set_bad(struct raw *r, const char *fmt, ...)
 static int backend_opt(struct raw *r, const char *arg)
 {
 	size_t n;
-	const struct backend_ops *const *bes = backend_list(&n);
+	const struct backend_ops *const *bes = backend_registry(&n);
 	struct fs_opts *o = r->o;
 	char **grown;
 	const char *v;
@@ -158,7 +161,7 @@ static int backend_opt(struct raw *r, const char *arg)
 static struct fuse_opt *backend_spec(void)
 {
 	size_t n, k = 0, total = 0;
-	const struct backend_ops *const *bes = backend_list(&n);
+	const struct backend_ops *const *bes = backend_registry(&n);
 	struct fuse_opt *spec;
 
 	for (size_t i = 0; i < n; i++)
@@ -244,6 +247,9 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
 		return 0;
 	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = 1;
+		return 0;
+	case KEY_METRICS_PER_MODEL:
+		o->metrics_per_model = 1;
 		return 0;
 	case KEY_NONEMPTY:
 		o->nonempty = 1;
@@ -519,13 +525,14 @@ void opts_free(struct fs_opts *o)
 	free(o->ready_file);
 	free(o->log_file);
 	free(o->metrics_addr);
+	free(o->metrics_dir);
 	memset(o, 0, sizeof(*o));
 }
 
 void opts_usage(const char *prog)
 {
 	size_t n;
-	const struct backend_ops *const *bes = backend_list(&n);
+	const struct backend_ops *const *bes = backend_registry(&n);
 
 	printf("usage: %s SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
 	       "\n"
@@ -569,6 +576,9 @@ void opts_usage(const char *prog)
 	       "  log_format=text|json   json: one object a line (time, level, message, mount)\n"
 	       "  metrics_port=PORT      serve /metrics (Prometheus), /healthz, /readyz on PORT\n"
 	       "  metrics_addr=ADDR      ... on this address (default 127.0.0.1; a pod: 0.0.0.0)\n"
+	       "  metrics_dir=DIR        write the metrics to DIR/modelfs-ID.prom every 2 s\n"
+	       "                         (node_exporter's textfile collector); removed at unmount\n"
+	       "  metrics_per_model      also series by model (the first directory below the mount)\n"
 	       "  nonempty               mount over a non-empty directory or an existing FUSE mount\n"
 	       "  rw                     accepted (mount(8) adds it) and ignored: always read-only\n"
 	       "  allow_other, ...       standard FUSE mount options are passed through\n");

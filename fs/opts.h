@@ -42,6 +42,8 @@ struct fs_opts {
 	int log_json;              /* log_format=json: one JSON object per line */
 	int metrics_port;          /* 0: no metrics server */
 	char *metrics_addr;        /* NULL: 127.0.0.1 */
+	char *metrics_dir;         /* NULL: no textfile */
+	int metrics_per_model;     /* series by the first path component */
 	int nonempty;              /* mount over a non-empty directory or a live mount */
 	int rw_asked;              /* "rw" was given (by mount(8)): said once, ignored */
 	int foreground, debug;

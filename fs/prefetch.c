@@ -50,6 +50,7 @@ struct fs_prefetch {
 	pthread_t th[PREFETCH_THREADS], waiter;
 	int n_th, has_waiter;
 	double t0;
+	double ready_s;       /* seconds from the start to ready */
 	char last_error[256]; /* protected by lock; shown by `modelfs status` */
 };
 
@@ -289,11 +290,11 @@ int fs_prefetch_status(struct fs *fs, char *buf, size_t len)
 	n = snprintf(buf, len,
 		     "ready=%d\nfiles_done=%zu\nfiles_failed=%zu\nfiles_total=%zu\n"
 		     "bytes_done=%llu\nbytes_total=%llu\nin_flight_files=%zu\nrate_MBps=%.0f\n"
-		     "%s%s%s",
+		     "ready_s=%.3f\n%s%s%s",
 		     p->ready, p->files_done, p->files_failed, p->files_total,
 		     (unsigned long long)p->bytes_done, (unsigned long long)p->bytes_total,
 		     p->files_total - p->files_done - p->files_failed,
-		     dt > 0 ? (double)p->bytes_done / 1e6 / dt : 0,
+		     dt > 0 ? (double)p->bytes_done / 1e6 / dt : 0, p->ready_s,
 		     *p->last_error ? "error=" : "", p->last_error, *p->last_error ? "\n" : "");
 	pthread_mutex_unlock(&p->lock);
 	return n;
@@ -347,6 +348,7 @@ static void *pf_waiter(void *arg)
 	log_info("%s", status);
 	pthread_mutex_lock(&p->lock);
 	p->ready = 1;
+	p->ready_s = mono_s() - p->t0;
 	pthread_mutex_unlock(&p->lock);
 	mark_ready(p->fs, status);
 	return NULL;

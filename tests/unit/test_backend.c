@@ -53,7 +53,7 @@ static void test_registry(void)
 	struct backend *be = NULL;
 	char msg[512];
 	size_t n;
-	const struct backend_ops *const *all = backend_list(&n);
+	const struct backend_ops *const *all = backend_registry(&n);
 
 	CHECK(n >= 1);
 	for (size_t i = 0; i < n; i++) {
