@@ -627,6 +627,8 @@ static void count_attempt(CURL *c, int err, long status)
 	enum stats_http k = SH_NONE;
 	curl_off_t dl = 0;
 
+	if (!STATS_ON)
+		return;
 	if (err == 0 || status > 0)
 		k = status >= 200 && status < 600 ? (enum stats_http)(status / 100 - 2) : SH_OTHER;
 	atomic_fetch_add_explicit(&stats_backend.http[k], 1, memory_order_relaxed);
@@ -646,7 +648,8 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 	memset(resp, 0, sizeof(*resp));
 	if (!c)
 		return -ENOMEM;
-	atomic_fetch_add_explicit(&stats_backend.in_flight, 1, memory_order_relaxed);
+	if (STATS_ON)
+		atomic_fetch_add_explicit(&stats_backend.in_flight, 1, memory_order_relaxed);
 	for (int a = 0; a < attempts; a++) {
 		if (a > 0 && !at_once) {
 			unsigned b = backoff_ms(a - 1);
@@ -659,7 +662,7 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 			err = -ECANCELED;
 			break;
 		}
-		if (a > 0)
+		if (STATS_ON && a > 0)
 			atomic_fetch_add_explicit(&stats_backend.retries, 1, memory_order_relaxed);
 		err = attempt_once(h, c, req, resp, &stale_conn);
 		count_attempt(c, err, resp->status);
@@ -695,7 +698,8 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 	}
 	handle_put(h, c);
 out:
-	atomic_fetch_sub_explicit(&stats_backend.in_flight, 1, memory_order_relaxed);
+	if (STATS_ON)
+		atomic_fetch_sub_explicit(&stats_backend.in_flight, 1, memory_order_relaxed);
 	return err;
 }
 

@@ -29,6 +29,8 @@ void stats_hist_add(struct stats_hist *h, uint64_t ns)
 	double s = (double)ns / 1e9;
 	unsigned b = 0;
 
+	if (!STATS_ON)
+		return;
 	while (b < STATS_BUCKETS && s > stats_bucket_s[b])
 		b++;
 	atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
@@ -63,8 +65,11 @@ enum stats_result stats_result_of(int err)
 
 void stats_backend_op(enum stats_bop op, uint64_t t0_ns, int err, uint64_t bytes)
 {
-	uint64_t now = stats_now_ns();
+	uint64_t now;
 
+	if (!STATS_ON)
+		return;
+	now = stats_now_ns();
 	atomic_fetch_add_explicit(&stats_backend.op[op].result[stats_result_of(err)], 1,
 				  memory_order_relaxed);
 	if (bytes)

@@ -20,6 +20,15 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* 0 only in the benchmark build that measures what this costs
+ * (tests/bench/metrics_cost.sh): the call sites test it, the compiler drops
+ * what it guards. */
+#ifdef MODELFS_BENCH_NO_METRICS
+#define STATS_ON 0
+#else
+#define STATS_ON 1
+#endif
+
 /* Latency buckets (upper bounds, seconds): 50 us to 60 s, enough to resolve
  * P50-P99 of page-cache-fast and store-slow requests alike. */
 #define STATS_BUCKETS 19

@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "log.h"
 #include "snapshot.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -725,11 +726,12 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
  * they return), counted with its error (metrics.h). */
 #define TIMED(op, call)                                                      \
 	do {                                                                 \
-		uint64_t t0_ = metrics_now_ns();                             \
+		uint64_t t0_ = STATS_ON ? metrics_now_ns() : 0;              \
 		tl_err = 0;                                                  \
 		tl_bytes = 0;                                                \
 		call;                                                        \
-		metrics_op(op, t0_, tl_err, tl_bytes);                       \
+		if (STATS_ON)                                                \
+			metrics_op(op, t0_, tl_err, tl_bytes);               \
 	} while (0)
 
 static void t_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -591,6 +591,7 @@ void opts_usage(const char *prog)
 	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n"
 	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"
 	       "                 %s status [--ready] MOUNTPOINT\n"
+	       "                 %s stats MOUNTPOINT [--watch [SECONDS]] [-n COUNT]\n"
 	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n",
-	       prog, prog, prog, prog);
+	       prog, prog, prog, prog, prog);
 }
