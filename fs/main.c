@@ -3,8 +3,12 @@
  * Start-up does all the checks that can fail (options, mountpoint,
  * credentials, a probe of the bucket, the listing) before mounting, so a bad
  * mount fails in seconds with one line on stderr and a non-zero exit. Without
- * -f the process forks only after the mount is live (fuse_daemonize after
- * fuse_session_mount), so the parent's exit 0 means "mounted".
+ * -f the process forks once the mount is live (background() after
+ * fuse_session_mount), and the parent waits for the child to say that the
+ * rest of the start (the cache, which cannot cross a fork, the metrics, the
+ * threads) went well: its exit 0 means "mounted and serving"; an error of
+ * the child's start is the parent's one line and exit 1, and leaves no
+ * mount behind.
  */
 #include "fs.h"
 #include "jsonlist.h"
@@ -31,7 +35,9 @@
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-static int detached; /* after fuse_daemonize: stderr is gone, say it in the log */
+static int detached; /* after background(): stderr is gone, say it in the log */
+static int start_fd = -1; /* the child's end of the pipe its parent waits on */
+static int kept_stderr = -1; /* the child logs to the stderr it was started with */
 static int json_log; /* log_format=json: every line, this one too, is JSON */
 static struct fuse_session *live_se; /* mounted: a later die() unmounts first */
 
@@ -43,13 +49,82 @@ static void die(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (detached || json_log)
+	if (start_fd >= 0 && kept_stderr >= 0)
+		; /* the parent says it on that same stderr: once is enough */
+	else if (detached || json_log)
 		log_error("%s", line);
 	else
 		fprintf(stderr, "modelfs: %s\n", line);
 	if (live_se)
 		fuse_session_unmount(live_se); /* never leave a dead mount behind */
+	if (start_fd >= 0) {
+		/* the parent says it on the stderr we were started with */
+		char msg[1100];
+		int n = snprintf(msg, sizeof(msg), "1modelfs: %s\n", line);
+		if (write(start_fd, msg, (size_t)n) < 0)
+			_exit(1);
+	}
 	exit(1);
+}
+
+/* Go to the background, as fuse_daemonize() does (fork, setsid, "/",
+ * /dev/null for the standard streams), but the parent stays until the child
+ * calls started() or dies: then it exits 0, or with the child's line and 1. */
+static void background(void)
+{
+	int p[2], nul;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) != 0)
+		die("cannot go to the background: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		die("cannot go to the background: %s", strerror(errno));
+	if (pid > 0) {
+		char buf[1200];
+		size_t got = 0;
+		ssize_t n;
+		close(p[1]);
+		while (got < sizeof(buf) - 1 && (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				break;
+			got += (size_t)n;
+			if (buf[0] == '0')
+				_exit(0);
+		}
+		buf[got] = '\0';
+		if (got > 1 && buf[0] == '1')
+			fputs(buf + 1, stderr);
+		else
+			fprintf(stderr, "modelfs: the daemon ended while starting (its log says why)\n");
+		_exit(1);
+	}
+	close(p[0]);
+	start_fd = p[1];
+	setsid();
+	if (chdir("/") != 0)
+		die("cannot go to the background: /: %s", strerror(errno));
+	nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nul >= 0) {
+		dup2(nul, STDIN_FILENO);
+		dup2(nul, STDOUT_FILENO);
+		dup2(nul, STDERR_FILENO);
+		if (nul > STDERR_FILENO)
+			close(nul);
+	}
+}
+
+/* The start is done: the parent exits 0. */
+static void started(void)
+{
+	if (start_fd < 0)
+		return;
+	if (write(start_fd, "0", 1) < 0)
+		log_warn("cannot tell the parent process that the mount is up: %s", strerror(errno));
+	close(start_fd);
+	start_fd = -1;
 }
 
 /* One line for a failed probe of the bucket. */
@@ -542,11 +617,13 @@ int main(int argc, char **argv)
 			log_warn("no syslog (/dev/log) and stderr is a pipe: the daemon's log is "
 				 "lost after this line; use -f or -o log_file=PATH");
 	}
-	if (fuse_daemonize(o.foreground))
-		die("cannot go to the background");
+	if (!o.foreground)
+		background();
 	detached = !o.foreground;
+	if (getenv("MODELFS_FAULT") && strcmp(getenv("MODELFS_FAULT"), "after_daemonize") == 0)
+		die("fault injected after going to the background (MODELFS_FAULT=after_daemonize)");
 	if (keep_stderr >= 0)
-		log_to_fd(keep_stderr);
+		log_to_fd(kept_stderr = keep_stderr);
 
 	/* LMDB and threads do not survive fork(): the cache opens after it. */
 	cc.dir = cache_dir;
@@ -573,6 +650,7 @@ int main(int argc, char **argv)
 		die("%s", msg);
 	fs.metrics = metrics;
 
+	started();
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
 	fuse_loop_cfg_set_max_threads(lc, 64);
