@@ -496,6 +496,25 @@ static int conn_failure(CURLcode rc)
 
 /* One attempt. *@stale_conn is set when it failed in a way a reused
  * connection explains (conn_failure() on a connection it did not open). */
+/* One transfer's figures (after curl_easy_perform): how it was answered
+ * and the bytes it carried. */
+static void count_attempt(CURL *c)
+{
+	enum stats_http k = SH_NONE;
+	curl_off_t dl = 0;
+	long status = 0;
+
+	if (!STATS_ON)
+		return;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (status > 0)
+		k = status >= 200 && status < 600 ? (enum stats_http)(status / 100 - 2) : SH_OTHER;
+	atomic_fetch_add_explicit(&stats_backend.http[k], 1, memory_order_relaxed);
+	if (curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &dl) == CURLE_OK && dl > 0)
+		atomic_fetch_add_explicit(&stats_backend.http_bytes, (uint64_t)dl,
+					  memory_order_relaxed);
+}
+
 static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 			struct http_response *resp, int *stale_conn)
 {
@@ -572,6 +591,7 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	}
 
 	rc = curl_easy_perform(c);
+	count_attempt(c);
 	curl_slist_free_all(list);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	if (rc != CURLE_OK) {
@@ -621,28 +641,12 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	return 0;
 }
 
-/* One attempt's figures: how it was answered and the bytes it carried. */
-static void count_attempt(CURL *c, int err, long status)
-{
-	enum stats_http k = SH_NONE;
-	curl_off_t dl = 0;
-
-	if (!STATS_ON)
-		return;
-	if (err == 0 || status > 0)
-		k = status >= 200 && status < 600 ? (enum stats_http)(status / 100 - 2) : SH_OTHER;
-	atomic_fetch_add_explicit(&stats_backend.http[k], 1, memory_order_relaxed);
-	if (curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &dl) == CURLE_OK && dl > 0)
-		atomic_fetch_add_explicit(&stats_backend.http_bytes, (uint64_t)dl,
-					  memory_order_relaxed);
-}
-
 int http_perform(struct http *h, const struct http_request *req, int max_attempts_override,
 		 struct http_response *resp)
 {
 	int attempts = max_attempts_override > 0 ? max_attempts_override : h->cfg.retries + 1;
 	CURL *c = handle_get(h);
-	int err = -EIO, fresh_retry_used = 0, at_once = 0, stale_conn;
+	int err = -EIO, fresh_retry_used = 0, at_once = 0, stale_conn, tries = 0;
 	unsigned wait_ms = 0; /* a Retry-After of the last answer */
 
 	memset(resp, 0, sizeof(*resp));
@@ -662,10 +666,9 @@ int http_perform(struct http *h, const struct http_request *req, int max_attempt
 			err = -ECANCELED;
 			break;
 		}
-		if (STATS_ON && a > 0)
+		if (STATS_ON && tries++ > 0)
 			atomic_fetch_add_explicit(&stats_backend.retries, 1, memory_order_relaxed);
 		err = attempt_once(h, c, req, resp, &stale_conn);
-		count_attempt(c, err, resp->status);
 		if (err == 0 && !http_status_retryable(resp->status))
 			break;
 		if (err == 0) {

@@ -42,8 +42,10 @@ int cache_quota(struct cache *c, uint64_t *quota, uint64_t *usage, double *high)
 
 void cache_counters(struct cache *c, struct cache_counters *out)
 {
-	out->hits = atomic_load(&c->hits);
+	/* what is counted second is read first (note_hit, store_failed): never
+	 * more memory hits than hits, nor ENOSPC than errors */
 	out->mem_hits = atomic_load(&c->mem_hits);
+	out->hits = atomic_load(&c->hits);
 	out->misses = atomic_load(&c->misses);
 	out->backend_bytes = atomic_load(&c->backend_bytes);
 	out->refetches = atomic_load(&c->refetches);
@@ -52,8 +54,8 @@ void cache_counters(struct cache *c, struct cache_counters *out)
 	out->evicted_chunks = atomic_load(&c->evicted_chunks);
 	out->evicted_bytes = atomic_load(&c->evicted_bytes);
 	out->flight_waits = atomic_load(&c->flight_waits);
-	out->store_errors = atomic_load(&c->store_errors);
 	out->store_enospc = atomic_load(&c->store_enospc);
+	out->store_errors = atomic_load(&c->store_errors);
 	out->ra_chunks = atomic_load(&c->ra_chunks);
 	out->sweeps = atomic_load(&c->sweeps);
 	out->ra_window = atomic_load(&c->ra_window);

@@ -289,8 +289,8 @@ int lock_chunk(struct cache *c, int fd, const uint8_t *id, uint32_t chunk, uint3
 		err = range_lock(fd, F_WRLCK, coff, c->chunk_size, 0);
 		if (err != -EAGAIN && err != -EACCES)
 			return err;
-		if (!waited)
-			atomic_fetch_add(&c->flight_waits, 1); /* another fetches it */
+		if (!waited && dst)
+			atomic_fetch_add(&c->flight_waits, 1); /* a reader waits: another fetches it */
 		if (!dst || !c->mem)
 			return range_lock(fd, F_WRLCK, coff, c->chunk_size, 1);
 		if (mem_wait_read(c->mem, id, chunk, a, n, dst, 10) == 0)

@@ -258,3 +258,34 @@ int ctl_status(int argc, char **argv)
 		fputs(buf, stdout);
 	return strstr(buf, "ready=1") ? 0 : 1;
 }
+
+int ctl_refresh(int argc, char **argv)
+{
+	char buf[256];
+	ssize_t n;
+	int ret = 0;
+
+	if (argc < 3 || argv[2][0] == '-') {
+		fprintf(stderr, "usage: modelfs refresh MOUNTPOINT[/PATH]...\n");
+		return 2;
+	}
+	/* the daemon re-lists its whole source (a path names the mount) */
+	for (int i = 2; i < argc; i++) {
+		n = getxattr(argv[i], "user.modelfs.refresh", buf, sizeof(buf) - 1);
+		if (n < 0) {
+			if (errno == EPERM)
+				fprintf(stderr, "modelfs: %s: only root or the mount's owner may refresh\n",
+					argv[i]);
+			else if (errno == ENOTSUP || errno == ENODATA)
+				fprintf(stderr, "modelfs: %s: not on a modelfs mount\n", argv[i]);
+			else
+				fprintf(stderr, "modelfs: %s: refresh failed: %s\n", argv[i],
+					strerror(errno));
+			ret = 1;
+			continue;
+		}
+		buf[n] = '\0';
+		printf("%s: %s", argv[i], buf);
+	}
+	return ret;
+}

@@ -310,6 +310,8 @@ int ctl_stats(int argc, char **argv)
 			every = 1;
 			if (i + 1 < argc && strtod(argv[i + 1], NULL) > 0 && !strchr(argv[i + 1], '/'))
 				every = strtod(argv[++i], NULL);
+			if (!(every >= 0.05 && every <= 86400)) /* NaN too */
+				goto usage;
 		} else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
 			count = strtol(argv[++i], NULL, 10);
 			if (count <= 0)

@@ -33,6 +33,8 @@ struct fs {
 	atomic_int bdi_tuned;
 	unsigned read_ahead_kb; /* the mount's kernel readahead, set at the first open */
 	struct metrics *metrics; /* metrics.c; set before the session loop starts */
+	struct fuse_session *se; /* for the kernel's notifications (refresh.c) */
+	struct fs_refresh *rf;   /* refresh.c */
 };
 
 /* The largest FUSE request asked for, in pages: 4 MiB, one chunk (see
@@ -92,7 +94,18 @@ int fs_abs_path(const char *path, char *out, size_t len);
 extern const struct fuse_lowlevel_ops fs_ops;
 
 /* List the whole mounted prefix into @fs->tree (one listing pass) and save
- * the snapshot. @return 0 or the backend's -errno. */
+ * the snapshot: the mount's first listing. @return 0 or the backend's -errno. */
 int fs_load_listing(struct fs *fs);
+
+/* The listing refresher (refresh.c): every list_ttl seconds, every 10 s
+ * while @offline (the store has not answered yet), and when asked. */
+int fs_refresh_start(struct fs *fs, int offline);
+void fs_refresh_stop(struct fs *fs);
+/* Ask for a pass that starts after this call and wait for it, at most
+ * @timeout_ms. @return 0 with *@changes set, the listing's -errno,
+ * -ETIMEDOUT, -ENOTSUP (no refresher). */
+int fs_refresh_now(struct fs *fs, unsigned timeout_ms, size_t *changes);
+/* "modelfs refresh PATH..." (control.c). @return the exit code. */
+int ctl_refresh(int argc, char **argv);
 
 #endif

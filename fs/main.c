@@ -194,34 +194,6 @@ static uint64_t mono_ms(void)
 
 /* Started from a snapshot with the backend down: list again every 10 s until
  * it answers. The tree takes its own lock; readers go on meanwhile. */
-static pthread_mutex_t relist_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t relist_cond = PTHREAD_COND_INITIALIZER;
-static int relist_stop; /* protected by relist_lock */
-
-static void *relist_main(void *arg)
-{
-	struct fs *fs = arg;
-
-	pthread_mutex_lock(&relist_lock);
-	while (!relist_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 10;
-		pthread_cond_timedwait(&relist_cond, &relist_lock, &ts);
-		if (relist_stop)
-			break;
-		pthread_mutex_unlock(&relist_lock);
-		if (fs_load_listing(fs) == 0) {
-			log_info("the backend answers again: listing refreshed");
-			atomic_store(&fs->backend_down_ms, 0);
-			return NULL;
-		}
-		pthread_mutex_lock(&relist_lock);
-	}
-	pthread_mutex_unlock(&relist_lock);
-	return NULL;
-}
-
 /* Shutdown. libfuse's own handlers only flag the session; its loop then
  * joins workers that may be inside backend requests, which with a stalled
  * store took (retries + 1) x request_timeout. Ours also wake a thread that
@@ -459,7 +431,7 @@ int main(int argc, char **argv)
 
 	struct cache_config cc = {0};
 	char *source_ns = NULL, *snap_id = NULL, *cache_dir = NULL;
-	pthread_t relist, sig_thread;
+	pthread_t sig_thread;
 	int offline = 0, log_fd = -1, keep_stderr = -1, metrics_fd = -1;
 	struct metrics *metrics = NULL;
 	uint64_t quota, usage;
@@ -474,6 +446,8 @@ int main(int argc, char **argv)
 		return ctl_status(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "stats") == 0)
 		return ctl_stats(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "refresh") == 0)
+		return ctl_refresh(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "manifest") == 0)
 		return manifest_command(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
@@ -570,6 +544,7 @@ int main(int argc, char **argv)
 	se = fuse_session_new(&fargs, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
 		exit(1); /* libfuse has said which option it did not take */
+	fs.se = se;
 	if (fuse_set_signal_handlers(se))
 		die("cannot install signal handlers");
 	{
@@ -600,9 +575,6 @@ int main(int argc, char **argv)
 		fs.bdi[0] = '\0';
 	if (log_fd >= 0)
 		log_to_fd(log_fd);
-	log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
-		 o.mountpoint, (unsigned long long)files, (unsigned long long)dirs - 1,
-		 (double)bytes / (1 << 30));
 	/* In the background: log_file, else syslog, else (a container has no
 	 * /dev/log) the stderr we were started with, so nothing is lost. But
 	 * not a pipe or socket: whoever runs mount(8) and reads its output to
@@ -642,14 +614,17 @@ int main(int argc, char **argv)
 	}
 	if (signals_start(&fs, se, &sig_thread))
 		die("cannot set up the signal handlers");
-	if (offline && pthread_create(&relist, NULL, relist_main, &fs) != 0)
-		offline = 0;
+	if (fs_refresh_start(&fs, offline))
+		log_warn("the listing will not be refreshed: no thread for it");
 	fs_ready_start(&fs);
 	if (metrics_start(&(struct metrics_config){metrics_fd, o.metrics_dir, o.metrics_per_model},
 			  &fs, o.mountpoint, o.source, &metrics, msg, sizeof(msg)))
 		die("%s", msg);
 	fs.metrics = metrics;
 
+	log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
+		 o.mountpoint, (unsigned long long)files, (unsigned long long)dirs - 1,
+		 (double)bytes / (1 << 30));
 	started();
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
@@ -665,18 +640,14 @@ int main(int argc, char **argv)
 	signals_stop(sig_thread);
 	fuse_session_unmount(se);
 	live_se = NULL;
+	/* unmounted: a notification it is making fails at once; the session
+	 * it names is freed below */
+	fs_refresh_stop(&fs);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
 	metrics_stop(metrics); /* the mount is gone: its heartbeat cannot block */
 	pt_free(fs.pt);
 	fs_ready_stop(&fs);
-	if (offline) {
-		pthread_mutex_lock(&relist_lock);
-		relist_stop = 1;
-		pthread_cond_signal(&relist_cond);
-		pthread_mutex_unlock(&relist_lock);
-		pthread_join(relist, NULL);
-	}
 	cache_close(fs.cache);
 	tree_free(fs.tree);
 	fs.be->ops->close(fs.be);

@@ -40,7 +40,8 @@
 
 #define METRICS_CONNECTIONS 16
 #define METRICS_CONN_TIMEOUT_S 10
-#define METRICS_BODY_MAX (1u << 20)
+#define METRICS_BODY_MAX (4u << 20) /* 1,024 models of long names fit */
+#define MODEL_LABEL_MAX 256         /* bytes of a model's name in its label */
 #define HEARTBEAT_MS 1000
 #define HEALTHY_MS 5000 /* /healthz fails once the last statfs is older */
 
@@ -76,7 +77,7 @@ struct metrics {
 	int per_model;
 	pthread_mutex_t model_lock; /* n_models grows under it; entries never move */
 	atomic_uint n_models;
-	struct model models[METRICS_MODELS_MAX]; /* [0]: "_other" */
+	struct model models[METRICS_MODELS_MAX]; /* [0]: "/other" */
 };
 
 uint64_t metrics_now_ns(void)
@@ -213,21 +214,43 @@ static void sample_d(struct out *o, const char *name, const char *extra, double 
 	sample(o, name, extra, s);
 }
 
-/* A label value: backslash, double quote and newline escaped. */
+/* The length of the UTF-8 sequence at @s (1-4), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
+				 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+
+	if (n == 2 && s[0] < 0xc2)
+		return 0; /* overlong */
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/* A label value: backslash, double quote and newline escaped; a byte that
+ * is not UTF-8 (a key of some store) is '?', since Prometheus refuses the
+ * whole text for one; cut at @cap on a character's boundary. */
 static void label_escape(char *out, size_t cap, const char *s)
 {
 	size_t o = 0;
 
-	for (; *s && o + 3 < cap; s++) {
+	while (*s && o + 5 < cap) {
+		size_t n = utf8_len((const unsigned char *)s);
 		if (*s == '\\' || *s == '"') {
 			out[o++] = '\\';
 			out[o++] = *s;
 		} else if (*s == '\n') {
 			out[o++] = '\\';
 			out[o++] = 'n';
+		} else if (n == 0) {
+			out[o++] = '?';
+			n = 1;
 		} else {
-			out[o++] = *s;
+			memcpy(out + o, s, n);
+			o += n;
 		}
+		s += n ? n : 1;
 	}
 	out[o] = '\0';
 }
@@ -394,7 +417,8 @@ static void render_cache(struct metrics *m, struct out *o)
 	head(o, "modelfs_cache_chunk_reads_total", "counter",
 	     "Chunk reads served from the cache (hits), by where the chunk was.");
 	sample_u(o, "modelfs_cache_chunk_reads_total", "origin=\"memory\"", cc.mem_hits);
-	sample_u(o, "modelfs_cache_chunk_reads_total", "origin=\"disk\"", cc.hits - cc.mem_hits);
+	sample_u(o, "modelfs_cache_chunk_reads_total", "origin=\"disk\"",
+		 cc.hits > cc.mem_hits ? cc.hits - cc.mem_hits : 0);
 	head(o, "modelfs_cache_misses_total", "counter", "Chunks fetched from the store.");
 	sample_u(o, "modelfs_cache_misses_total", NULL, cc.misses);
 	head(o, "modelfs_cache_fetched_bytes_total", "counter",
@@ -416,7 +440,7 @@ static void render_cache(struct metrics *m, struct out *o)
 	     "Writes to the cache disk that failed, by errno (ENOSPC or other).");
 	sample_u(o, "modelfs_cache_store_errors_total", "errno=\"ENOSPC\"", cc.store_enospc);
 	sample_u(o, "modelfs_cache_store_errors_total", "errno=\"other\"",
-		 cc.store_errors - cc.store_enospc);
+		 cc.store_errors > cc.store_enospc ? cc.store_errors - cc.store_enospc : 0);
 	head(o, "modelfs_cache_evicted_chunks_total", "counter",
 	     "Chunks this daemon's eviction rounds removed.");
 	sample_u(o, "modelfs_cache_evicted_chunks_total", NULL, cc.evicted_chunks);
@@ -438,11 +462,11 @@ static void render_cache(struct metrics *m, struct out *o)
 		head(o, "modelfs_cache_quota_bytes", "gauge", "The cache's quota.");
 		sample_u(o, "modelfs_cache_quota_bytes", NULL, quota);
 		head(o, "modelfs_cache_high_watermark_bytes", "gauge", "Eviction starts above this.");
-		sample_d(o, "modelfs_cache_high_watermark_bytes", NULL, (double)(uint64_t)(quota * high));
+		sample_u(o, "modelfs_cache_high_watermark_bytes", NULL, (uint64_t)((double)quota * high));
 		if (low > 0) {
 			head(o, "modelfs_cache_low_watermark_bytes", "gauge", "Eviction stops below this.");
-			sample_d(o, "modelfs_cache_low_watermark_bytes", NULL,
-				 (double)(uint64_t)(quota * low));
+			sample_u(o, "modelfs_cache_low_watermark_bytes", NULL,
+				 (uint64_t)((double)quota * low));
 		}
 	}
 }
@@ -450,7 +474,7 @@ static void render_cache(struct metrics *m, struct out *o)
 static void render_models(struct metrics *m, struct out *o)
 {
 	unsigned n = atomic_load(&m->n_models);
-	char x[600], e[540];
+	char x[MODEL_LABEL_MAX + 16], e[MODEL_LABEL_MAX];
 	static const char *const what[] = {"modelfs_model_opens_total",
 					   "modelfs_model_read_operations_total",
 					   "modelfs_model_read_bytes_total"};
@@ -502,10 +526,12 @@ static void render(struct metrics *m, struct out *o, int with_models)
 	sample_d(o, "modelfs_prefetch_files", "state=\"failed\"", status_value(st, "files_failed"));
 	sample_d(o, "modelfs_prefetch_files", "state=\"total\"", status_value(st, "files_total"));
 
-	head(o, "modelfs_fuse_heartbeat_age_seconds", "gauge",
-	     "Seconds since a statfs of the mount was last answered (the /healthz test).");
-	sample_d(o, "modelfs_fuse_heartbeat_age_seconds", NULL,
-		 now_ms > beat ? (double)(now_ms - beat) / 1000 : 0.0);
+	if (m->hb_started) { /* metrics_port or metrics_dir: else there is none */
+		head(o, "modelfs_fuse_heartbeat_age_seconds", "gauge",
+		     "Seconds since a statfs of the mount was last answered (the /healthz test).");
+		sample_d(o, "modelfs_fuse_heartbeat_age_seconds", NULL,
+			 now_ms > beat ? (double)(now_ms - beat) / 1000 : 0.0);
+	}
 
 	getrusage(RUSAGE_SELF, &ru);
 #define PROC(name) (snprintf(n, sizeof(n), "%sprocess_" name, o->pfx), n)
@@ -562,11 +588,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 	(void)version, (void)upload, (void)upload_len, (void)state;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return MHD_NO; /* closes the connection */
-	if (strcmp(url, "/metrics") == 0) {
-		if (text(m, m->labels, "", 1, &o.buf, &o.len))
-			return MHD_NO;
+	if (strcmp(url, "/metrics") == 0 && text(m, m->labels, "", 1, &o.buf, &o.len) == 0) {
 		type = "text/plain; version=0.0.4; charset=utf-8";
 	} else if (!(o.buf = malloc(o.cap))) {
+		return MHD_NO;
+	} else if (strcmp(url, "/metrics") == 0) {
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		put(&o, "the metrics text could not be made (memory)\n");
 		return MHD_NO;
 	} else if (strcmp(url, "/healthz") == 0) {
 		uint64_t beat = atomic_load(&m->beat_ms), now = metrics_now_ns() / 1000000;
@@ -642,9 +670,15 @@ static void write_textfile(struct metrics *m)
 	size_t len, off = 0;
 	int fd;
 
-	if (text(m, m->labels, "modelfs_", 1, &buf, &len))
+	if (text(m, m->labels, "modelfs_", 1, &buf, &len)) {
+		/* no figures rather than old ones that look live */
+		log_once(LOG_LVL_WARN, "metrics_dir: the metrics text could not be made (memory)");
+		unlink(m->file);
 		return;
-	fd = open(m->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	}
+	/* a name others could plant a link at, in a directory they may write */
+	unlink(m->tmp);
+	fd = open(m->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		log_once(LOG_LVL_WARN, "metrics_dir: cannot write %s: %s", m->tmp, strerror(errno));
 		free(buf);
@@ -712,7 +746,7 @@ int metrics_start(const struct metrics_config *cfg, struct fs *fs, const char *m
 
 	*out = NULL;
 	if (!m || !(m->mountpoint = strdup(mountpoint)) ||
-	    !(m->models[0].name = strdup("_other"))) {
+	    !(m->models[0].name = strdup("/other"))) {
 		if (m)
 			free(m->mountpoint);
 		free(m);
@@ -797,9 +831,10 @@ void metrics_stop(struct metrics *m)
 
 unsigned metrics_model(struct metrics *m, const char *relpath)
 {
+	/* the reserved names hold a '/': no path component can be one */
 	const char *slash = strchr(relpath, '/');
 	size_t len = slash ? (size_t)(slash - relpath) : 5;
-	const char *name = slash ? relpath : "_root";
+	const char *name = slash ? relpath : "/root";
 	unsigned n, found = 0;
 
 	if (!m || !m->per_model)
@@ -815,7 +850,7 @@ unsigned metrics_model(struct metrics *m, const char *relpath)
 		atomic_store(&m->n_models, n + 1);
 	}
 	pthread_mutex_unlock(&m->model_lock);
-	return found; /* 0: the table is full, "_other" */
+	return found; /* 0: the table is full, "/other" */
 }
 
 void metrics_model_open(struct metrics *m, unsigned model, int passthrough)

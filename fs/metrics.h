@@ -26,7 +26,7 @@ struct metrics;
 
 #define METRICS_DIR_PERIOD_S 2
 /* Distinct models (metrics_per_model) with their own series; the rest
- * share model="_other". */
+ * share model="/other". */
 #define METRICS_MODELS_MAX 1024
 
 enum metrics_op {
@@ -67,7 +67,7 @@ void metrics_stop(struct metrics *m);
 int metrics_text(struct metrics *m, char **out, size_t *len);
 
 /* The model of a file at @relpath (its first path component; files at the
- * root are "_root"), as an index for metrics_model_*; 0 when the mount
+ * root are "/root"), as an index for metrics_model_*; 0 when the mount
  * keeps no per-model series. Takes a lock: call at open, not per read. */
 unsigned metrics_model(struct metrics *m, const char *relpath);
 void metrics_model_open(struct metrics *m, unsigned model, int passthrough);

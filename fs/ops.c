@@ -38,6 +38,8 @@ struct open_file {
 #define XATTR_STATUS "user.modelfs.status"
 #define XATTR_PREFETCH "user.modelfs.prefetch"
 #define XATTR_METRICS "user.modelfs.metrics"
+#define XATTR_REFRESH "user.modelfs.refresh"
+#define REFRESH_WAIT_MS 120000
 #define FS_BACKEND_DOWN_MS 30000
 
 
@@ -314,11 +316,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	of->model = metrics_model(fs->metrics, rel);
+	/* counted before the answer: once answered, a release may free @of */
+	metrics_model_open(fs->metrics, of->model, of->pt > 0);
 	err = of->pt ? pt_reply_open(fs->pt, req, ino, fi) : fuse_reply_open(req, fi);
 	if (err == -ENOENT)
 		release_file(fs, ino, of); /* interrupted: release will not come */
-	else
-		metrics_model_open(fs->metrics, of->model, of->pt > 0);
 }
 
 static int reply_iov(void *req, const struct iovec *iov, int count)
@@ -562,6 +564,17 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 		fuse_reply_xattr(req, 128);
 		return;
 	}
+	if (strcmp(name, XATTR_REFRESH) == 0) {
+		size_t changes = 0;
+		err = fs_refresh_now(fs, REFRESH_WAIT_MS, &changes);
+		if (err) {
+			reply_err(req, -err);
+			return;
+		}
+		n = snprintf(val, sizeof(val), "refreshed: %zu names changed\n", changes);
+		reply_xattr_text(req, val, (size_t)n, size);
+		return;
+	}
 	err = tree_getattr(fs->tree, ino, &a);
 	if (!err && a.is_dir) {
 		err = ino == TREE_ROOT_INO ? 0 : tree_dirpath(fs->tree, ino, rel, sizeof(rel));
@@ -592,7 +605,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	int err, n;
 
 	if (strcmp(name, XATTR_STATUS) == 0 || strcmp(name, XATTR_PREFETCH) == 0 ||
-	    strcmp(name, XATTR_METRICS) == 0) {
+	    strcmp(name, XATTR_METRICS) == 0 || strcmp(name, XATTR_REFRESH) == 0) {
 		control_xattr(req, ino, name, size);
 		return;
 	}
@@ -817,39 +830,3 @@ const struct fuse_lowlevel_ops fs_ops = {
     .fallocate = op_fallocate,
 };
 
-/* ---- the listing ---- */
-
-static int listing_cb(void *arg, const char *key, const struct backend_object *obj)
-{
-	struct fs *fs = arg;
-	size_t plen = strlen(fs->prefix);
-	int err;
-
-	if (strncmp(key, fs->prefix, plen) != 0)
-		return 0; /* not ours (a server that ignores prefix) */
-	err = tree_add_key(fs->tree, key + plen, obj);
-	return err < 0 ? err : 0;
-}
-
-int fs_load_listing(struct fs *fs)
-{
-	int err;
-
-	tree_pass_begin(fs->tree);
-	err = backend_list(fs->be, fs->prefix, NULL, listing_cb, fs);
-	if (err)
-		return err; /* keep what we had: no pass_end */
-	tree_pass_end(fs->tree);
-	if (fs->cache_dir) {
-		char *buf;
-		size_t len;
-		if (tree_serialize(fs->tree, &buf, &len) == 0) {
-			err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
-			if (err)
-				log_once(LOG_LVL_WARN, "cannot save the listing snapshot in %s: %s",
-					 fs->cache_dir, strerror(-err));
-			free(buf);
-		}
-	}
-	return 0;
-}

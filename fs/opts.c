@@ -37,7 +37,7 @@ struct raw {
 	struct fs_opts *o;
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
-	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl;
+	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl, *list_ttl;
 	char *log_level, *log_format, *metrics_port;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
@@ -60,6 +60,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("cache_low=%s", cache_low),
     OPT("chunk_size=%s", chunk_size),
     OPT("metadata_ttl=%s", metadata_ttl),
+    OPT("list_ttl=%s", list_ttl),
     OPT("stat_cache_expire=%s", metadata_ttl), /* ossfs's and s3fs's spelling */
     OPT("log_level=%s", log_level),
     OPT("log_format=%s", log_format),
@@ -351,6 +352,7 @@ static void free_raw(struct raw *r)
 	free(r->cache_low);
 	free(r->chunk_size);
 	free(r->metadata_ttl);
+	free(r->list_ttl);
 	free(r->log_level);
 	free(r->log_format);
 	free(r->metrics_port);
@@ -379,6 +381,7 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	o->cache_high = 0.95;
 	o->cache_low = 0.70;
 	o->metadata_ttl_s = 60;
+	o->list_ttl_s = 60;
 	o->log_level = 2; /* info */
 
 	if (!bspec) {
@@ -454,6 +457,11 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	}
 	if (r.metadata_ttl && parse_num("metadata_ttl", r.metadata_ttl, 0, 1e9, &d, &r) == 0)
 		o->metadata_ttl_s = d;
+	if (r.list_ttl && parse_num("list_ttl", r.list_ttl, 0, 86400 * 365, &d, &r) == 0) {
+		if (d != (unsigned)d)
+			set_bad(&r, "bad value for option list_ttl: '%s' (whole seconds)", r.list_ttl);
+		o->list_ttl_s = (unsigned)d;
+	}
 	if (r.log_level) {
 		static const char *const levels[] = {"error", "warning", "info", "debug"};
 		int found = -1;
@@ -563,6 +571,8 @@ void opts_usage(const char *prog)
 	       "  chunk_size=SIZE        cache chunk, a power of two 64K..64M (default 4M; set at creation)\n"
 	       "  no_cache               no disk cache: every read goes to the backend\n"
 	       "  metadata_ttl=SEC       re-check an object's ETag on open after SEC (default 60)\n"
+	       "  list_ttl=SEC           re-list the source every SEC: new, changed and deleted\n"
+	       "                         keys show (default 60; 0: only on `modelfs refresh`)\n"
 	       "  prefetch=GLOB[:GLOB]   warm matching files into the cache right after mounting\n"
 	       "                         (fnmatch on the path below the mount; '*' spans '/')\n"
 	       "  ready_file=PATH        created when the prefetch is done (readiness probes)\n"
@@ -592,6 +602,7 @@ void opts_usage(const char *prog)
 	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"
 	       "                 %s status [--ready] MOUNTPOINT\n"
 	       "                 %s stats MOUNTPOINT [--watch [SECONDS]] [-n COUNT]\n"
+	       "                 %s refresh MOUNTPOINT  (re-list now)\n"
 	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n",
-	       prog, prog, prog, prog, prog);
+	       prog, prog, prog, prog, prog, prog);
 }

@@ -23,6 +23,8 @@ struct node {
 	char *relpath; /* path below the mounted prefix, no leading '/' */
 	int is_dir;
 	int removed;
+	int superseded; /* a newer version of the key has its own node: never found again */
+	uint8_t change; /* enum tree_change of the pass running, 0: none */
 	uint64_t pass;  /* the listing pass that last saw it */
 	uint64_t size;
 	int64_t mtime;
@@ -91,7 +93,7 @@ static struct node *find_child(struct tree *t, uint64_t parent, const char *name
 	for (j = hash_key(parent, name) & (t->hash_cap - 1); t->hash[j];
 	     j = (j + 1) & (t->hash_cap - 1)) {
 		struct node *n = t->nodes[t->hash[j]];
-		if (n->parent == parent && strcmp(n->name, name) == 0)
+		if (n->parent == parent && !n->superseded && strcmp(n->name, name) == 0)
 			return n;
 	}
 	return NULL;
@@ -193,9 +195,28 @@ void tree_pass_begin(struct tree *t)
 	pthread_rwlock_unlock(&t->lock);
 }
 
-size_t tree_pass_end(struct tree *t)
+/* A change to be reported, copied out under the lock. */
+struct change {
+	uint8_t what;
+	uint64_t parent, ino;
+	const char *name;
+};
+
+/* Note @what on @n for the pass's report; an addition or a replacement is
+ * what the kernel must hear of first, whatever else changed. */
+static void mark(struct tree *t, struct node *n, enum tree_change what)
 {
-	size_t removed = 0;
+	if (t->loading)
+		return;
+	if (!n->change || what == TREE_ADDED || (what == TREE_REPLACED && n->change != TREE_ADDED))
+		n->change = (uint8_t)what;
+}
+
+size_t tree_pass_end(struct tree *t, tree_change_fn cb, void *arg)
+{
+	struct change *ch = NULL;
+	size_t n_ch = 0, cap = 0, removed = 0;
+	int ch_lost = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
 	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
@@ -204,10 +225,31 @@ size_t tree_pass_end(struct tree *t)
 			n->removed = 1;
 			if (n->is_dir)
 				t->nodes[n->parent]->n_subdirs--;
+			n->change = TREE_REMOVED;
 			removed++;
 		}
+		if (!n->change)
+			continue;
+		if (cb && n_ch == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			struct change *nch = realloc(ch, nc * sizeof(*nch));
+			if (nch) {
+				ch = nch;
+				cap = nc;
+			}
+		}
+		if (cb && n_ch < cap)
+			ch[n_ch++] = (struct change){n->change, n->parent, n->ino, n->name};
+		else if (cb) /* no memory to say what: the root stands for it all */
+			ch_lost = 1;
+		n->change = 0;
 	}
 	pthread_rwlock_unlock(&t->lock);
+	for (size_t i = 0; i < n_ch; i++)
+		cb(arg, (enum tree_change)ch[i].what, ch[i].parent, ch[i].name, ch[i].ino);
+	if (ch_lost)
+		cb(arg, TREE_CHANGED, 0, "", TREE_ROOT_INO);
+	free(ch);
 	return removed;
 }
 
@@ -256,6 +298,7 @@ static struct node *ensure_dir(struct tree *t, const char *rel, size_t len)
 			kid = node_new(t, cur, seg, n, rel, pos + n, 1);
 			if (!kid)
 				return NULL;
+			mark(t, kid, TREE_ADDED);
 		} else if (!kid->is_dir) {
 			if (!kid->removed && kid->pass == t->pass)
 				log_warn("key '%s' is hidden by directory '%s/' of the same name",
@@ -265,11 +308,13 @@ static struct node *ensure_dir(struct tree *t, const char *rel, size_t len)
 			kid->etag[0] = '\0';
 			if (!kid->removed)
 				cur->n_subdirs++;
+			mark(t, kid, TREE_REPLACED);
 		}
 		if (kid->removed) { /* n_subdirs counts live directories only */
 			kid->removed = 0;
 			kid->mtime = t->root_mtime;
 			cur->n_subdirs++;
+			mark(t, kid, TREE_ADDED);
 		}
 		kid->pass = t->pass;
 		cur = kid;
@@ -320,12 +365,30 @@ int tree_add_key(struct tree *t, const char *rel, const struct backend_object *o
 			ret = 1;
 			goto out;
 		}
+		if (n && !n->is_dir && !t->loading &&
+		    (n->size != obj->size || n->mtime != obj->mtime ||
+		     strcmp(n->etag, obj->etag) != 0)) {
+			/* Another version: a node (an inode) of its own. The kernel
+			 * keeps one page cache per inode; files open on the old
+			 * version go on reading its pages, never mixed into the new
+			 * one's, and the next open of the name is the new one. */
+			if (!n->removed)
+				mark(t, n, TREE_REMOVED);
+			n->removed = 1;
+			n->superseded = 1;
+			n = NULL;
+		}
 		if (!n) {
 			n = node_new(t, parent, name, strlen(name), rel, len, 0);
 			if (!n) {
 				ret = -ENOMEM;
 				goto out;
 			}
+			mark(t, n, TREE_ADDED);
+		} else if (n->removed) {
+			mark(t, n, TREE_ADDED);
+		} else if (n->is_dir) {
+			mark(t, n, TREE_REPLACED);
 		}
 		if (n->is_dir) { /* a directory not seen in this pass becomes a file */
 			n->is_dir = 0;

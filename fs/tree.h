@@ -3,7 +3,9 @@
  * Built from a listing (tree_add_key per key, tree_add_dir per common prefix
  * or "dir/" marker). Inode numbers are assigned on first sight and never
  * reused or renumbered for the life of the tree, so they are stable within a
- * mount, across listing refreshes too. Nodes are never freed before
+ * mount, across listing refreshes too; a key that a refresh finds to be
+ * another version (size, mtime or ETag) gets a new node, so that files open
+ * on the old one keep it (and the kernel's pages of it). Nodes are never freed before
  * tree_free(); a node whose key vanished in a refresh is marked removed and
  * no longer found by lookups.
  *
@@ -44,9 +46,23 @@ void tree_free(struct tree *t);
 
 /* Start a new listing pass: keys added from now on are "seen". */
 void tree_pass_begin(struct tree *t);
-/* Mark every file or directory not seen in this pass as removed.
- * @return the number of nodes removed. */
-size_t tree_pass_end(struct tree *t);
+
+/* What a pass did to one name, for the kernel's caches. */
+enum tree_change {
+	TREE_ADDED = 1, /* a new name (or one back after a removal) in @parent */
+	TREE_CHANGED,   /* what @ino shows changed (only the root, for "everything") */
+	TREE_REPLACED,  /* @name turned from a file into a directory or back */
+	TREE_REMOVED,   /* @name is gone from @parent */
+};
+/* @name stays valid as long as the tree (nodes are never freed). */
+typedef void (*tree_change_fn)(void *arg, enum tree_change what, uint64_t parent,
+			       const char *name, uint64_t ino);
+
+/* Mark every file or directory not seen in this pass as removed, then (with
+ * no lock held: @cb may block) call @cb, if not NULL, for every name the
+ * pass added, changed, replaced or removed (short of memory: a TREE_CHANGED
+ * of the root, parent 0, stands for all). @return the number removed. */
+size_t tree_pass_end(struct tree *t, tree_change_fn cb, void *arg);
 
 /* Add or update the object at @relpath (relative to the mounted prefix;
  * a trailing '/' makes it a directory marker). @obj may be NULL for a common

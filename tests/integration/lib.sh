@@ -22,6 +22,7 @@ FAIL=0
 MOUNTS=()
 PIDS=()
 TMPFS_MOUNTS=()
+CLEAN_FILES=() # made outside $WORK by a test (a /dev/log of its own): removed at exit
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
@@ -40,6 +41,7 @@ cleanup() {
 	done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	for m in "${TMPFS_MOUNTS[@]}"; do umount "$m" 2>/dev/null; done
+	for m in "${CLEAN_FILES[@]}"; do rm -f "$m"; done
 	sleep 0.2
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
 	# sanitizer reports in daemon logs fail the test

@@ -99,8 +99,8 @@ while IFS= read -r e; do
 	curl -s "$PQ" --data-urlencode "query=$e" | grep -q '"status":"success"' ||
 		{ bad_expr=$((bad_expr + 1)); echo "  Prometheus refused: $e"; }
 done <"$WORK/dash.exprs"
-check "Prometheus runs all $n_expr of the dashboard's expressions ($bad_expr refused)" \
-	[ "$n_expr" -ge 20 ] && [ "$bad_expr" = 0 ]
+check_all "Prometheus runs all $n_expr of the dashboard's expressions ($bad_expr refused)" \
+	'[ "$n_expr" -ge 20 ] && [ "$bad_expr" = 0 ]'
 out=$("$MODELFS" stats "$MNT")
 echo "$out" | sed 's/^/  | /'
 check_all "modelfs stats prints the mount's figures (reads, served, cache, store, prefetch, daemon)" \
@@ -179,7 +179,12 @@ P1=$MNT_PID
 mount_fs s3://models/m "$MNT2" "cache_dir=$WORK/c5,metrics_dir=$TD" || exit 1
 P2=$MNT_PID
 cat "$MNT/m/a.safetensors" "$MNT/m2/x.bin" "$MNT2/b.bin" >/dev/null
-sleep 2.5 # METRICS_DIR_PERIOD_S
+# a write of both files after the reads (METRICS_DIR_PERIOD_S is 2)
+for _ in $(seq 100); do
+	[ "$(grep -h "^modelfs_model_read_bytes_total{.*model=\"m2\"}" "$TD"/*.prom 2>/dev/null | awk '{print $NF}')" = $((8 << 20)) ] &&
+		grep -qs "^modelfs_fuse_read_bytes_total{mount=\"$MNT2\",.*} $((16 << 20))\$" "$TD"/*.prom && break
+	sleep 0.1
+done
 ls "$TD" | sed 's/^/  | /'
 proms=("$TD"/modelfs-*.prom)
 check "two mounts, two textfiles in metrics_dir (${#proms[@]})" [ "${#proms[@]}" -eq 2 ]
@@ -227,7 +232,7 @@ check_all "every metric the dashboard's PromQL names is exported ($(head -1 "$WO
 	'[ "$(wc -l <"$WORK/dash.missing")" -eq 1 ] && [ "$(head -1 "$WORK/dash.missing")" -ge 15 ]'
 MNT_PID=$P2 umount_fs "$MNT2"
 MNT_PID=$P1 umount_fs "$MNT"
-left=$(ls "$TD" | wc -l)
+left=$(ls -A "$TD" | wc -l)
 check "after both unmounts metrics_dir is empty ($left files left)" [ "$left" -eq 0 ]
 
 # --- 5. bad metrics options: one line, exit 1, nothing mounted

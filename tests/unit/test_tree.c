@@ -104,7 +104,7 @@ static struct tree *sample(void)
 	CHECK(tree_add_key(t, "", NULL) == 0);     /* the prefix's own marker */
 	o = mkobj("", 0, 9, "");
 	CHECK(tree_add_key(t, "/", &o) == 0);      /* ... as an object */
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 	return t;
 }
 
@@ -287,12 +287,32 @@ static void test_relpath_counts(void)
 	tree_free(t);
 }
 
+/* What tree_pass_end reported: "+name" added, "~name" changed, "!name"
+ * replaced, "-name" removed, in one string. */
+struct changes {
+	char s[512];
+};
+
+static void record_change(void *arg, enum tree_change what, uint64_t parent, const char *name,
+			  uint64_t ino)
+{
+	struct changes *c = arg;
+	size_t l = strlen(c->s);
+	const char *sym = what == TREE_ADDED     ? "+"
+			  : what == TREE_CHANGED ? "~"
+			  : what == TREE_REPLACED ? "!"
+						 : "-";
+
+	(void)parent, (void)ino;
+	snprintf(c->s + l, sizeof(c->s) - l, "%s%s%s", l ? " " : "", sym, name);
+}
+
 static void test_passes(void)
 {
 	struct tree *t = sample();
 	struct tree_attr a;
 	struct dirlist d;
-	uint64_t cfg, weights, model, part, docs, tok, files, dirs, bytes;
+	uint64_t cfg, weights, model, model2, part, docs, tok, files, dirs, bytes;
 	struct backend_object o;
 
 	if (!t) {
@@ -307,14 +327,21 @@ static void test_passes(void)
 	tok = ino_of(t, "tok", NULL);
 	CHECK(cfg && weights && model && part && docs && tok);
 
-	/* the same listing again: nothing removed, same inodes */
+	/* the same listing again: nothing removed, same inodes, nothing to say */
 	tree_pass_begin(t);
-	CHECK(add_file(t, "config.json", 10) == 0);
-	CHECK(add_file(t, "weights/model.bin", 21474836480ULL) == 0);
-	CHECK(add_file(t, "weights/shard/part-0", 7) == 0);
+	o = mkobj("config.json", 10, 5, "e1");
+	CHECK(tree_add_key(t, "config.json", &o) == 0);
+	o = mkobj("weights/model.bin", 21474836480ULL, 6, "e2-1280");
+	CHECK(tree_add_key(t, "weights/model.bin", &o) == 0);
+	o = mkobj("weights/shard/part-0", 7, 7, "e3");
+	CHECK(tree_add_key(t, "weights/shard/part-0", &o) == 0);
 	CHECK(tree_add_key(t, "docs/", NULL) == 0);
 	CHECK(tree_add_key(t, "tok/", NULL) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	{
+		struct changes c = {""};
+		CHECK(tree_pass_end(t, record_change, &c) == 0);
+		CHECK_STR(c.s, "");
+	}
 	CHECK(ino_of(t, "config.json", NULL) == cfg);
 	CHECK(ino_of(t, "weights", NULL) == weights);
 	CHECK(ino_of(t, "weights/model.bin", NULL) == model);
@@ -322,23 +349,33 @@ static void test_passes(void)
 	CHECK(ino_of(t, "docs", NULL) == docs);
 	CHECK(ino_of(t, "tok", NULL) == tok);
 
-	/* config.json and docs/ gone; a new file appears; model.bin changes */
+	/* config.json and docs/ gone; a new file appears; model.bin is another
+	 * version: a new inode, the old one gone */
 	tree_pass_begin(t);
 	o = mkobj("weights/model.bin", 123, 42, "new-etag");
 	CHECK(tree_add_key(t, "weights/model.bin", &o) == 0);
-	CHECK(add_file(t, "weights/shard/part-0", 7) == 0);
+	o = mkobj("weights/shard/part-0", 7, 7, "e3");
+	CHECK(tree_add_key(t, "weights/shard/part-0", &o) == 0);
 	CHECK(tree_add_key(t, "tok/", NULL) == 0);
 	CHECK(add_file(t, "new.txt", 3) == 0);
-	CHECK(tree_pass_end(t) == 2);
+	{
+		struct changes c = {""};
+		CHECK(tree_pass_end(t, record_change, &c) == 2);
+		/* in inode order: config.json, model.bin (its old version), docs,
+		 * then the new nodes: model.bin's new version, new.txt */
+		CHECK_STR(c.s, "-config.json -model.bin -docs +model.bin +new.txt");
+	}
 	CHECK(tree_lookup(t, ROOT, "config.json", &a) == -ENOENT);
 	CHECK(tree_getattr(t, cfg, &a) == -ENOENT);
 	CHECK(tree_relpath(t, cfg, (char[64]){0}, 64) == -ENOENT);
 	CHECK(tree_lookup(t, ROOT, "docs", &a) == -ENOENT);
 	CHECK(list_dir(t, docs, 0, &d) == -ENOENT);
-	CHECK(ino_of(t, "weights/model.bin", &a) == model);
+	CHECK(tree_getattr(t, model, &a) == -ENOENT);
+	model2 = ino_of(t, "weights/model.bin", &a);
+	CHECK(model2 > model && model2 != part);
 	CHECK(a.size == 123 && a.mtime == 42 && strcmp(a.etag, "new-etag") == 0);
-	CHECK(ino_of(t, "new.txt", &a) > tok);
-	CHECK(ino_of(t, "new.txt", NULL) > part);
+	CHECK(ino_of(t, "new.txt", &a) > model2);
+	CHECK(list_dir(t, weights, 0, &d) == 0 && d.n == 4); /* ., .., shard, model.bin */
 
 	/* readdir skips the removed, and positions of the others do not move */
 	CHECK(list_dir(t, ROOT, 0, &d) == 0);
@@ -353,41 +390,59 @@ static void test_passes(void)
 	tree_counts(t, &files, &dirs, &bytes);
 	CHECK(files == 3 && dirs == 4 && bytes == 123 + 7 + 3);
 
-	/* they come back later with their old inodes */
+	/* they come back later, the same versions, with their old inodes */
 	tree_pass_begin(t);
-	CHECK(add_file(t, "config.json", 20) == 0);
-	CHECK(add_file(t, "weights/model.bin", 123) == 0);
-	CHECK(add_file(t, "weights/shard/part-0", 7) == 0);
+	o = mkobj("config.json", 10, 5, "e1");
+	CHECK(tree_add_key(t, "config.json", &o) == 0);
+	o = mkobj("weights/model.bin", 123, 42, "new-etag");
+	CHECK(tree_add_key(t, "weights/model.bin", &o) == 0);
+	o = mkobj("weights/shard/part-0", 7, 7, "e3");
+	CHECK(tree_add_key(t, "weights/shard/part-0", &o) == 0);
 	CHECK(add_file(t, "docs/readme", 1) == 0);
 	CHECK(tree_add_key(t, "tok/", NULL) == 0);
 	CHECK(add_file(t, "new.txt", 3) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	{
+		struct changes c = {""};
+		CHECK(tree_pass_end(t, record_change, &c) == 0);
+		CHECK_STR(c.s, "+config.json +docs +readme");
+	}
 	CHECK(ino_of(t, "config.json", &a) == cfg);
-	CHECK(a.size == 20 && !a.is_dir);
+	CHECK(a.size == 10 && !a.is_dir);
+	CHECK(ino_of(t, "weights/model.bin", NULL) == model2);
 	CHECK(ino_of(t, "docs", &a) == docs);
 	CHECK(a.is_dir);
 	CHECK(ino_of(t, "docs/readme", NULL) != 0);
 
 	/* a whole subtree goes: the directory and everything under it */
 	tree_pass_begin(t);
-	CHECK(add_file(t, "config.json", 20) == 0);
-	CHECK(tree_pass_end(t) == 8); /* weights, model, shard, part, docs, readme, tok, new */
+	o = mkobj("config.json", 10, 5, "e1");
+	CHECK(tree_add_key(t, "config.json", &o) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 8); /* weights, model, shard, part, docs, readme, tok, new */
 	CHECK(tree_getattr(t, weights, &a) == -ENOENT);
-	CHECK(tree_getattr(t, model, &a) == -ENOENT);
+	CHECK(tree_getattr(t, model2, &a) == -ENOENT);
 	CHECK(tree_getattr(t, part, &a) == -ENOENT);
 	CHECK(tree_lookup(t, ROOT, "weights", &a) == -ENOENT);
 	CHECK(list_dir(t, ROOT, 0, &d) == 0);
 	CHECK(d.n == 3 && strcmp(d.e[2].name, "config.json") == 0);
 	tree_counts(t, &files, &dirs, &bytes);
-	CHECK(files == 1 && dirs == 1 && bytes == 20);
+	CHECK(files == 1 && dirs == 1 && bytes == 10);
 
-	/* one file of it back: its directories come back, the rest stays gone */
+	/* one file of it back: its directories come back, the rest stays gone;
+	 * the same version keeps its inode, another gets a new one */
 	tree_pass_begin(t);
-	CHECK(add_file(t, "config.json", 20) == 0);
-	CHECK(add_file(t, "weights/shard/part-0", 8) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	o = mkobj("config.json", 11, 5, "e1b");
+	CHECK(tree_add_key(t, "config.json", &o) == 0);
+	o = mkobj("weights/shard/part-0", 7, 7, "e3");
+	CHECK(tree_add_key(t, "weights/shard/part-0", &o) == 0);
+	{
+		struct changes c = {""};
+		CHECK(tree_pass_end(t, record_change, &c) == 0);
+		CHECK_STR(c.s, "-config.json +weights +shard +part-0 +config.json");
+	}
 	CHECK(ino_of(t, "weights/shard/part-0", &a) == part);
-	CHECK(a.size == 8);
+	CHECK(a.size == 7);
+	CHECK(ino_of(t, "config.json", &a) > cfg && a.size == 11);
+	CHECK(tree_getattr(t, cfg, &a) == -ENOENT);
 	CHECK(ino_of(t, "weights", NULL) == weights);
 	CHECK(tree_getattr(t, model, &a) == -ENOENT);
 	CHECK(tree_lookup(t, weights, "model.bin", &a) == -ENOENT);
@@ -405,12 +460,12 @@ static void test_nlink_after_removal(void)
 	tree_pass_begin(t);
 	CHECK(add_file(t, "d/x", 1) == 0);
 	CHECK(add_file(t, "e/y", 1) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 	CHECK(tree_getattr(t, ROOT, &a) == 0 && a.nlink == 4);
 
 	tree_pass_begin(t);
 	CHECK(add_file(t, "d/x", 1) == 0);
-	CHECK(tree_pass_end(t) == 2);
+	CHECK(tree_pass_end(t, NULL, NULL) == 2);
 	CHECK(tree_getattr(t, ROOT, &a) == 0);
 	if (a.nlink != 3)
 		fprintf(stderr, "root nlink %u after removing e/, want 3\n", a.nlink);
@@ -420,7 +475,7 @@ static void test_nlink_after_removal(void)
 	tree_pass_begin(t);
 	CHECK(add_file(t, "d/x", 1) == 0);
 	CHECK(add_file(t, "e/y", 1) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 	CHECK(tree_getattr(t, ROOT, &a) == 0 && a.nlink == 4);
 	tree_free(t);
 }
@@ -437,7 +492,7 @@ static void test_conflicts(void)
 	tree_pass_begin(t);
 	CHECK(add_file(t, "a", 100) == 0);
 	CHECK(add_file(t, "a/b", 5) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 	a_ino = ino_of(t, "a", &a);
 	CHECK(a_ino != 0);
 	CHECK(a.is_dir);
@@ -455,7 +510,7 @@ static void test_conflicts(void)
 	tree_pass_begin(t);
 	CHECK(add_file(t, "a", 100) >= 0);
 	CHECK(add_file(t, "a/b", 5) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 	CHECK(ino_of(t, "a", &a) == a_ino);
 	CHECK(a.is_dir);
 	tree_free(t);
@@ -497,11 +552,11 @@ static void test_conflict_resolved(void)
 	tree_pass_begin(t);
 	CHECK(add_file(t, "a", 100) == 0);
 	CHECK(add_file(t, "a/b", 5) == 0);
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 
 	tree_pass_begin(t);
 	add_file(t, "a", 100); /* "a/b" was deleted from the bucket */
-	tree_pass_end(t);
+	tree_pass_end(t, NULL, NULL);
 	if (tree_lookup(t, ROOT, "a", &a) != 0) {
 		fprintf(stderr, "object 'a' missing after 'a/b' was deleted\n");
 		CHECK(0);
@@ -602,7 +657,7 @@ static void test_big_dir(void)
 		if (tree_add_key(t, key, NULL) != 0)
 			missing++;
 	}
-	CHECK(tree_pass_end(t) == 0);
+	CHECK(tree_pass_end(t, NULL, NULL) == 0);
 	CHECK(missing == 0);
 
 	big = ino_of(t, "big", &a);
@@ -634,7 +689,7 @@ static void test_big_dir(void)
 		snprintf(key, sizeof(key), "big/f%05d", i);
 		add_file(t, key, (uint64_t)i);
 	}
-	CHECK(tree_pass_end(t) == 100); /* the subdirectories were not listed */
+	CHECK(tree_pass_end(t, NULL, NULL) == 100); /* the subdirectories were not listed */
 	for (int i = 0; i < N; i++) {
 		snprintf(key, sizeof(key), "f%05d", i);
 		if (tree_lookup(t, big, key, &a) != 0 || a.ino != inos[i])

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A mount that follows its bucket and a start that cannot fail silently:
+# objects uploaded, overwritten and deleted while mounted show within
+# list_ttl although the kernel was told to keep entries and attributes for
+# two hours (entry_timeout=attr_timeout=7200), an open file keeps its
+# version, `modelfs refresh` shows a change at once; an error after the
+# daemon went to the background is the mount command's one line and exit 1,
+# leaves no mount, and reaches syslog.
+source "$(dirname "$0")/lib.sh"
+
+MNT=$WORK/mnt
+M=$WORK/model
+mkdir -p "$M/sub"
+head -c $((6 << 20)) /dev/urandom >"$M/a.bin"
+head -c $((3 << 20)) /dev/urandom >"$M/b.bin"
+echo "to be deleted" >"$M/sub/c.txt"
+s3_start s3
+$S3TOOL mb models
+$S3TOOL putdir models m "$M" || exit 1
+sha() { sha256sum "$1" 2>/dev/null | cut -c1-64; }
+within() { # SECONDS 'EXPRESSION': poll until it holds; prints the seconds it took
+	local t0=$SECONDS i
+	for ((i = 0; i < $1 * 10; i++)); do
+		if eval "$2"; then echo $((SECONDS - t0)); return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# --- 1. list_ttl: changes in the store show within it, through long kernel timeouts
+mount_fs s3://models/m "$MNT" "list_ttl=2,entry_timeout=7200,attr_timeout=7200,cache_dir=$WORK/c1" || exit 1
+ls -la "$MNT" "$MNT/sub" >/dev/null # the kernel now holds entries, attributes, directory pages
+a_old=$(sha "$MNT/a.bin")
+b_old=$(sha "$MNT/b.bin")
+check "the mount shows the model (a.bin's sum is the file's)" [ "$a_old" = "$(sha "$M/a.bin")" ]
+exec 3<"$MNT/a.bin" # an open file, cached whole
+head -c $((2 << 20)) /dev/urandom >"$WORK/new.bin"
+head -c $((5 << 20)) /dev/urandom >"$WORK/b2.bin"
+head -c $((6 << 20)) /dev/urandom >"$WORK/a2.bin"
+$S3TOOL put models m/new.bin "$WORK/new.bin"
+$S3TOOL put models m/b.bin "$WORK/b2.bin"
+$S3TOOL put models m/a.bin "$WORK/a2.bin"
+$S3TOOL rm models m/sub/c.txt
+t=$(within 8 '[ "$(sha "$MNT/new.bin")" = "$(sha "$WORK/new.bin")" ]')
+check "an uploaded object shows (and reads right) within list_ttl=2 (${t:-never} s)" [ -n "$t" ]
+t=$(within 8 'ls "$MNT" | grep -qx new.bin')
+check "... and in its directory's listing (${t:-never} s)" [ -n "$t" ]
+t=$(within 8 '[ "$(stat -c %s "$MNT/b.bin")" = $((5 << 20)) ] && [ "$(sha "$MNT/b.bin")" = "$(sha "$WORK/b2.bin")" ]')
+check "an overwritten object is the new version at its next open: size and bytes (${t:-never} s)" [ -n "$t" ]
+t=$(within 8 '! stat "$MNT/sub/c.txt" >/dev/null 2>&1 && ! ls "$MNT/sub" | grep -q c.txt')
+check "a deleted object is gone: stat fails, the listing has it no more (${t:-never} s)" [ -n "$t" ]
+check_all "a new open of it gets ENOENT" \
+	'out=$(cat "$MNT/sub/c.txt" 2>&1); echo "$out" | grep -q "No such file"'
+check "a file open across the change keeps its version (the old a.bin, read through the open fd)" \
+	[ "$(sha256sum <&3 | cut -c1-64)" = "$a_old" ]
+exec 3<&-
+t=$(within 8 '[ "$(sha "$MNT/a.bin")" = "$(sha "$WORK/a2.bin")" ]')
+check "... and a new open of it reads the new version (${t:-never} s)" [ -n "$t" ]
+umount_fs "$MNT"
+
+# --- 2. modelfs refresh: at once, with list_ttl an hour
+mount_fs s3://models/m "$MNT" "list_ttl=3600,entry_timeout=7200,attr_timeout=7200,cache_dir=$WORK/c2" || exit 1
+ls "$MNT" >/dev/null
+echo fresh >"$WORK/fresh.txt"
+$S3TOOL put models m/fresh.txt "$WORK/fresh.txt"
+sleep 1
+check "with list_ttl=3600 an upload is not seen by itself" bash -c "! ls '$MNT' | grep -qx fresh.txt"
+out=$("$MODELFS" refresh "$MNT")
+check_all "modelfs refresh: '$out'" '[ "$out" = "$MNT: refreshed: 1 names changed" ]'
+check "... and the upload shows at once" bash -c "ls '$MNT' | grep -qx fresh.txt && [ \"\$(cat '$MNT/fresh.txt')\" = fresh ]"
+out=$("$MODELFS" refresh "$MNT/a.bin")
+check_all "a refresh (through a path in the mount) with nothing new: '$out'" '[ "$out" = "$MNT/a.bin: refreshed: 0 names changed" ]'
+check "modelfs refresh of a directory that is no mount: one line, exit 1" \
+	bash -c "! '$MODELFS' refresh '$WORK' 2>'$WORK/r.err' && [ \$(wc -l <'$WORK/r.err') -eq 1 ]"
+umount_fs "$MNT"
+out=$(timeout 10 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,list_ttl=soon" 2>&1)
+rc=$?
+check_all "a bad list_ttl: one line, exit 1 ($out)" \
+	'[ $rc -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "list_ttl"'
+
+# --- 3. an error after going to the background: the mount command's line
+# and exit 1, no mount left behind, and the line in syslog
+LOGSOCK=
+if [ ! -e /dev/log ]; then LOGSOCK=/dev/log; CLEAN_FILES+=(/dev/log); else LOGSOCK=$WORK/log.sock; fi
+python3 - "$LOGSOCK" >"$WORK/syslog.txt" <<'PY' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("listening", flush=True)
+s.settimeout(30)
+try:
+    while True:
+        print(s.recv(4096).decode(errors="replace"), flush=True)
+except OSError:
+    pass
+PY
+PIDS+=($!)
+for _ in $(seq 50); do grep -q listening "$WORK/syslog.txt" && break; sleep 0.1; done
+if [ "$LOGSOCK" != /dev/log ]; then
+	# over the system's /dev/log, for this test only
+	mount --bind "$LOGSOCK" /dev/log && TMPFS_MOUNTS+=(/dev/log)
+fi
+out=$(MODELFS_FAULT=after_daemonize "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/c3" 2>&1)
+rc=$?
+check_all "a failure after the fork: exit 1 and one line ($out)" \
+	'[ $rc -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "^modelfs: fault injected after going to the background"'
+check "... no mount is left behind (no ENOTCONN)" bash -c "! mountpoint -q '$MNT' && ls '$MNT' >/dev/null"
+t=$(within 5 'grep -q "fault injected after going to the background" "$WORK/syslog.txt"')
+check "... and syslog has the line (${t:-never} s)" [ -n "$t" ]
+[ "$LOGSOCK" = /dev/log ] && rm -f /dev/log # the daemons below log to their stderr
+[ "$LOGSOCK" != /dev/log ] && umount /dev/log
+"$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/c3"
+rc=$?
+MOUNTS+=("$MNT")
+check "the background start without a fault: exit 0 and mounted" bash -c "[ $rc -eq 0 ] && mountpoint -q '$MNT' && [ -s '$MNT/a.bin' ]"
+fusermount3 -u "$MNT"
+
+finish
