@@ -35,6 +35,8 @@ struct fs {
 	struct metrics *metrics; /* metrics.c; set before the session loop starts */
 	struct fuse_session *se; /* for the kernel's notifications (refresh.c) */
 	struct fs_refresh *rf;   /* refresh.c */
+	atomic_int open_files;   /* opened and not yet released (SIGTERM's grace) */
+	atomic_int detached;     /* SIGTERM took the mount off its path: no unmount at the end */
 };
 
 /* The largest FUSE request asked for, in pages: 4 MiB, one chunk (see

@@ -24,8 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -192,28 +196,99 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Started from a snapshot with the backend down: list again every 10 s until
- * it answers. The tree takes its own lock; readers go on meanwhile. */
 /* Shutdown. libfuse's own handlers only flag the session; its loop then
  * joins workers that may be inside backend requests, which with a stalled
  * store took (retries + 1) x request_timeout. Ours also wake a thread that
- * cancels every backend request, so that SIGTERM ends the daemon within
- * about a second (curl checks for the cancel once a second). */
+ * cancels every backend request, so that SIGINT (or SIGTERM with
+ * term_grace=0, or nothing open) ends the daemon within about a second
+ * (curl checks for the cancel once a second).
+ *
+ * SIGTERM with a grace (the pod or unit is stopping, model servers may still
+ * read): the thread takes the mount off its path (a lazy unmount: new opens
+ * find the directory below; open files and mappings go on), serves the
+ * files open until the last is closed or term_grace passes, then ends as
+ * above. A second SIGTERM, or SIGINT, ends it at once. */
 static struct fuse_session *sig_se;
 static int sig_pipe[2] = {-1, -1};
 static pthread_t main_thread;
+static unsigned term_grace_s;
+/* 0: running; 1: SIGTERM seen, the thread detaches and waits; 2: ending */
+static volatile sig_atomic_t term_phase;
 
 static void on_signal(int sig)
 {
 	int saved = errno;
 	char c = (char)sig;
 
-	if (sig_se)
+	if (sig == SIGTERM && term_grace_s && term_phase == 0) {
+		term_phase = 1; /* the thread decides: the loop goes on meanwhile */
+	} else if (sig_se) {
+		term_phase = 2;
 		fuse_session_exit(sig_se);
+	}
 	if (sig_pipe[1] >= 0 && write(sig_pipe[1], &c, 1) < 0) {
 		/* the pipe is full: a cancel is pending anyway */
 	}
 	errno = saved;
+}
+
+/* Take the mount off its path, keeping the session: umount2(MNT_DETACH)
+ * as root, else fusermount3 -u -z (setuid). @return 0 or -1. */
+static int detach_mount(const char *mnt)
+{
+	char a0[] = "fusermount3", a1[] = "-u", a2[] = "-z", a3[] = "-q", a4[] = "--";
+	char *const args[] = {a0, a1, a2, a3, a4, (char *)mnt, NULL};
+	extern char **environ;
+	pid_t pid;
+	int st;
+
+	if (geteuid() == 0)
+		return umount2(mnt, MNT_DETACH) == 0 ? 0 : -1;
+	if (posix_spawnp(&pid, "fusermount3", NULL, NULL, args, environ) != 0)
+		return -1;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* SIGTERM's grace: off the path, then wait for the open files to close.
+ * @return 1 when main() ended meanwhile (the kernel let the session go),
+ * else 0: the caller ends the daemon now. */
+static int term_grace(struct fs *fs)
+{
+	int open = atomic_load(&fs->open_files);
+	uint64_t until = mono_ms() + (uint64_t)term_grace_s * 1000;
+
+	if (open <= 0)
+		return 0; /* nothing to wait for */
+	if (detach_mount(fs->opts->mountpoint) != 0) {
+		log_warn("SIGTERM: cannot take %s off its path (%s): unmounting now",
+			 fs->opts->mountpoint, strerror(errno));
+		return 0;
+	}
+	atomic_store(&fs->detached, 1);
+	log_info("SIGTERM: %s is off its path (no new opens); serving %d open files for up to "
+		 "%u s (term_grace)", fs->opts->mountpoint, open, term_grace_s);
+	for (;;) {
+		struct pollfd p = {sig_pipe[0], POLLIN, 0};
+		char c;
+		if ((open = atomic_load(&fs->open_files)) <= 0) {
+			log_info("SIGTERM: the last open file is closed");
+			return 0;
+		}
+		if (mono_ms() >= until) {
+			log_warn("SIGTERM: term_grace (%u s) is over with %d files open: ending",
+				 term_grace_s, open);
+			return 0;
+		}
+		if (poll(&p, 1, 100) == 1 && read(sig_pipe[0], &c, 1) == 1) {
+			if (c == 0)
+				return 1; /* main() is done */
+			log_info("%s during SIGTERM's grace: ending now", strsignal(c));
+			return 0;
+		}
+	}
 }
 
 static void *sig_main(void *arg)
@@ -233,7 +308,13 @@ static void *sig_main(void *arg)
 			break; /* 0: main() is done */
 		if (cancelled)
 			continue;
+		if (term_phase == 1 && term_grace(fs))
+			break;
 		cancelled = 1;
+		if (term_phase != 2) {
+			term_phase = 2;
+			fuse_session_exit(sig_se);
+		}
 		log_info("%s: unmounting, cancelling the backend requests in flight", strsignal(c));
 		fs->be->ops->cancel(fs->be);
 		/* The loop sees the flag only when a signal interrupts one of
@@ -254,6 +335,7 @@ static int signals_start(struct fs *fs, struct fuse_session *se, pthread_t *th)
 	fcntl(sig_pipe[0], F_SETFL, 0);
 	main_thread = pthread_self();
 	sig_se = se;
+	term_grace_s = fs->opts->term_grace_s;
 	if (pthread_create(th, NULL, sig_main, fs) != 0)
 		return -EAGAIN;
 	sigemptyset(&sa.sa_mask);
@@ -638,7 +720,9 @@ int main(int argc, char **argv)
 	 * not wait on the store now */
 	fs.be->ops->cancel(fs.be);
 	signals_stop(sig_thread);
-	fuse_session_unmount(se);
+	if (!atomic_load(&fs.detached))
+		fuse_session_unmount(se);
+	/* else already off its path: a new mount there (an upgrade's) is not ours */
 	live_se = NULL;
 	/* unmounted: a notification it is making fails at once; the session
 	 * it names is freed below */

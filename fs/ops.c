@@ -257,6 +257,7 @@ static void release_file(struct fs *fs, fuse_ino_t ino, struct open_file *of)
 		cache_unpin(fs->cache, &of->obj, fd);
 	cache_stream_free(of->stream);
 	free(of);
+	atomic_fetch_sub(&fs->open_files, 1);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -318,6 +319,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	of->model = metrics_model(fs->metrics, rel);
 	/* counted before the answer: once answered, a release may free @of */
 	metrics_model_open(fs->metrics, of->model, of->pt > 0);
+	atomic_fetch_add(&fs->open_files, 1);
 	err = of->pt ? pt_reply_open(fs->pt, req, ino, fi) : fuse_reply_open(req, fi);
 	if (err == -ENOENT)
 		release_file(fs, ino, of); /* interrupted: release will not come */

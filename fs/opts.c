@@ -38,6 +38,7 @@ struct raw {
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
 	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl, *list_ttl;
+	char *term_grace;
 	char *log_level, *log_format, *metrics_port;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
@@ -61,6 +62,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("chunk_size=%s", chunk_size),
     OPT("metadata_ttl=%s", metadata_ttl),
     OPT("list_ttl=%s", list_ttl),
+    OPT("term_grace=%s", term_grace),
     OPT("stat_cache_expire=%s", metadata_ttl), /* ossfs's and s3fs's spelling */
     OPT("log_level=%s", log_level),
     OPT("log_format=%s", log_format),
@@ -353,6 +355,7 @@ static void free_raw(struct raw *r)
 	free(r->chunk_size);
 	free(r->metadata_ttl);
 	free(r->list_ttl);
+	free(r->term_grace);
 	free(r->log_level);
 	free(r->log_format);
 	free(r->metrics_port);
@@ -382,6 +385,7 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 	o->cache_low = 0.70;
 	o->metadata_ttl_s = 60;
 	o->list_ttl_s = 60;
+	o->term_grace_s = 25;
 	o->log_level = 2; /* info */
 
 	if (!bspec) {
@@ -461,6 +465,12 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 		if (d != (unsigned)d)
 			set_bad(&r, "bad value for option list_ttl: '%s' (whole seconds)", r.list_ttl);
 		o->list_ttl_s = (unsigned)d;
+	}
+	if (r.term_grace && parse_num("term_grace", r.term_grace, 0, 86400, &d, &r) == 0) {
+		if (d != (unsigned)d)
+			set_bad(&r, "bad value for option term_grace: '%s' (whole seconds)",
+				r.term_grace);
+		o->term_grace_s = (unsigned)d;
 	}
 	if (r.log_level) {
 		static const char *const levels[] = {"error", "warning", "info", "debug"};
@@ -573,6 +583,8 @@ void opts_usage(const char *prog)
 	       "  metadata_ttl=SEC       re-check an object's ETag on open after SEC (default 60)\n"
 	       "  list_ttl=SEC           re-list the source every SEC: new, changed and deleted\n"
 	       "                         keys show (default 60; 0: only on `modelfs refresh`)\n"
+	       "  term_grace=SEC         on SIGTERM, take the mount off its path (no new opens)\n"
+	       "                         and serve the files open for up to SEC (default 25; 0: none)\n"
 	       "  prefetch=GLOB[:GLOB]   warm matching files into the cache right after mounting\n"
 	       "                         (fnmatch on the path below the mount; '*' spans '/')\n"
 	       "  ready_file=PATH        created when the prefetch is done (readiness probes)\n"
@@ -596,7 +608,8 @@ void opts_usage(const char *prog)
 		printf("\n%s", bes[i]->help);
 	printf("\n"
 	       "Credentials are never taken from the command line.\n"
-	       "SIGTERM, SIGINT: cancel the requests in flight and unmount (within ~2 s).\n"
+	       "SIGTERM: no new opens; open files are served until closed or term_grace, then exit.\n"
+	       "SIGINT, a second SIGTERM: cancel the requests in flight and unmount (within ~2 s).\n"
 	       "\n"
 	       "Cache tools: %s cache stat|verify|clear CACHE_DIR\n"
 	       "On a live mount: %s prefetch [--wait] [--memory] [--quiet] PATH...\n"

@@ -5,7 +5,8 @@
 # two hours (entry_timeout=attr_timeout=7200), an open file keeps its
 # version, `modelfs refresh` shows a change at once; an error after the
 # daemon went to the background is the mount command's one line and exit 1,
-# leaves no mount, and reaches syslog.
+# leaves no mount, and reaches syslog; SIGTERM takes the mount off its path
+# and serves the files open until they are closed or term_grace passes.
 source "$(dirname "$0")/lib.sh"
 
 MNT=$WORK/mnt
@@ -114,5 +115,66 @@ rc=$?
 MOUNTS+=("$MNT")
 check "the background start without a fault: exit 0 and mounted" bash -c "[ $rc -eq 0 ] && mountpoint -q '$MNT' && [ -s '$MNT/a.bin' ]"
 fusermount3 -u "$MNT"
+
+# --- 4. SIGTERM with term_grace: off the path at once, open files served until closed
+reader() { # FILE GO_FILE OUT: open, read 1 MiB, say so, wait for GO_FILE, read the rest, print the sum
+	python3 - "$@" <<'PY'
+import hashlib, os, sys, time
+f = open(sys.argv[1], "rb")
+h = hashlib.sha256(f.read(1 << 20))
+open(sys.argv[3], "w").write("open\n")
+t = time.time() + 40
+while not os.path.exists(sys.argv[2]) and time.time() < t:
+    time.sleep(0.05)
+try:
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        h.update(b)
+    print(h.hexdigest())
+except OSError as e:
+    print("error", e.errno)
+PY
+}
+mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,term_grace=30" || exit 1
+P=$MNT_PID
+reader "$MNT/a.bin" "$WORK/go4" "$WORK/r4.state" >"$WORK/r4.out" &
+R=$!
+for _ in $(seq 100); do [ -s "$WORK/r4.state" ] && break; sleep 0.1; done
+kill -TERM "$P"
+t=$(within 5 '! mountpoint -q "$MNT"')
+check "SIGTERM: the mount is off its path at once (${t:-never} s)" [ -n "$t" ]
+check "... a new open finds the directory below, not the model" bash -c "[ ! -e '$MNT/a.bin' ]"
+check "... the daemon still serves the open file" kill -0 "$P"
+touch "$WORK/go4"
+timeout 30 tail --pid="$R" -f /dev/null
+check_all "... whose reader reads it to the end, every byte right" \
+	'[ "$(cat "$WORK/r4.out")" = "$(sha "$WORK/a2.bin")" ]'
+t0=$SECONDS
+timeout 20 tail --pid="$P" -f /dev/null
+wait "$P"
+rc=$?
+check "... and the daemon exits 0 once that file is closed (rc $rc, $((SECONDS - t0)) s)" \
+	bash -c "[ $rc -eq 0 ] && [ $((SECONDS - t0)) -le 3 ]"
+grep "SIGTERM" "$WORK/mnt.log" | sed 's/^/  | /'
+
+mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,term_grace=2" || exit 1
+P=$MNT_PID
+rm -f "$WORK/r5.state"
+reader "$MNT/b.bin" "$WORK/go5" "$WORK/r5.state" >"$WORK/r5.out" &
+R=$!
+for _ in $(seq 100); do [ -s "$WORK/r5.state" ] && break; sleep 0.1; done
+t0=$(date +%s%N)
+kill -TERM "$P"
+timeout 20 tail --pid="$P" -f /dev/null
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "term_grace=2 with a file held open: the daemon ends after the grace ($ms ms)" \
+	bash -c "! kill -0 $P 2>/dev/null && [ $ms -ge 1900 ] && [ $ms -lt 6000 ]"
+touch "$WORK/go5"
+timeout 20 tail --pid="$R" -f /dev/null
+check_all "... its reader gets an error, not a hang and not wrong bytes ($(cat "$WORK/r5.out"))" \
+	'! kill -0 $R 2>/dev/null && grep -q "^error" "$WORK/r5.out"'
+check "... and nothing is left mounted" bash -c "! mountpoint -q '$MNT'"
 
 finish

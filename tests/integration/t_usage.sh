@@ -117,7 +117,7 @@ umount_fs "$MNT"
 
 # --- 4. SIGTERM during a read from a stalled store exits in seconds
 proxy_start
-S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,retries=3,request_timeout=30"
+S3_ENDPOINT=$PROXY_ENDPOINT mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,retries=3,request_timeout=30,term_grace=0"
 daemon=$MNT_PID
 proxy_fault stall -1 120 >/dev/null
 drop_caches
