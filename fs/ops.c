@@ -165,9 +165,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (err) {
 		if (err == -ENOENT) {
-			/* cache the miss too: the tree is a read-only snapshot */
+			/* cache the miss too, as long as the listing stands (a
+			 * refresh that adds the name also drops it) */
 			memset(&e, 0, sizeof(e));
 			e.entry_timeout = fs->opts->entry_timeout_s;
+			if (fs->opts->list_ttl_s && e.entry_timeout > fs->opts->list_ttl_s)
+				e.entry_timeout = fs->opts->list_ttl_s;
 			fuse_reply_entry(req, &e);
 			return;
 		}

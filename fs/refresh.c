@@ -8,7 +8,8 @@
  * what it did not see as removed and reports every change; the kernel is told
  * of each, so that long entry_timeout/attr_timeout and the kept page and
  * directory caches do not hide it:
- *   added     the parent's directory cache is dropped (inval_inode);
+ *   added     the name's negative entry (a miss the kernel keeps) and the
+ *             parent's directory cache are dropped;
  *   changed   the file's attributes and pages are dropped (inval_inode): its
  *             next open reads the new version; a file open now keeps its own
  *             (the open file holds its ETag, docs/design.md);
@@ -88,7 +89,8 @@ static void tell_kernel(void *arg, enum tree_change what, uint64_t parent, const
 	if (!p->fs->se)
 		return;
 	switch (what) {
-	case TREE_ADDED:
+	case TREE_ADDED: /* a miss the kernel keeps (a negative entry) goes too */
+		fuse_lowlevel_notify_inval_entry(p->fs->se, parent, name, strlen(name));
 		drop_dir(p, parent);
 		break;
 	case TREE_CHANGED:

@@ -35,6 +35,7 @@ a_old=$(sha "$MNT/a.bin")
 b_old=$(sha "$MNT/b.bin")
 check "the mount shows the model (a.bin's sum is the file's)" [ "$a_old" = "$(sha "$M/a.bin")" ]
 exec 3<"$MNT/a.bin" # an open file, cached whole
+stat "$MNT/new.bin" >/dev/null 2>&1 # a miss the kernel may keep for entry_timeout
 head -c $((2 << 20)) /dev/urandom >"$WORK/new.bin"
 head -c $((5 << 20)) /dev/urandom >"$WORK/b2.bin"
 head -c $((6 << 20)) /dev/urandom >"$WORK/a2.bin"
@@ -62,6 +63,7 @@ umount_fs "$MNT"
 # --- 2. modelfs refresh: at once, with list_ttl an hour
 mount_fs s3://models/m "$MNT" "list_ttl=3600,entry_timeout=7200,attr_timeout=7200,cache_dir=$WORK/c2" || exit 1
 ls "$MNT" >/dev/null
+stat "$MNT/fresh.txt" >/dev/null 2>&1 # a miss the kernel keeps (for an hour here)
 echo fresh >"$WORK/fresh.txt"
 $S3TOOL put models m/fresh.txt "$WORK/fresh.txt"
 sleep 1
