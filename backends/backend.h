@@ -83,6 +83,10 @@ struct backend_ops {
 	const char *syntax; /* SOURCE as users write it: "s3://BUCKET[/PREFIX]" */
 	const char *help;   /* its --help section: options, environment, credentials */
 	const struct backend_option *options; /* ends with a NULL name */
+	/* A listing with delimiter "/" costs what the one level holds (S3's
+	 * CommonPrefixes), not the whole subtree: a bucket's root is then
+	 * listed lazily, a directory at a time (listing=auto). */
+	int lists_by_dir;
 	/* Parse @source (its own scheme), take its options from @cfg, find its
 	 * credentials, and create a client. Nothing is sent yet. Sets the
 	 * header's prefix, name and what. On error @msg gets one line. */

@@ -550,6 +550,7 @@ out_err:
 
 const struct backend_ops backend_oss = {
     .scheme = "oss",
+    .lists_by_dir = 1,
     .syntax = "oss://BUCKET[/PREFIX]",
     .help = "oss://BUCKET[/PREFIX]: Alibaba Cloud OSS (signature V4; V1 with sigv=1)\n"
 	    "  endpoint=HOST|URL      e.g. oss-cn-beijing.aliyuncs.com (https), "

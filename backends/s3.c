@@ -736,6 +736,7 @@ const char *s3core_endpoint(struct backend *be) { return ((struct s3 *)be)->base
 
 const struct backend_ops backend_s3 = {
     .scheme = "s3",
+    .lists_by_dir = 1,
     .syntax = "s3://BUCKET[/PREFIX]",
     .help = "s3://BUCKET[/PREFIX]: S3 and S3-compatible stores (MinIO, Ceph, R2, ...), SigV4\n"
 	    "  endpoint=URL           default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else\n"

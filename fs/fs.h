@@ -37,6 +37,7 @@ struct fs {
 	struct fs_refresh *rf;   /* refresh.c */
 	atomic_int open_files;   /* opened and not yet released (SIGTERM's grace) */
 	atomic_int detached;     /* SIGTERM took the mount off its path: no unmount at the end */
+	int lazy;                /* listing=lazy: directories listed when first looked in */
 };
 
 /* The largest FUSE request asked for, in pages: 4 MiB, one chunk (see
@@ -98,6 +99,15 @@ extern const struct fuse_lowlevel_ops fs_ops;
 /* List the whole mounted prefix into @fs->tree (one listing pass) and save
  * the snapshot: the mount's first listing. @return 0 or the backend's -errno. */
 int fs_load_listing(struct fs *fs);
+
+/* listing=lazy: list directory @ino (one level) if it never was, and note
+ * that it is in use (the refresher keeps it fresh). @return 0 (also when
+ * the mount is not lazy or @ino is a file) or the listing's -errno. */
+int fs_dir_ready(struct fs *fs, uint64_t ino);
+/* listing=lazy: the directories down to @rel's (a path below the mount;
+ * its last component is a name or a glob) and every one below that,
+ * listed: before a prefetch walks the tree. @return 0 or -errno. */
+int fs_dir_ready_tree(struct fs *fs, const char *rel);
 
 /* The listing refresher (refresh.c): every list_ttl seconds, every 10 s
  * while @offline (the store has not answered yet), and when asked. */

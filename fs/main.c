@@ -588,6 +588,12 @@ int main(int argc, char **argv)
 
 	fs.opts = &o;
 	fs.prefix = fs.be->prefix;
+	/* a bucket's root may hold millions of keys: list it as it is looked
+	 * at; a model's prefix is best listed whole, one consistent snapshot */
+	fs.lazy = o.listing == 2 || (o.listing == 0 && !*fs.be->prefix && fs.be->ops->lists_by_dir);
+	if (o.listing == 2 && !fs.be->ops->lists_by_dir)
+		log_warn("listing=lazy on %s: its listings of one directory cost as much as the "
+			 "whole source", fs.be->ops->scheme);
 	fs.source_ns = source_ns;
 	fs.cache_dir = cache_dir;
 	fs.snap_id = snap_id;

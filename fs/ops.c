@@ -161,7 +161,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct tree_attr a;
-	int err = tree_lookup(fs->tree, parent, name, &a);
+	int err = fs_dir_ready(fs, parent);
+
+	if (err && err != -ENOENT) {
+		reply_err(req, EIO); /* a directory never listed, and the store does not answer */
+		return;
+	}
+	err = tree_lookup(fs->tree, parent, name, &a);
 
 	if (err) {
 		if (err == -ENOENT) {
@@ -412,7 +418,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs *fs = fs_of(req);
 	struct tree_attr a;
-	int err = tree_getattr(fs->tree, ino, &a);
+	int err = fs_dir_ready(fs, ino);
+
+	if (err && err != -ENOENT) {
+		reply_err(req, EIO);
+		return;
+	}
+	err = tree_getattr(fs->tree, ino, &a);
 
 	if (!err && !a.is_dir)
 		err = -ENOTDIR;

@@ -38,7 +38,7 @@ struct raw {
 	char *uid, *gid, *umask, *attr_timeout, *entry_timeout, *retries;
 	char *connect_timeout, *request_timeout;
 	char *cache_size, *cache_high, *cache_low, *chunk_size, *metadata_ttl, *list_ttl;
-	char *term_grace;
+	char *term_grace, *listing;
 	char *log_level, *log_format, *metrics_port;
 	char *bad; /* first problem seen in the callback */
 	int n_pos;
@@ -63,6 +63,7 @@ static const struct fuse_opt raw_spec[] = {
     OPT("metadata_ttl=%s", metadata_ttl),
     OPT("list_ttl=%s", list_ttl),
     OPT("term_grace=%s", term_grace),
+    OPT("listing=%s", listing),
     OPT("stat_cache_expire=%s", metadata_ttl), /* ossfs's and s3fs's spelling */
     OPT("log_level=%s", log_level),
     OPT("log_format=%s", log_format),
@@ -356,6 +357,7 @@ static void free_raw(struct raw *r)
 	free(r->metadata_ttl);
 	free(r->list_ttl);
 	free(r->term_grace);
+	free(r->listing);
 	free(r->log_level);
 	free(r->log_format);
 	free(r->metrics_port);
@@ -465,6 +467,17 @@ int opts_parse(int argc, char **argv, struct fs_opts *o, struct fuse_args *fargs
 		if (d != (unsigned)d)
 			set_bad(&r, "bad value for option list_ttl: '%s' (whole seconds)", r.list_ttl);
 		o->list_ttl_s = (unsigned)d;
+	}
+	if (r.listing) {
+		if (strcmp(r.listing, "auto") == 0)
+			o->listing = 0;
+		else if (strcmp(r.listing, "full") == 0)
+			o->listing = 1;
+		else if (strcmp(r.listing, "lazy") == 0)
+			o->listing = 2;
+		else
+			set_bad(&r, "bad value for option listing: '%s' (auto, full or lazy)",
+				r.listing);
 	}
 	if (r.term_grace && parse_num("term_grace", r.term_grace, 0, 86400, &d, &r) == 0) {
 		if (d != (unsigned)d)
@@ -583,6 +596,9 @@ void opts_usage(const char *prog)
 	       "  metadata_ttl=SEC       re-check an object's ETag on open after SEC (default 60)\n"
 	       "  list_ttl=SEC           re-list the source every SEC: new, changed and deleted\n"
 	       "                         keys show (default 60; 0: only on `modelfs refresh`)\n"
+	       "  listing=auto|full|lazy full: the whole source at mount, one snapshot; lazy: a\n"
+	       "                         directory when first looked in (auto: lazy for an s3/oss\n"
+	       "                         bucket's root, else full)\n"
 	       "  term_grace=SEC         on SIGTERM, take the mount off its path (no new opens)\n"
 	       "                         and serve the files open for up to SEC (default 25; 0: none)\n"
 	       "  prefetch=GLOB[:GLOB]   warm matching files into the cache right after mounting\n"

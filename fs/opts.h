@@ -36,6 +36,7 @@ struct fs_opts {
 	uint32_t chunk_size;       /* 0: the cache's own or the default */
 	double metadata_ttl_s;     /* revalidate a file's identity on open after this */
 	unsigned list_ttl_s;       /* re-list the prefix this often; 0: only when asked */
+	int listing;               /* 0 auto, 1 full, 2 lazy (listing=) */
 	unsigned term_grace_s;     /* SIGTERM: serve open files this long; 0: unmount at once */
 	char *prefetch;            /* ':'-separated globs to warm at mount, NULL: none */
 	char *ready_file;          /* created once the prefetch is done, NULL: none */

@@ -13,6 +13,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <pthread.h>
@@ -235,6 +236,24 @@ int fs_prefetch_add(struct fs *fs, const char *under, int exact, const char *glo
 		return -ENODATA;
 	if (cache_quota(fs->cache, &quota, &usage, &high) < 0)
 		return -ENODATA; /* no disk cache: nothing to warm */
+	if (fs->lazy) {
+		/* listing=lazy: what the globs can match is listed first */
+		char lit[PATH_MAX];
+		const char *g = globs && *globs ? globs : "*";
+		while (*g) {
+			size_t n = strcspn(g, ":"), k = strcspn(g, "*?[");
+			if (k > n)
+				k = n;
+			snprintf(lit, sizeof(lit), "%s%.*s", under, (int)k, g);
+			if (exact)
+				snprintf(lit, sizeof(lit), "%s", under);
+			if ((err = fs_dir_ready_tree(fs, lit)) != 0)
+				return err;
+			g += n;
+			if (*g == ':')
+				g++;
+		}
+	}
 	tree_foreach_file(fs->tree, collect, &c);
 	if (c.err) {
 		err = c.err;

@@ -18,15 +18,26 @@
  * A failed pass changes nothing (no pass_end): what was listed stays. The
  * snapshot is saved when a pass changed something.
  *
- * Threads: the refresher owns the passes; the xattr handler (a FUSE worker)
- * waits on rf->cond for the pass it asked for. Everything in struct
- * fs_refresh is under rf->lock.
+ * listing=lazy (a bucket's root: millions of keys cannot be listed at
+ * mount) lists a directory, one level with the delimiter, when it is first
+ * looked in (fs_dir_ready, from a lookup or an opendir: a root of 500 model
+ * prefixes is one listing of 500 prefixes); the refresher then re-lists,
+ * every list_ttl, the directories looked in during the last
+ * LAZY_KEEP_TTLS periods (at least LAZY_KEEP_MIN_S): the cost of a period is
+ * what was looked at, never the bucket.
+ *
+ * Threads: the refresher owns the timed passes; FUSE workers list a
+ * directory on demand; pass_lock keeps passes from overlapping (the tree's
+ * pass mark is one counter). The xattr handler (a FUSE worker) waits on
+ * rf->cond for the pass it asked for. Everything in struct fs_refresh is
+ * under rf->lock.
  */
 #include "fs.h"
 #include "log.h"
 #include "snapshot.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -35,6 +46,11 @@
 #include <time.h>
 
 #define REFRESH_OFFLINE_S 10
+#define LAZY_KEEP_TTLS 10
+#define LAZY_KEEP_MIN_S 600
+
+static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER; /* one pass at a time */
+static atomic_int snap_dirty; /* a lazy listing added to the tree since the last save */
 
 struct fs_refresh {
 	struct fs *fs;
@@ -52,10 +68,22 @@ struct fs_refresh {
 
 /* ---- one pass */
 
+/* What a pass changed, told to the kernel once the pass is over and
+ * pass_lock released: a notification can wait for a directory's lock that a
+ * lookup holds, and that lookup may be waiting for pass_lock. */
+struct note {
+	enum tree_change what;
+	uint64_t parent, ino;
+	const char *name; /* the tree's: nodes are never freed */
+};
+
 struct pass {
 	struct fs *fs;
 	size_t changes;
 	uint64_t last_parent; /* the directory cache last dropped: once a run */
+	struct note *v;
+	size_t n, cap;
+	int lost; /* no memory to keep a change: the root's caches stand for all */
 };
 
 static int listing_cb(void *arg, const char *key, const struct backend_object *obj)
@@ -78,16 +106,47 @@ static void drop_dir(struct pass *p, uint64_t dir)
 	fuse_lowlevel_notify_inval_inode(p->fs->se, dir, 0, 0);
 }
 
-/* A change of the pass: tell the kernel (a name it never looked up gets
- * -ENOENT from it, which is fine). */
-static void tell_kernel(void *arg, enum tree_change what, uint64_t parent, const char *name,
+/* A change of the pass, kept for tell(). */
+static void note_change(void *arg, enum tree_change what, uint64_t parent, const char *name,
 			uint64_t ino)
 {
 	struct pass *p = arg;
 
 	p->changes++;
-	if (!p->fs->se)
-		return;
+	if (p->n == p->cap) {
+		size_t nc = p->cap ? p->cap * 2 : 64;
+		struct note *nv = realloc(p->v, nc * sizeof(*nv));
+		if (!nv) {
+			p->lost = 1;
+			return;
+		}
+		p->v = nv;
+		p->cap = nc;
+	}
+	p->v[p->n++] = (struct note){what, parent, ino, name};
+}
+
+static void tell_one(struct pass *p, enum tree_change what, uint64_t parent, const char *name,
+		     uint64_t ino);
+
+/* Tell the kernel what the pass changed (a name it never looked up gets
+ * -ENOENT from it, which is fine). With no lock held. */
+static void tell(struct pass *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (p->fs->se)
+			tell_one(p, p->v[i].what, p->v[i].parent, p->v[i].name, p->v[i].ino);
+	if (p->lost && p->fs->se)
+		fuse_lowlevel_notify_inval_inode(p->fs->se, TREE_ROOT_INO, 0, 0);
+	free(p->v);
+	p->v = NULL;
+	p->n = p->cap = 0;
+	p->lost = 0;
+}
+
+static void tell_one(struct pass *p, enum tree_change what, uint64_t parent, const char *name,
+		     uint64_t ino)
+{
 	switch (what) {
 	case TREE_ADDED: /* a miss the kernel keeps (a negative entry) goes too */
 		fuse_lowlevel_notify_inval_entry(p->fs->se, parent, name, strlen(name));
@@ -105,31 +164,211 @@ static void tell_kernel(void *arg, enum tree_change what, uint64_t parent, const
 	}
 }
 
-/* List the prefix into the tree. @changes (may be NULL) gets the count. */
-static int load(struct fs *fs, int tell, size_t *changes)
+static uint64_t now_ms(void)
 {
-	struct pass p = {fs, 0, 0};
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void save_snapshot(struct fs *fs)
+{
+	char *buf;
+	size_t len;
 	int err;
 
+	if (!fs->cache_dir || tree_serialize(fs->tree, &buf, &len) != 0)
+		return;
+	err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
+	if (err)
+		log_once(LOG_LVL_WARN, "cannot save the listing snapshot in %s: %s", fs->cache_dir,
+			 strerror(-err));
+	free(buf);
+}
+
+/* One level of directory @ino (listing=lazy), its changes into @p (NULL:
+ * not kept). With pass_lock held. */
+static int list_dir(struct fs *fs, uint64_t ino, struct pass *p)
+{
+	char rel[PATH_MAX], *prefix;
+	int err = tree_dirpath(fs->tree, ino, rel, sizeof(rel));
+
+	if (err)
+		return err;
+	if (asprintf(&prefix, "%s%s", fs->prefix, rel) < 0)
+		return -ENOMEM;
 	tree_pass_begin(fs->tree);
-	err = backend_list(fs->be, fs->prefix, NULL, listing_cb, fs);
+	err = backend_list(fs->be, prefix, "/", listing_cb, fs);
+	free(prefix);
 	if (err)
 		return err; /* keep what we had: no pass_end */
-	tree_pass_end(fs->tree, tell ? tell_kernel : NULL, &p);
+	tree_dir_pass_end(fs->tree, ino, now_ms(), p ? note_change : NULL, p);
+	atomic_store(&snap_dirty, 1);
+	return 0;
+}
+
+/* The root and every directory looked in lately, listed again
+ * (listing=lazy); the root's error is the pass's (an outage). */
+static int list_dirs_in_use(struct fs *fs, size_t *changes)
+{
+	struct pass p = {.fs = fs};
+	uint64_t keep_ms = (uint64_t)LAZY_KEEP_TTLS * fs->opts->list_ttl_s * 1000, now = now_ms();
+	uint64_t *dirs = NULL;
+	size_t n = 0;
+	int err, first_err = 0;
+
+	if (keep_ms < LAZY_KEEP_MIN_S * 1000ull)
+		keep_ms = LAZY_KEEP_MIN_S * 1000ull;
+	pthread_mutex_lock(&pass_lock);
+	first_err = list_dir(fs, TREE_ROOT_INO, &p);
+	pthread_mutex_unlock(&pass_lock);
+	tell(&p);
+	if (first_err)
+		return first_err;
+	err = tree_dirs_in_use(fs->tree, now > keep_ms ? now - keep_ms : 0, &dirs, &n);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		if (dirs[i] == TREE_ROOT_INO)
+			continue;
+		pthread_mutex_lock(&pass_lock);
+		err = list_dir(fs, dirs[i], &p);
+		pthread_mutex_unlock(&pass_lock);
+		tell(&p);
+		if (err && err != -ENOENT && !first_err)
+			first_err = err; /* ENOENT: gone meanwhile, its parent's listing said so */
+	}
+	free(dirs);
+	*changes = p.changes;
+	return first_err;
+}
+
+/* List the prefix into the tree: all of it, or (lazy) the root and the
+ * directories in use. @changes (may be NULL) gets the count. */
+static int load(struct fs *fs, int notify, size_t *changes)
+{
+	struct pass p = {.fs = fs};
+	size_t lazy_changes = 0;
+	int err;
+
+	if (fs->lazy) {
+		if (!notify) { /* the mount: its root */
+			pthread_mutex_lock(&pass_lock);
+			err = list_dir(fs, TREE_ROOT_INO, NULL);
+			pthread_mutex_unlock(&pass_lock);
+			tree_dir_used(fs->tree, TREE_ROOT_INO, now_ms());
+		} else {
+			err = list_dirs_in_use(fs, &lazy_changes);
+		}
+		if (changes)
+			*changes = lazy_changes;
+		if (atomic_exchange(&snap_dirty, 0))
+			save_snapshot(fs);
+		return err;
+	}
+	pthread_mutex_lock(&pass_lock);
+	tree_pass_begin(fs->tree);
+	err = backend_list(fs->be, fs->prefix, NULL, listing_cb, fs);
+	if (!err)
+		tree_pass_end(fs->tree, notify ? note_change : NULL, &p);
+	pthread_mutex_unlock(&pass_lock);
+	if (err)
+		return err; /* keep what we had: no pass_end */
+	tell(&p);
 	if (changes)
 		*changes = p.changes;
-	if (fs->cache_dir && (!tell || p.changes)) {
-		char *buf;
-		size_t len;
-		if (tree_serialize(fs->tree, &buf, &len) == 0) {
-			err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
-			if (err)
-				log_once(LOG_LVL_WARN, "cannot save the listing snapshot in %s: %s",
-					 fs->cache_dir, strerror(-err));
-			free(buf);
-		}
-	}
+	if (!notify || p.changes)
+		save_snapshot(fs);
 	return 0;
+}
+
+int fs_dir_ready(struct fs *fs, uint64_t ino)
+{
+	uint64_t listed = 0;
+	int err;
+
+	if (!fs->lazy)
+		return 0;
+	err = tree_dir_listed(fs->tree, ino, &listed);
+	if (err)
+		return err == -ENOTDIR ? 0 : err;
+	tree_dir_used(fs->tree, ino, now_ms());
+	if (listed)
+		return 0; /* the refresher keeps it */
+	pthread_mutex_lock(&pass_lock);
+	/* another worker may have listed it while we waited. Nothing to tell
+	 * the kernel: it has asked us of every name in a directory never
+	 * listed (and this worker's lookup holds the directory's lock) */
+	if (tree_dir_listed(fs->tree, ino, &listed) == 0 && !listed)
+		err = list_dir(fs, ino, NULL);
+	pthread_mutex_unlock(&pass_lock);
+	if (err)
+		log_once(LOG_LVL_WARN, "listing a directory of %s failed (%s): it looks empty until "
+			 "the store answers", fs->opts->source, strerror(-err));
+	return err;
+}
+
+int fs_dir_ready_tree(struct fs *fs, const char *rel)
+{
+	char part[PATH_MAX];
+	uint64_t ino = TREE_ROOT_INO, *queue = NULL;
+	size_t qn = 0, qcap = 0, qi = 0;
+	const char *p = rel;
+	int err = 0;
+
+	if (!fs->lazy)
+		return 0;
+	/* down to @rel's directory, one level at a time */
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+		struct tree_attr a;
+		if (!slash)
+			break; /* the last part is a name in that directory, or a glob */
+		if (n == 0 || n >= sizeof(part)) {
+			p = slash + 1;
+			continue;
+		}
+		memcpy(part, p, n);
+		part[n] = '\0';
+		if ((err = fs_dir_ready(fs, ino)) != 0)
+			return err;
+		if (tree_lookup(fs->tree, ino, part, &a) != 0 || !a.is_dir)
+			return 0; /* nothing there: nothing to list */
+		ino = a.ino;
+		p = slash + 1;
+	}
+	/* and every directory below it */
+	for (;;) {
+		uint64_t *kids;
+		size_t nk;
+		if ((err = fs_dir_ready(fs, ino)) != 0)
+			break;
+		if (tree_subdirs(fs->tree, ino, &kids, &nk) == 0) {
+			if (qn + nk > qcap) {
+				size_t nc = (qn + nk) * 2;
+				uint64_t *nq = realloc(queue, nc * sizeof(*nq));
+				if (!nq) {
+					free(kids);
+					err = -ENOMEM;
+					break;
+				}
+				queue = nq;
+				qcap = nc;
+			}
+			memcpy(queue + qn, kids, nk * sizeof(*kids));
+			qn += nk;
+			free(kids);
+		}
+		if (qi == qn)
+			break;
+		ino = queue[qi++];
+	}
+	free(queue);
+	if (atomic_exchange(&snap_dirty, 0))
+		save_snapshot(fs);
+	return err;
 }
 
 int fs_load_listing(struct fs *fs)
@@ -154,12 +393,13 @@ static void *refresh_main(void *arg)
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += every ? every : 3600;
-		while (!rf->stop && rf->asked == rf->done &&
+		/* timed passes move done past asked: asked for is asked > done */
+		while (!rf->stop && rf->asked <= rf->done &&
 		       pthread_cond_timedwait(&rf->cond, &rf->lock, &ts) == 0)
 			;
 		if (rf->stop)
 			break;
-		if (rf->asked == rf->done && !every)
+		if (rf->asked <= rf->done && !every)
 			continue; /* list_ttl=0: only when asked */
 		pass = rf->asked > rf->done ? rf->asked : rf->done + 1;
 		rf->running = pass;

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,8 @@ struct node {
 	int64_t mtime;
 	char etag[BACKEND_ETAG_MAX];
 	uint64_t validated_ms; /* CLOCK_MONOTONIC: when the backend last confirmed it */
+	uint64_t listed_ms;    /* directories, listing=lazy: when listed; 0: never */
+	_Atomic uint64_t used_ms; /* directories: last looked in (any lock: a hint) */
 	uint32_t n_subdirs;
 	uint64_t *kids; /* directories: children in insertion order */
 	size_t n_kids, cap_kids;
@@ -195,6 +198,8 @@ void tree_pass_begin(struct tree *t)
 	pthread_rwlock_unlock(&t->lock);
 }
 
+static struct node *get_live(struct tree *t, uint64_t ino);
+
 /* A change to be reported, copied out under the lock. */
 struct change {
 	uint8_t what;
@@ -212,15 +217,16 @@ static void mark(struct tree *t, struct node *n, enum tree_change what)
 		n->change = (uint8_t)what;
 }
 
-size_t tree_pass_end(struct tree *t, tree_change_fn cb, void *arg)
+/* tree_pass_end of the whole tree (@dir NULL), or of @dir's children. */
+static size_t sweep(struct tree *t, struct node *dir, tree_change_fn cb, void *arg)
 {
 	struct change *ch = NULL;
-	size_t n_ch = 0, cap = 0, removed = 0;
+	size_t n_ch = 0, cap = 0, removed = 0, count;
 	int ch_lost = 0;
 
-	pthread_rwlock_wrlock(&t->lock);
-	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
-		struct node *n = t->nodes[i];
+	count = dir ? dir->n_kids : t->n_nodes - (TREE_ROOT_INO + 1);
+	for (size_t i = 0; i < count; i++) {
+		struct node *n = t->nodes[dir ? dir->kids[i] : TREE_ROOT_INO + 1 + i];
 		if (!n->removed && n->pass != t->pass) {
 			n->removed = 1;
 			if (n->is_dir)
@@ -251,6 +257,113 @@ size_t tree_pass_end(struct tree *t, tree_change_fn cb, void *arg)
 		cb(arg, TREE_CHANGED, 0, "", TREE_ROOT_INO);
 	free(ch);
 	return removed;
+}
+
+size_t tree_pass_end(struct tree *t, tree_change_fn cb, void *arg)
+{
+	pthread_rwlock_wrlock(&t->lock);
+	return sweep(t, NULL, cb, arg); /* unlocks */
+}
+
+size_t tree_dir_pass_end(struct tree *t, uint64_t dir, uint64_t now_ms, tree_change_fn cb,
+			 void *arg)
+{
+	struct node *d;
+
+	pthread_rwlock_wrlock(&t->lock);
+	d = get_live(t, dir);
+	if (!d || !d->is_dir) {
+		pthread_rwlock_unlock(&t->lock);
+		return 0;
+	}
+	d->listed_ms = now_ms ? now_ms : 1;
+	return sweep(t, d, cb, arg); /* unlocks */
+}
+
+int tree_dir_listed(struct tree *t, uint64_t ino, uint64_t *listed_ms)
+{
+	struct node *n;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = get_live(t, ino);
+	if (!n)
+		err = -ENOENT;
+	else if (!n->is_dir)
+		err = -ENOTDIR;
+	else
+		*listed_ms = n->listed_ms;
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+void tree_dir_used(struct tree *t, uint64_t ino, uint64_t now_ms)
+{
+	pthread_rwlock_rdlock(&t->lock);
+	if (ino < t->n_nodes && t->nodes[ino]->is_dir)
+		atomic_store_explicit(&t->nodes[ino]->used_ms, now_ms, memory_order_relaxed);
+	pthread_rwlock_unlock(&t->lock);
+}
+
+int tree_dirs_in_use(struct tree *t, uint64_t since_ms, uint64_t **out, size_t *n_out)
+{
+	uint64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	for (size_t i = TREE_ROOT_INO; i < t->n_nodes && !err; i++) {
+		struct node *d = t->nodes[i];
+		if (d->removed || !d->is_dir || !d->listed_ms ||
+		    atomic_load_explicit(&d->used_ms, memory_order_relaxed) < since_ms)
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			uint64_t *nv = realloc(v, nc * sizeof(*nv));
+			if (!nv) {
+				err = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[n++] = d->ino;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (err) {
+		free(v);
+		return err;
+	}
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
+int tree_subdirs(struct tree *t, uint64_t dir, uint64_t **out, size_t *n_out)
+{
+	struct node *d;
+	uint64_t *v;
+	size_t n = 0;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	d = get_live(t, dir);
+	if (!d || !d->is_dir) {
+		pthread_rwlock_unlock(&t->lock);
+		return d ? -ENOTDIR : -ENOENT;
+	}
+	v = malloc((d->n_subdirs ? d->n_subdirs : 1) * sizeof(*v));
+	if (!v)
+		err = -ENOMEM;
+	for (size_t i = 0; v && i < d->n_kids && n < d->n_subdirs; i++) {
+		struct node *k = t->nodes[d->kids[i]];
+		if (!k->removed && k->is_dir)
+			v[n++] = k->ino;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	*out = v;
+	*n_out = n;
+	return err;
 }
 
 /* Check a relative path; @return 0 or a reason it cannot be a path. */
@@ -608,12 +721,13 @@ int tree_serialize(struct tree *t, char **buf, size_t *len)
 
 	pthread_rwlock_rdlock(&t->lock);
 	wput(&w, "MFSTREE1", 8);
-	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
+	for (size_t i = TREE_ROOT_INO; i < t->n_nodes; i++) {
 		struct node *n = t->nodes[i];
-		uint8_t kind = n->is_dir ? 2 : 1;
+		/* 1 file, 2 directory, 3 directory listed whole (listing=lazy) */
+		uint8_t kind = n->is_dir ? (n->listed_ms ? 3 : 2) : 1;
 		uint16_t plen = (uint16_t)strlen(n->relpath);
-		if (n->removed)
-			continue;
+		if (n->removed || (i == TREE_ROOT_INO && kind != 3))
+			continue; /* the root: only to say it was listed */
 		wput(&w, &kind, 1);
 		wput(&w, &plen, 2);
 		wput(&w, n->relpath, plen);
@@ -633,6 +747,19 @@ int tree_serialize(struct tree *t, char **buf, size_t *len)
 	*buf = w.p;
 	*len = w.len;
 	return 0;
+}
+
+/* The directory at @rel (@len bytes, no '/' at the end; "" the root) was
+ * listed, as far as a snapshot says. */
+static void mark_listed(struct tree *t, const char *rel, size_t len)
+{
+	struct node *n;
+
+	pthread_rwlock_wrlock(&t->lock);
+	n = len ? ensure_dir(t, rel, len) : t->nodes[TREE_ROOT_INO];
+	if (n)
+		n->listed_ms = 1;
+	pthread_rwlock_unlock(&t->lock);
 }
 
 int tree_load(struct tree *t, const char *buf, size_t len)
@@ -655,17 +782,19 @@ int tree_load(struct tree *t, const char *buf, size_t len)
 		kind = (uint8_t)*p;
 		memcpy(&plen, p + 1, 2);
 		p += 3;
-		if (plen == 0 || plen > PATH_MAX || end - p < plen)
+		if ((plen == 0 && kind != 3) || plen > PATH_MAX || end - p < plen)
 			goto bad;
 		memcpy(path, p, plen);
 		path[plen] = '\0';
 		p += plen;
-		if (kind == 2) {
+		if (kind == 2 || kind == 3) {
 			path[plen] = '/';
 			path[plen + 1] = '\0';
-			err = tree_add_key(t, path, NULL);
+			err = plen ? tree_add_key(t, path, NULL) : 0;
 			if (err > 0)
 				err = 0;
+			if (kind == 3) /* listed once, long ago: a lookup lists it again */
+				mark_listed(t, path, plen);
 			continue;
 		}
 		if (kind != 1 || end - p < 17)

@@ -69,6 +69,25 @@ size_t tree_pass_end(struct tree *t, tree_change_fn cb, void *arg);
  * prefix. @return 0 when added or updated, 1 when skipped (logged), -ENOMEM. */
 int tree_add_key(struct tree *t, const char *relpath, const struct backend_object *obj);
 
+/* Lazy listing (listing=lazy): a directory's children are known once it has
+ * been listed (one level, with a delimiter). A listing of @dir is a pass:
+ * tree_pass_begin, tree_add_key of what the level holds (files and common
+ * prefixes), then tree_dir_pass_end, which sweeps @dir's children only,
+ * reports the changes as tree_pass_end does and records @now_ms as the
+ * listing's time. @return the number removed. Passes must not overlap. */
+size_t tree_dir_pass_end(struct tree *t, uint64_t dir, uint64_t now_ms, tree_change_fn cb,
+			 void *arg);
+/* When directory @ino was listed (*@listed_ms; 0: never; 1: from a
+ * snapshot). @return 0, -ENOENT, -ENOTDIR. */
+int tree_dir_listed(struct tree *t, uint64_t ino, uint64_t *listed_ms);
+/* Someone looked in directory @ino (a lookup, a readdir) at @now_ms. */
+void tree_dir_used(struct tree *t, uint64_t ino, uint64_t now_ms);
+/* The listed directories used since @since_ms (refreshing them costs what
+ * was looked at), and the live subdirectories of @dir: malloc'd arrays of
+ * inodes. @return 0, -ENOMEM (-ENOENT, -ENOTDIR). */
+int tree_dirs_in_use(struct tree *t, uint64_t since_ms, uint64_t **out, size_t *n);
+int tree_subdirs(struct tree *t, uint64_t dir, uint64_t **out, size_t *n);
+
 /* Look @name up in directory @parent. @return 0, -ENOENT, -ENOTDIR. */
 int tree_lookup(struct tree *t, uint64_t parent, const char *name, struct tree_attr *out);
 int tree_getattr(struct tree *t, uint64_t ino, struct tree_attr *out);

@@ -6,7 +6,9 @@
 # version, `modelfs refresh` shows a change at once; an error after the
 # daemon went to the background is the mount command's one line and exit 1,
 # leaves no mount, and reaches syslog; SIGTERM takes the mount off its path
-# and serves the files open until they are closed or term_grace passes.
+# and serves the files open until they are closed or term_grace passes; a
+# bucket's root of 200,000 keys mounts lazily (one listing of 500 prefixes),
+# lists a prefix when it is looked in, refreshes only what is in use.
 source "$(dirname "$0")/lib.sh"
 
 MNT=$WORK/mnt
@@ -178,5 +180,46 @@ timeout 20 tail --pid="$R" -f /dev/null
 check_all "... its reader gets an error, not a hang and not wrong bytes ($(cat "$WORK/r5.out"))" \
 	'! kill -0 $R 2>/dev/null && grep -q "^error" "$WORK/r5.out"'
 check "... and nothing is left mounted" bash -c "! mountpoint -q '$MNT'"
+
+# --- 5. listing=lazy, the default for a bucket's root: 200,000 keys under
+# 500 prefixes (bigbucket.py: computed keys, every LIST counted)
+python3 "$HERE/bigbucket.py" "$WORK/bb.port" 500 400 4096 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/bb.port" ] && break; sleep 0.1; done
+BB=http://127.0.0.1:$(cat "$WORK/bb.port")
+lists() { # PREFIX: how many one-level listings of PREFIX the store answered
+	curl -s "$BB/__stats" | python3 -c 'import json,sys; print(sum(1 for l in json.load(sys.stdin)["lists"] if l[0] == sys.argv[1] and l[1] == "/" and l[2] > 1))' "$1"
+}
+t0=$(date +%s%N)
+S3_ENDPOINT=$BB mount_fs s3://big "$MNT" "cache_dir=$WORK/c5,list_ttl=3600" || exit 1
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "a bucket root of 200,000 keys mounts in under 2 s ($ms ms), lazily: one listing of its root ($(lists ""))" \
+	bash -c "[ $ms -lt 2000 ] && [ $(lists "") -eq 1 ]"
+n=$(ls "$MNT" | wc -l)
+check "ls of the root: its 500 prefixes, from that one listing ($n; $(lists "") listing)" \
+	bash -c "[ $n -eq 500 ] && [ $(lists "") -eq 1 ]"
+n=$(ls "$MNT/model-123" | wc -l)
+check "ls of one model prefix: its 400 files, one listing of it ($(lists model-123/))" \
+	bash -c "[ $n -eq 400 ] && [ $(lists model-123/) -eq 1 ]"
+want=$(python3 -c 'import hashlib,sys; b=hashlib.sha256(sys.argv[1].encode()).digest(); print(hashlib.sha256((b*129)[:4096]).hexdigest())' model-123/shard-00017.bin)
+check "a file of it reads right (sha256)" [ "$(sha "$MNT/model-123/shard-00017.bin")" = "$want" ]
+rss=$(awk '/^VmRSS/ {print $2}' "/proc/$MNT_PID/status")
+check "the daemon's RSS stays under 64 MiB ($((rss / 1024)) MiB)" [ "$rss" -lt $((64 << 10)) ]
+check "a prefix nobody looked in was never listed" [ "$(lists model-321/)" -eq 0 ]
+curl -s "$BB/__add?key=model-123/new.bin" >/dev/null
+curl -s "$BB/__del?key=model-123/shard-00000.bin" >/dev/null
+out=$("$MODELFS" refresh "$MNT")
+check_all "modelfs refresh re-lists what is in use ($out): the upload shows, the deleted key is gone" \
+	'ls "$MNT/model-123" | grep -qx new.bin && ! ls "$MNT/model-123" | grep -qx shard-00000.bin && [ "$(lists model-321/)" -eq 0 ]'
+"$MODELFS" prefetch --wait --quiet "$MNT/model-200"
+rc=$?
+check "modelfs prefetch --wait of a prefix never looked in: lists it and warms it (rc $rc, $(lists model-200/) listing)" \
+	bash -c "[ $rc -eq 0 ] && [ $(lists model-200/) -ge 1 ] && [ \"\$(getfattr --only-values -n user.modelfs.cached '$MNT/model-200/shard-00399.bin' 2>/dev/null)\" = 4096/4096 ]"
+umount_fs "$MNT"
+S3_ENDPOINT=$BB mount_fs s3://big "$MNT" "cache_dir=$WORK/c5,listing=full,list_ttl=0" || exit 1
+nodes=$(stat -f -c %c "$MNT")
+check "listing=full on the same bucket: every key at mount (statfs: $nodes files and directories)" \
+	[ "$nodes" -eq $((200000 + 500 + 1)) ]
+umount_fs "$MNT"
 
 finish

@@ -702,6 +702,72 @@ static void test_big_dir(void)
 	tree_free(t);
 }
 
+/* listing=lazy: a directory's pass sweeps its own children only, records
+ * when it was listed, and the listed state survives a snapshot. */
+static void test_dir_passes(void)
+{
+	struct tree *t, *t2;
+	struct tree_attr a;
+	uint64_t a_ino, b_ino, listed = 9, *dirs = NULL;
+	size_t n = 0, len;
+	char *buf;
+
+	CHECK(tree_new(0, &t) == 0);
+	/* the root, one level: two prefixes and a file */
+	tree_pass_begin(t);
+	CHECK(tree_add_key(t, "a/", NULL) == 0);
+	CHECK(tree_add_key(t, "b/", NULL) == 0);
+	CHECK(add_file(t, "top", 1) == 0);
+	tree_dir_pass_end(t, ROOT, 100, NULL, NULL);
+	a_ino = ino_of(t, "a", NULL);
+	b_ino = ino_of(t, "b", NULL);
+	CHECK(tree_dir_listed(t, ROOT, &listed) == 0 && listed == 100);
+	CHECK(tree_dir_listed(t, a_ino, &listed) == 0 && listed == 0);
+	CHECK(tree_dir_listed(t, ino_of(t, "top", NULL), &listed) == -ENOTDIR);
+	/* a/, one level */
+	tree_pass_begin(t);
+	CHECK(add_file(t, "a/x", 1) == 0);
+	CHECK(add_file(t, "a/y", 1) == 0);
+	CHECK(tree_add_key(t, "a/sub/", NULL) == 0);
+	tree_dir_pass_end(t, a_ino, 200, NULL, NULL);
+	/* b/ has one file; a later listing of a/ without y must not touch b/ */
+	tree_pass_begin(t);
+	CHECK(add_file(t, "b/z", 1) == 0);
+	tree_dir_pass_end(t, b_ino, 300, NULL, NULL);
+	tree_pass_begin(t);
+	CHECK(add_file(t, "a/x", 1) == 0);
+	CHECK(tree_add_key(t, "a/sub/", NULL) == 0);
+	{
+		struct changes c = {""};
+		CHECK(tree_dir_pass_end(t, a_ino, 400, record_change, &c) == 1);
+		CHECK_STR(c.s, "-y");
+	}
+	CHECK(ino_of(t, "a/y", NULL) == 0);
+	CHECK(ino_of(t, "b/z", NULL) != 0);
+	CHECK(ino_of(t, "top", NULL) != 0);
+	CHECK(tree_dir_listed(t, a_ino, &listed) == 0 && listed == 400);
+	CHECK(tree_subdirs(t, a_ino, &dirs, &n) == 0 && n == 1 && dirs[0] == ino_of(t, "a/sub", NULL));
+	free(dirs);
+	/* in use: only what was looked in since */
+	tree_dir_used(t, a_ino, 1000);
+	tree_dir_used(t, b_ino, 10);
+	CHECK(tree_dirs_in_use(t, 500, &dirs, &n) == 0 && n == 1 && dirs[0] == a_ino);
+	free(dirs);
+	/* a snapshot keeps what was listed (as listed long ago), not the rest */
+	CHECK(tree_serialize(t, &buf, &len) == 0);
+	CHECK(tree_new(0, &t2) == 0);
+	CHECK(tree_load(t2, buf, len) == 0);
+	CHECK(tree_dir_listed(t2, TREE_ROOT_INO, &listed) == 0 && listed == 1);
+	CHECK(tree_lookup(t2, ROOT, "a", &a) == 0);
+	CHECK(tree_dir_listed(t2, a.ino, &listed) == 0 && listed == 1);
+	CHECK(ino_of(t2, "a/sub", &a) != 0 && a.is_dir);
+	CHECK(tree_dir_listed(t2, a.ino, &listed) == 0 && listed == 0);
+	CHECK(ino_of(t2, "b/z", NULL) != 0);
+	free(buf);
+	tree_free(t2);
+	tree_free(t);
+}
+
 int main(void)
 {
 	test_lookup_getattr();
@@ -714,5 +780,6 @@ int main(void)
 	test_invalid_keys();
 	test_invalid_marker();
 	test_big_dir();
+	test_dir_passes();
 	return check_done();
 }
