@@ -35,7 +35,7 @@ struct fs {
 	struct metrics *metrics; /* metrics.c; set before the session loop starts */
 	struct fuse_session *se; /* for the kernel's notifications (refresh.c) */
 	struct fs_refresh *rf;   /* refresh.c */
-	atomic_int open_files;   /* opened and not yet released (SIGTERM's grace) */
+	struct handles *handles; /* open files (handle.h): fuse_file_info.fh */
 	atomic_int detached;     /* SIGTERM took the mount off its path: no unmount at the end */
 	int lazy;                /* listing=lazy: directories listed when first looked in */
 };

@@ -11,6 +11,7 @@
  * mount behind.
  */
 #include "fs.h"
+#include "handle.h"
 #include "jsonlist.h"
 #include "metrics.h"
 #include "log.h"
@@ -257,7 +258,7 @@ static int detach_mount(const char *mnt)
  * else 0: the caller ends the daemon now. */
 static int term_grace(struct fs *fs)
 {
-	int open = atomic_load(&fs->open_files);
+	int open = (int)handles_count(fs->handles);
 	uint64_t until = mono_ms() + (uint64_t)term_grace_s * 1000;
 
 	if (open <= 0)
@@ -273,7 +274,7 @@ static int term_grace(struct fs *fs)
 	for (;;) {
 		struct pollfd p = {sig_pipe[0], POLLIN, 0};
 		char c;
-		if ((open = atomic_load(&fs->open_files)) <= 0) {
+		if ((open = (int)handles_count(fs->handles)) <= 0) {
 			log_info("SIGTERM: the last open file is closed");
 			return 0;
 		}
@@ -597,7 +598,7 @@ int main(int argc, char **argv)
 	fs.source_ns = source_ns;
 	fs.cache_dir = cache_dir;
 	fs.snap_id = snap_id;
-	if (tree_new(time(NULL), &fs.tree))
+	if (tree_new(time(NULL), &fs.tree) || handles_new(&fs.handles))
 		die("out of memory");
 
 	msg[0] = '\0';
@@ -740,6 +741,7 @@ int main(int argc, char **argv)
 	fs_ready_stop(&fs);
 	cache_close(fs.cache);
 	tree_free(fs.tree);
+	handles_free(fs.handles);
 	fs.be->ops->close(fs.be);
 	fuse_opt_free_args(&fargs);
 	opts_free(&o);

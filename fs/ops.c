@@ -7,6 +7,7 @@
  * EACCES. Every operation that would modify the tree answers EROFS.
  */
 #include "fs.h"
+#include "handle.h"
 #include "metrics.h"
 #include "log.h"
 #include "snapshot.h"
@@ -266,7 +267,6 @@ static void release_file(struct fs *fs, fuse_ino_t ino, struct open_file *of)
 		cache_unpin(fs->cache, &of->obj, fd);
 	cache_stream_free(of->stream);
 	free(of);
-	atomic_fetch_sub(&fs->open_files, 1);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -311,7 +311,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_err(req, ENOMEM);
 		return;
 	}
-	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Pages the kernel holds stay valid while the object is the same
 	 * version; a new version drops them. */
 	fi->keep_cache = !changed;
@@ -326,11 +325,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	of->model = metrics_model(fs->metrics, rel);
+	fi->fh = handle_add(fs->handles, of);
+	if (!fi->fh) {
+		release_file(fs, ino, of);
+		reply_err(req, ENFILE);
+		return;
+	}
 	/* counted before the answer: once answered, a release may free @of */
 	metrics_model_open(fs->metrics, of->model, of->pt > 0);
-	atomic_fetch_add(&fs->open_files, 1);
 	err = of->pt ? pt_reply_open(fs->pt, req, ino, fi) : fuse_reply_open(req, fi);
-	if (err == -ENOENT)
+	if (err == -ENOENT && handle_del(fs->handles, fi->fh))
 		release_file(fs, ino, of); /* interrupted: release will not come */
 }
 
@@ -373,12 +377,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct open_file *of = handle_get(fs->handles, fi->fh);
 	size_t got = 0;
 	char *buf;
 	int err, random;
 
 	(void)ino;
+	if (!of) {
+		reply_err(req, EBADF);
+		return;
+	}
 	if (off < 0) {
 		reply_err(req, EINVAL);
 		return;
@@ -408,10 +416,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct fs *fs = fs_of(req);
+	struct open_file *of = handle_del(fs->handles, fi->fh);
 
-	release_file(fs_of(req), ino, of);
-	reply_err(req, 0);
+	if (of)
+		release_file(fs, ino, of);
+	reply_err(req, of ? 0 : EBADF);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -781,7 +791,8 @@ static void t_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	/* once answered, the request and the open file may be gone (a
 	 * release can run before this returns): take what is needed first */
-	unsigned model = ((struct open_file *)(uintptr_t)fi->fh)->model;
+	struct open_file *of = handle_get(fs_of(req)->handles, fi->fh);
+	unsigned model = of ? of->model : 0;
 	struct metrics *m = fs_of(req)->metrics;
 
 	TIMED(MOP_READ, op_read(req, ino, size, off, fi));
