@@ -81,8 +81,11 @@ int backend_open(const char *source, const struct backend_config *cfg, struct ba
 int backend_check(struct backend *be, const char *prefix, char *msg, size_t msg_len)
 {
 	uint64_t t0 = STATS_ON ? stats_now_ns() : 0;
-	int err = be->ops->check(be, prefix, msg, msg_len);
+	int err;
 
+	stats_cur_op = SB_CHECK;
+	err = be->ops->check(be, prefix, msg, msg_len);
+	stats_cur_op = SB_OTHER;
 	stats_backend_op(SB_CHECK, t0, err, 0);
 	return err;
 }
@@ -91,8 +94,11 @@ int backend_list(struct backend *be, const char *prefix, const char *delimiter,
 		 backend_list_cb cb, void *arg)
 {
 	uint64_t t0 = STATS_ON ? stats_now_ns() : 0;
-	int err = be->ops->list(be, prefix, delimiter, cb, arg);
+	int err;
 
+	stats_cur_op = SB_LIST;
+	err = be->ops->list(be, prefix, delimiter, cb, arg);
+	stats_cur_op = SB_OTHER;
 	stats_backend_op(SB_LIST, t0, err, 0);
 	return err;
 }
@@ -100,8 +106,11 @@ int backend_list(struct backend *be, const char *prefix, const char *delimiter,
 int backend_stat(struct backend *be, const char *key, struct backend_object *out)
 {
 	uint64_t t0 = STATS_ON ? stats_now_ns() : 0;
-	int err = be->ops->stat(be, key, out);
+	int err;
 
+	stats_cur_op = SB_STAT;
+	err = be->ops->stat(be, key, out);
+	stats_cur_op = SB_OTHER;
 	stats_backend_op(SB_STAT, t0, err, 0);
 	return err;
 }
@@ -110,8 +119,11 @@ int backend_read(struct backend *be, const struct backend_ref *obj, uint64_t off
 		 void *buf, size_t *got)
 {
 	uint64_t t0 = STATS_ON ? stats_now_ns() : 0;
-	int err = be->ops->read(be, obj, off, len, buf, got);
+	int err;
 
+	stats_cur_op = SB_READ;
+	err = be->ops->read(be, obj, off, len, buf, got);
+	stats_cur_op = SB_OTHER;
 	stats_backend_op(SB_READ, t0, err, err ? 0 : *got);
 	return err;
 }
@@ -149,8 +161,11 @@ int backend_read_stream(struct backend *be, const struct backend_ref *obj, uint6
 {
 	struct counting_sink cs = {sink, reset, arg, 0};
 	uint64_t t0 = STATS_ON ? stats_now_ns() : 0;
-	int err = be->ops->read_stream(be, obj, off, len, count_sink, count_reset, &cs);
+	int err;
 
+	stats_cur_op = SB_READ;
+	err = be->ops->read_stream(be, obj, off, len, count_sink, count_reset, &cs);
+	stats_cur_op = SB_OTHER;
 	stats_backend_op(SB_READ, t0, err, cs.n);
 	return err;
 }

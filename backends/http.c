@@ -509,7 +509,7 @@ static void count_attempt(CURL *c)
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (status > 0)
 		k = status >= 200 && status < 600 ? (enum stats_http)(status / 100 - 2) : SH_OTHER;
-	atomic_fetch_add_explicit(&stats_backend.http[k], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&stats_backend.http[stats_cur_op][k], 1, memory_order_relaxed);
 	if (curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &dl) == CURLE_OK && dl > 0)
 		atomic_fetch_add_explicit(&stats_backend.http_bytes, (uint64_t)dl,
 					  memory_order_relaxed);

@@ -9,7 +9,8 @@ const double stats_bucket_s[STATS_BUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005, 
 					      0.1,     0.25,   0.5,     1,      2.5,
 					      5,       10,     30,      60};
 
-const char *const stats_bop_name[SB_N] = {"list", "stat", "read", "check"};
+const char *const stats_bop_name[SB_N] = {"list", "stat", "read", "check", "other"};
+__thread enum stats_bop stats_cur_op = SB_OTHER;
 const char *const stats_result_name[SR_N] = {"ok",      "not_found",   "denied",    "stale",
 					     "timeout", "unreachable", "cancelled", "error"};
 const char *const stats_http_name[SH_N] = {"2xx", "3xx", "4xx", "5xx", "other", "none"};

@@ -44,7 +44,8 @@ uint64_t stats_now_ns(void);
 /* One observation of @ns nanoseconds. */
 void stats_hist_add(struct stats_hist *h, uint64_t ns);
 
-enum stats_bop { SB_LIST, SB_STAT, SB_READ, SB_CHECK, SB_N };
+/* SB_OTHER: requests made outside an operation (a source's set-up) */
+enum stats_bop { SB_LIST, SB_STAT, SB_READ, SB_CHECK, SB_OTHER, SB_N };
 enum stats_result {
 	SR_OK, SR_NOT_FOUND, SR_DENIED, SR_STALE, SR_TIMEOUT, SR_UNREACHABLE, SR_CANCELLED,
 	SR_ERROR, SR_N
@@ -61,13 +62,17 @@ struct stats_backend {
 		_Atomic uint64_t bytes; /* reads: bytes handed up */
 		struct stats_hist seconds;
 	} op[SB_N];
-	_Atomic uint64_t http[SH_N];   /* attempts by how they were answered */
+	_Atomic uint64_t http[SB_N][SH_N]; /* attempts by operation and answer */
 	_Atomic uint64_t retries;      /* attempts after the first of a request */
 	_Atomic uint64_t http_bytes;   /* body bytes received, every attempt */
 	_Atomic int64_t in_flight;     /* HTTP requests being performed now */
 };
 
 extern struct stats_backend stats_backend;
+
+/* The operation this thread is in (backend.c's wrappers set it), for the
+ * HTTP attempts it makes. */
+extern __thread enum stats_bop stats_cur_op;
 
 /* The result class of 0 or -errno. */
 enum stats_result stats_result_of(int err);

@@ -62,6 +62,13 @@ void cache_counters(struct cache *c, struct cache_counters *out)
 	out->mem_bytes = atomic_load(&c->mem_bytes);
 	out->disk_bytes = atomic_load(&c->disk_bytes);
 	out->store_bytes = atomic_load(&c->store_bytes);
+	if (c->ix) {
+		struct index_stats st;
+		if (index_stats(c->ix, &st) == 0) {
+			out->objects = st.objects;
+			out->chunks = st.chunks;
+		}
+	}
 }
 
 

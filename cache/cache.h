@@ -136,6 +136,7 @@ struct cache_counters {
 	uint32_t ra_window;             /* the last sequential window, chunks */
 	uint64_t mem_bytes, disk_bytes; /* bytes of reads served from the pool / the disk */
 	uint64_t store_bytes;           /* ... and by a fetch from the store made for them */
+	uint64_t objects, chunks;       /* what the cache holds (all its mounts) */
 };
 void cache_counters(struct cache *c, struct cache_counters *out);
 

@@ -167,7 +167,7 @@ static void totals(const char *mnt, const struct figures *f)
 	printf("  reads     %.0f answered, %s, errors %.0f; latency P50 %s, P90 %s, P99 %s\n",
 	       get(f, "modelfs_fuse_operations_total{op=\"read\"}"),
 	       human(get(f, "modelfs_fuse_read_bytes_total"), a, sizeof(a)),
-	       get(f, "modelfs_fuse_errors_total{op=\"read\"}"),
+	       sum(f, "modelfs_fuse_errors_total{op=\"read\","),
 	       ms(quantile(f, NULL, FUSE_LAT, "op=\"read\"", 0.5), b, sizeof(b)),
 	       ms(quantile(f, NULL, FUSE_LAT, "op=\"read\"", 0.9), c, sizeof(c)),
 	       ms(quantile(f, NULL, FUSE_LAT, "op=\"read\"", 0.99), d, sizeof(d)));

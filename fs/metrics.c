@@ -48,10 +48,21 @@
 static const char *const op_names[MOP_N] = {"lookup",  "getattr", "open",   "read",  "release",
 					    "opendir", "readdir", "statfs", "xattr", "other"};
 
+/* The errnos FUSE answers are counted by (a bounded label); the rest: other. */
+static const struct {
+	int e;
+	const char *name;
+} errnos[] = {{ENOENT, "ENOENT"}, {EIO, "EIO"},       {ESTALE, "ESTALE"}, {EACCES, "EACCES"},
+	      {EROFS, "EROFS"},   {EBADF, "EBADF"},   {EINVAL, "EINVAL"}, {ENOMEM, "ENOMEM"},
+	      {ENODATA, "ENODATA"}, {ERANGE, "ERANGE"}, {ENOTSUP, "ENOTSUP"}, {EPERM, "EPERM"},
+	      {ENOSPC, "ENOSPC"}, {ENFILE, "ENFILE"}, {0, "other"}};
+#define N_ERRNOS (sizeof(errnos) / sizeof(errnos[0]))
+
 /* Process-wide: written by FUSE workers with relaxed atomics, read by the
  * server's thread. */
 static struct {
-	_Atomic uint64_t errors, bytes;
+	_Atomic uint64_t bytes;
+	_Atomic uint64_t by_errno[N_ERRNOS];
 	struct stats_hist h;
 } ops[MOP_N];
 
@@ -94,8 +105,12 @@ void metrics_op(enum metrics_op op, uint64_t t0_ns, int err, uint64_t bytes)
 	stats_hist_add(&ops[op].h, now > t0_ns ? now - t0_ns : 0);
 	if (bytes)
 		atomic_fetch_add_explicit(&ops[op].bytes, bytes, memory_order_relaxed);
-	if (err)
-		atomic_fetch_add_explicit(&ops[op].errors, 1, memory_order_relaxed);
+	if (err) {
+		size_t k = 0;
+		while (k + 1 < N_ERRNOS && errnos[k].e != err)
+			k++;
+		atomic_fetch_add_explicit(&ops[op].by_errno[k], 1, memory_order_relaxed);
+	}
 }
 
 int metrics_listen(const char *addr, int port, char *msg, size_t msg_len)
@@ -339,11 +354,13 @@ static void render_fuse(struct out *o)
 		snprintf(x, sizeof(x), "op=\"%s\"", op_names[i]);
 		sample_u(o, "modelfs_fuse_operations_total", x, atomic_load(&ops[i].h.count));
 	}
-	head(o, "modelfs_fuse_errors_total", "counter", "FUSE operations answered with an error.");
-	for (int i = 0; i < MOP_N; i++) {
-		snprintf(x, sizeof(x), "op=\"%s\"", op_names[i]);
-		sample_u(o, "modelfs_fuse_errors_total", x, atomic_load(&ops[i].errors));
-	}
+	head(o, "modelfs_fuse_errors_total", "counter",
+	     "FUSE operations answered with an error, by op and errno.");
+	for (int i = 0; i < MOP_N; i++)
+		for (size_t k = 0; k < N_ERRNOS; k++) {
+			snprintf(x, sizeof(x), "op=\"%s\",errno=\"%s\"", op_names[i], errnos[k].name);
+			sample_u(o, "modelfs_fuse_errors_total", x, atomic_load(&ops[i].by_errno[k]));
+		}
 	head(o, "modelfs_fuse_operation_duration_seconds", "histogram",
 	     "Time from a FUSE request to its answer.");
 	for (int i = 0; i < MOP_N; i++) {
@@ -363,7 +380,7 @@ static void render_backend(struct out *o)
 
 	head(o, "modelfs_backend_operations_total", "counter",
 	     "Store operations (a read, a stat, a whole listing), by op and how they ended.");
-	for (int i = 0; i < SB_N; i++)
+	for (int i = 0; i < SB_OTHER; i++)
 		for (int r = 0; r < SR_N; r++) {
 			snprintf(x, sizeof(x), "op=\"%s\",result=\"%s\"", stats_bop_name[i],
 				 stats_result_name[r]);
@@ -372,7 +389,7 @@ static void render_backend(struct out *o)
 		}
 	head(o, "modelfs_backend_operation_duration_seconds", "histogram",
 	     "Time of a store operation, retries included.");
-	for (int i = 0; i < SB_N; i++) {
+	for (int i = 0; i < SB_OTHER; i++) {
 		snprintf(x, sizeof(x), "op=\"%s\"", stats_bop_name[i]);
 		histogram(o, "modelfs_backend_operation_duration_seconds", x, &b->op[i].seconds);
 		bytes += atomic_load(&b->op[i].bytes);
@@ -380,11 +397,14 @@ static void render_backend(struct out *o)
 	head(o, "modelfs_backend_bytes_total", "counter", "Bytes the store's reads returned.");
 	sample_u(o, "modelfs_backend_bytes_total", NULL, bytes);
 	head(o, "modelfs_backend_http_requests_total", "counter",
-	     "HTTP attempts, by the answer's status class (none: no answer).");
-	for (int i = 0; i < SH_N; i++) {
-		snprintf(x, sizeof(x), "status_class=\"%s\"", stats_http_name[i]);
-		sample_u(o, "modelfs_backend_http_requests_total", x, atomic_load(&b->http[i]));
-	}
+	     "HTTP attempts, by operation and the answer's status class (none: no answer).");
+	for (int i = 0; i < SB_N; i++)
+		for (int k = 0; k < SH_N; k++) {
+			snprintf(x, sizeof(x), "op=\"%s\",status_class=\"%s\"", stats_bop_name[i],
+				 stats_http_name[k]);
+			sample_u(o, "modelfs_backend_http_requests_total", x,
+				 atomic_load(&b->http[i][k]));
+		}
 	head(o, "modelfs_backend_retries_total", "counter", "HTTP attempts after a request's first.");
 	sample_u(o, "modelfs_backend_retries_total", NULL, atomic_load(&b->retries));
 	head(o, "modelfs_backend_http_received_bytes_total", "counter",
@@ -459,6 +479,10 @@ static void render_cache(struct metrics *m, struct out *o)
 		low = m->fs->opts ? m->fs->opts->cache_low : 0;
 		head(o, "modelfs_cache_usage_bytes", "gauge", "Bytes the cache holds (all its mounts).");
 		sample_u(o, "modelfs_cache_usage_bytes", NULL, usage);
+		head(o, "modelfs_cache_objects", "gauge", "Objects the cache holds chunks of (all its mounts).");
+		sample_u(o, "modelfs_cache_objects", NULL, cc.objects);
+		head(o, "modelfs_cache_chunks", "gauge", "Chunks the cache holds (all its mounts).");
+		sample_u(o, "modelfs_cache_chunks", NULL, cc.chunks);
 		head(o, "modelfs_cache_quota_bytes", "gauge", "The cache's quota.");
 		sample_u(o, "modelfs_cache_quota_bytes", NULL, quota);
 		head(o, "modelfs_cache_high_watermark_bytes", "gauge", "Eviction starts above this.");

@@ -572,6 +572,11 @@ static void control_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 			reply_err(req, ENOMEM);
 			return;
 		}
+		if (len > 65536) { /* the kernel's largest xattr value */
+			free(text);
+			reply_err(req, E2BIG);
+			return;
+		}
 		reply_xattr_text(req, text, len, size);
 		free(text);
 		return;

@@ -76,12 +76,17 @@ for o in memory disk store; do
 done
 check "bytes served by origin (memory + disk + store = $by_origin) add up to the bytes answered ($got)" \
 	[ "$by_origin" -eq "$got" ]
-gets=$(metric 'modelfs_backend_http_requests_total{mount="'"$MNT"'",source="s3://models/m",status_class="2xx"}')
+gets=$(metric 'modelfs_backend_http_requests_total{mount="'"$MNT"'",source="s3://models/m",op="read",status_class="2xx"}')
 reads_ok=$(metric 'modelfs_backend_operations_total{mount="'"$MNT"'",source="s3://models/m",op="read",result="ok"}')
 store_p99=$(curl -s "$PQ" --data-urlencode \
 	'query=histogram_quantile(0.99, sum by (le) (rate(modelfs_backend_operation_duration_seconds_bucket{op="read"}[30s])))' |
 	python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")')
-check_all "the store's figures: $gets HTTP 2xx, $reads_ok reads ok, read P99 $store_p99 s (Prometheus)" \
+getfattr -n user.no.such "$MNT/a.safetensors" >/dev/null 2>&1
+enodata=$(metric 'modelfs_fuse_errors_total{mount="'"$MNT"'",source="s3://models/m",op="xattr",errno="ENODATA"}')
+check "FUSE errors by errno: a getxattr of a missing name counts as ENODATA ($enodata)" [ "${enodata:-0}" -ge 1 ]
+objs=$(metric 'modelfs_cache_objects{')
+check "the cache's objects ($objs): the model's two files" [ "${objs:-0}" -eq 2 ]
+check_all "the store's figures: $gets HTTP 2xx for reads, $reads_ok reads ok, read P99 $store_p99 s (Prometheus)" \
 	'[ "${gets:-0}" -gt 0 ] && [ "${reads_ok:-0}" -gt 0 ] && python3 -c "import math,sys; v=float(sys.argv[1]); sys.exit(not (math.isfinite(v) and v > 0))" "$store_p99"'
 # the dashboard: every metric its PromQL names is exported, and Prometheus
 # runs every expression without an error
