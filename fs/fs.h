@@ -113,6 +113,10 @@ int fs_dir_ready_tree(struct fs *fs, const char *rel);
  * while @offline (the store has not answered yet), and when asked. */
 int fs_refresh_start(struct fs *fs, int offline);
 void fs_refresh_stop(struct fs *fs);
+/* The thread ended (while the session still answers: its notifications
+ * must not wait on a lookup that no worker will answer); waiters of
+ * fs_refresh_now get -ECANCELED. */
+void fs_refresh_halt(struct fs *fs);
 /* Ask for a pass that starts after this call and wait for it, at most
  * @timeout_ms. @return 0 with *@changes set, the listing's -errno,
  * -ETIMEDOUT, -ENOTSUP (no refresher). */

@@ -28,6 +28,7 @@
 #include <poll.h>
 #include <spawn.h>
 #include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -68,6 +69,8 @@ static void die(const char *fmt, ...)
 		int n = snprintf(msg, sizeof(msg), "1modelfs: %s\n", line);
 		if (write(start_fd, msg, (size_t)n) < 0)
 			_exit(1);
+		close(start_fd); /* the parent goes now, whatever exit() does */
+		start_fd = -1;
 	}
 	exit(1);
 }
@@ -86,11 +89,17 @@ static void background(void)
 	if (pid < 0)
 		die("cannot go to the background: %s", strerror(errno));
 	if (pid > 0) {
+		static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
 		char buf[1200];
 		size_t got = 0;
 		ssize_t n;
+		/* the session's handlers would only flag it: Ctrl-C, timeout(1)
+		 * must be able to stop a start that hangs */
+		for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+			signal(sigs[i], SIG_DFL);
 		close(p[1]);
-		while (got < sizeof(buf) - 1 && (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
+		while (got < sizeof(buf) - 1 && !memchr(buf, '\n', got) &&
+		       (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0)
@@ -100,10 +109,14 @@ static void background(void)
 				_exit(0);
 		}
 		buf[got] = '\0';
-		if (got > 1 && buf[0] == '1')
+		if (got > 1 && buf[0] == '1') {
 			fputs(buf + 1, stderr);
-		else
+		} else {
+			/* died without a word (killed, crashed): no dead mount left */
+			if (live_se)
+				fuse_session_unmount(live_se);
 			fprintf(stderr, "modelfs: the daemon ended while starting (its log says why)\n");
+		}
 		_exit(1);
 	}
 	close(p[0]);
@@ -156,6 +169,26 @@ static void die_check(int err, const char *url, const struct backend *be,
 		die("probing %s at %s failed: %s%s%s", url, endpoint, strerror(-err),
 		    *detail ? ": " : "", detail);
 	}
+}
+
+/* Load the snapshot of @snap_id into the (empty) tree. @return 0, or -errno
+ * with the tree empty again. */
+static int seed_tree(struct fs *fs, const char *cache_dir, const char *snap_id)
+{
+	void *snap;
+	size_t len;
+	int err = snapshot_load(cache_dir, snap_id, &snap, &len);
+
+	if (err)
+		return err;
+	err = tree_load(fs->tree, snap, len);
+	free(snap);
+	if (err) {
+		tree_free(fs->tree);
+		if (tree_new(time(NULL), &fs->tree))
+			die("out of memory");
+	}
+	return err;
 }
 
 /* "modelfs cache stat|verify|clear DIR" */
@@ -221,12 +254,12 @@ static void on_signal(int sig)
 	int saved = errno;
 	char c = (char)sig;
 
-	if (sig == SIGTERM && term_grace_s && term_phase == 0) {
-		term_phase = 1; /* the thread decides: the loop goes on meanwhile */
-	} else if (sig_se) {
-		term_phase = 2;
+	/* The thread ends the session (phase 2: it has quiesced the refresher
+	 * and sends this signal again); until then the loop goes on. */
+	if (term_phase == 2 && sig_se)
 		fuse_session_exit(sig_se);
-	}
+	else if (sig == SIGTERM && term_grace_s && term_phase == 0)
+		term_phase = 1; /* and the grace, first */
 	if (sig_pipe[1] >= 0 && write(sig_pipe[1], &c, 1) < 0) {
 		/* the pipe is full: a cancel is pending anyway */
 	}
@@ -263,6 +296,17 @@ static int term_grace(struct fs *fs)
 
 	if (open <= 0)
 		return 0; /* nothing to wait for */
+	{
+		/* what is on the path must be this mount, not one stacked on it */
+		unsigned maj, mnr;
+		struct stat st;
+		if (sscanf(fs->bdi, "%u:%u", &maj, &mnr) == 2 &&
+		    (stat(fs->opts->mountpoint, &st) != 0 || st.st_dev != makedev(maj, mnr))) {
+			log_warn("SIGTERM: %s is not this mount's top: unmounting now",
+				 fs->opts->mountpoint);
+			return 0;
+		}
+	}
 	if (detach_mount(fs->opts->mountpoint) != 0) {
 		log_warn("SIGTERM: cannot take %s off its path (%s): unmounting now",
 			 fs->opts->mountpoint, strerror(errno));
@@ -312,12 +356,13 @@ static void *sig_main(void *arg)
 		if (term_phase == 1 && term_grace(fs))
 			break;
 		cancelled = 1;
-		if (term_phase != 2) {
-			term_phase = 2;
-			fuse_session_exit(sig_se);
-		}
 		log_info("%s: unmounting, cancelling the backend requests in flight", strsignal(c));
 		fs->be->ops->cancel(fs->be);
+		/* the refresher's listing fails at once now; its notifications
+		 * end while the workers still answer the lookups they may wait on */
+		fs_refresh_halt(fs);
+		term_phase = 2;
+		fuse_session_exit(sig_se);
 		/* The loop sees the flag only when a signal interrupts one of
 		 * its threads, which this one may have been: make sure. */
 		pthread_kill(main_thread, c);
@@ -602,6 +647,11 @@ int main(int argc, char **argv)
 		die("out of memory");
 
 	msg[0] = '\0';
+	/* The last mount's listing first, so that the names found again keep
+	 * their inode numbers (a remount, a restart); the listing then updates
+	 * it as a refresh would. A snapshot that does not load is not used. */
+	if (cache_dir && seed_tree(&fs, cache_dir, snap_id) == 0 && fs.lazy)
+		tree_forget_listed(fs.tree); /* its directories are listed again when used */
 	err = backend_check(fs.be, fs.be->prefix, msg, sizeof(msg));
 	if (err == 0)
 		err = fs_load_listing(&fs);
@@ -610,6 +660,9 @@ int main(int argc, char **argv)
 		 * the mount start and serve what the cache holds. */
 		void *snap;
 		size_t len;
+		tree_free(fs.tree);
+		if (tree_new(time(NULL), &fs.tree))
+			die("out of memory");
 		if (snapshot_load(cache_dir, snap_id, &snap, &len) == 0) {
 			if (tree_load(fs.tree, snap, len) == 0) {
 				log_warn("%s is unreachable (%s): mounting the listing saved in %s; "

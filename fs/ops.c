@@ -193,7 +193,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *fs = fs_of(req);
 	struct tree_attr a;
 	struct stat st;
-	int err = tree_getattr(fs->tree, ino, &a);
+	/* a file open on a version the listing dropped: the kernel asks for its
+	 * attributes on reads once attr_timeout is over (auto_inval_data) */
+	int err = tree_getattr_kept(fs->tree, ino, &a);
 
 	(void)fi;
 	if (err) {

@@ -48,6 +48,7 @@
 #define REFRESH_OFFLINE_S 10
 #define LAZY_KEEP_TTLS 10
 #define LAZY_KEEP_MIN_S 600
+#define FS_DOWN_RETRY_MS 10000 /* after a failed listing, lookups fail fast this long */
 
 static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER; /* one pass at a time */
 static atomic_int snap_dirty; /* a lazy listing added to the tree since the last save */
@@ -174,13 +175,16 @@ static uint64_t now_ms(void)
 
 static void save_snapshot(struct fs *fs)
 {
+	static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER; /* one temporary file */
 	char *buf;
 	size_t len;
 	int err;
 
 	if (!fs->cache_dir || tree_serialize(fs->tree, &buf, &len) != 0)
 		return;
+	pthread_mutex_lock(&save_lock);
 	err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
+	pthread_mutex_unlock(&save_lock);
 	if (err)
 		log_once(LOG_LVL_WARN, "cannot save the listing snapshot in %s: %s", fs->cache_dir,
 			 strerror(-err));
@@ -203,8 +207,16 @@ static int list_dir(struct fs *fs, uint64_t ino, struct pass *p)
 	free(prefix);
 	if (err)
 		return err; /* keep what we had: no pass_end */
-	tree_dir_pass_end(fs->tree, ino, now_ms(), p ? note_change : NULL, p);
-	atomic_store(&snap_dirty, 1);
+	{
+		struct pass mine = {.fs = fs};
+		uint64_t was = 0;
+		tree_dir_listed(fs->tree, ino, &was);
+		/* changes are kept in @p for the kernel, or counted in @mine */
+		tree_dir_pass_end(fs->tree, ino, now_ms(), note_change, p ? p : &mine);
+		if (was <= 1 || (p ? p->n : mine.n) || (p ? p->lost : mine.lost))
+			atomic_store(&snap_dirty, 1); /* first listed, or changed */
+		free(mine.v);
+	}
 	return 0;
 }
 
@@ -220,13 +232,19 @@ static int list_dirs_in_use(struct fs *fs, size_t *changes)
 
 	if (keep_ms < LAZY_KEEP_MIN_S * 1000ull)
 		keep_ms = LAZY_KEEP_MIN_S * 1000ull;
+	/* the kernel answers lookups itself for entry_timeout: no use seen */
+	if (keep_ms < (uint64_t)(fs->opts->entry_timeout_s * 1000))
+		keep_ms = (uint64_t)(fs->opts->entry_timeout_s * 1000);
+	if (keep_ms < (uint64_t)(fs->opts->attr_timeout_s * 1000))
+		keep_ms = (uint64_t)(fs->opts->attr_timeout_s * 1000);
 	pthread_mutex_lock(&pass_lock);
 	first_err = list_dir(fs, TREE_ROOT_INO, &p);
 	pthread_mutex_unlock(&pass_lock);
 	tell(&p);
 	if (first_err)
 		return first_err;
-	err = tree_dirs_in_use(fs->tree, now > keep_ms ? now - keep_ms : 0, &dirs, &n);
+	/* at least 1: a directory never used (from a snapshot) is not in use */
+	err = tree_dirs_in_use(fs->tree, now > keep_ms + 1 ? now - keep_ms : 1, &dirs, &n);
 	if (err)
 		return err;
 	for (size_t i = 0; i < n; i++) {
@@ -290,22 +308,36 @@ int fs_dir_ready(struct fs *fs, uint64_t ino)
 
 	if (!fs->lazy)
 		return 0;
+	uint64_t down;
+
 	err = tree_dir_listed(fs->tree, ino, &listed);
 	if (err)
 		return err == -ENOTDIR ? 0 : err;
 	tree_dir_used(fs->tree, ino, now_ms());
-	if (listed)
-		return 0; /* the refresher keeps it */
+	down = atomic_load(&fs->backend_down_ms);
+	/* listed: the refresher keeps it; 1: only a snapshot's, listed again
+	 * once the store answers (with it down, the snapshot's is what there is) */
+	if (listed > 1 || (listed == 1 && down))
+		return 0;
+	/* the store failed a moment ago: fail now, not a whole timeout per
+	 * lookup, one after another on pass_lock */
+	if (down && now_ms() - down < FS_DOWN_RETRY_MS)
+		return listed ? 0 : -EIO;
 	pthread_mutex_lock(&pass_lock);
 	/* another worker may have listed it while we waited. Nothing to tell
 	 * the kernel: it has asked us of every name in a directory never
-	 * listed (and this worker's lookup holds the directory's lock) */
-	if (tree_dir_listed(fs->tree, ino, &listed) == 0 && !listed)
+	 * listed (and this worker's lookup holds the directory's lock); a
+	 * snapshot's directory was read by the kernel, but at mount, from us */
+	if (tree_dir_listed(fs->tree, ino, &listed) == 0 && listed <= 1)
 		err = list_dir(fs, ino, NULL);
 	pthread_mutex_unlock(&pass_lock);
-	if (err)
+	if (err) {
+		atomic_store(&fs->backend_down_ms, now_ms());
 		log_once(LOG_LVL_WARN, "listing a directory of %s failed (%s): it looks empty until "
 			 "the store answers", fs->opts->source, strerror(-err));
+		if (listed == 1)
+			return 0; /* the snapshot's, then */
+	}
 	return err;
 }
 
@@ -449,7 +481,7 @@ int fs_refresh_start(struct fs *fs, int offline)
 	return rf->started ? 0 : -EAGAIN;
 }
 
-void fs_refresh_stop(struct fs *fs)
+void fs_refresh_halt(struct fs *fs)
 {
 	struct fs_refresh *rf = fs->rf;
 
@@ -459,8 +491,19 @@ void fs_refresh_stop(struct fs *fs)
 	rf->stop = 1;
 	pthread_cond_broadcast(&rf->cond);
 	pthread_mutex_unlock(&rf->lock);
-	if (rf->started)
+	if (rf->started) {
 		pthread_join(rf->th, NULL);
+		rf->started = 0;
+	}
+}
+
+void fs_refresh_stop(struct fs *fs)
+{
+	struct fs_refresh *rf = fs->rf;
+
+	if (!rf)
+		return;
+	fs_refresh_halt(fs);
 	pthread_mutex_destroy(&rf->lock);
 	pthread_cond_destroy(&rf->cond);
 	fs->rf = NULL;
@@ -474,7 +517,7 @@ int fs_refresh_now(struct fs *fs, unsigned timeout_ms, size_t *changes)
 	uint64_t want;
 	int err;
 
-	if (!rf || !rf->started)
+	if (!rf)
 		return -ENOTSUP;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += timeout_ms / 1000;

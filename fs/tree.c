@@ -49,6 +49,12 @@ struct tree {
 	int loading; /* adding from a snapshot: nothing is validated */
 };
 
+/* What the inode numbers between a snapshot's live ones point to (names
+ * removed then): one node for all, never found, never freed. */
+static char hole_name[1];
+static struct node hole = {.name = hole_name, .relpath = hole_name, .removed = 1,
+			   .superseded = 1};
+
 static uint64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -75,7 +81,7 @@ static int hash_grow(struct tree *t)
 	for (size_t i = 1; i < t->n_nodes; i++) {
 		struct node *n = t->nodes[i];
 		size_t j;
-		if (n->ino == TREE_ROOT_INO)
+		if (n->ino == TREE_ROOT_INO || n == &hole)
 			continue;
 		for (j = hash_key(n->parent, n->name) & (ncap - 1); nh[j]; j = (j + 1) & (ncap - 1))
 			;
@@ -179,6 +185,8 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	for (size_t i = 1; i < t->n_nodes; i++) {
+		if (t->nodes[i] == &hole)
+			continue;
 		free(t->nodes[i]->name);
 		free(t->nodes[i]->relpath);
 		free(t->nodes[i]->kids);
@@ -200,6 +208,10 @@ void tree_pass_begin(struct tree *t)
 
 static struct node *get_live(struct tree *t, uint64_t ino);
 
+/* A loaded snapshot may not make the table larger than this (8 bytes a
+ * number): numbers further apart are not kept (a new tree is started). */
+#define TREE_LOAD_MAX_NODES (1u << 22)
+
 /* A change to be reported, copied out under the lock. */
 struct change {
 	uint8_t what;
@@ -217,6 +229,25 @@ static void mark(struct tree *t, struct node *n, enum tree_change what)
 		n->change = (uint8_t)what;
 }
 
+/* A directory removed by a pass of its parent (listing=lazy): what is below
+ * it goes too, unreported (the kernel drops the dentries below the one it
+ * is told of), and it is listed again if it comes back. */
+static void drop_subtree(struct tree *t, struct node *d)
+{
+	d->listed_ms = 0;
+	for (size_t i = 0; i < d->n_kids; i++) {
+		struct node *k = t->nodes[d->kids[i]];
+		if (k->removed)
+			continue;
+		k->removed = 1;
+		k->change = 0;
+		if (k->is_dir) {
+			d->n_subdirs--;
+			drop_subtree(t, k);
+		}
+	}
+}
+
 /* tree_pass_end of the whole tree (@dir NULL), or of @dir's children. */
 static size_t sweep(struct tree *t, struct node *dir, tree_change_fn cb, void *arg)
 {
@@ -229,8 +260,11 @@ static size_t sweep(struct tree *t, struct node *dir, tree_change_fn cb, void *a
 		struct node *n = t->nodes[dir ? dir->kids[i] : TREE_ROOT_INO + 1 + i];
 		if (!n->removed && n->pass != t->pass) {
 			n->removed = 1;
-			if (n->is_dir)
+			if (n->is_dir) {
 				t->nodes[n->parent]->n_subdirs--;
+				if (dir)
+					drop_subtree(t, n); /* a full pass sees every node itself */
+			}
 			n->change = TREE_REMOVED;
 			removed++;
 		}
@@ -556,6 +590,22 @@ int tree_lookup(struct tree *t, uint64_t parent, const char *name, struct tree_a
 	return err;
 }
 
+int tree_getattr_kept(struct tree *t, uint64_t ino, struct tree_attr *out)
+{
+	int err = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	if (ino == 0 || ino >= t->n_nodes || t->nodes[ino] == &hole) {
+		err = -ENOENT;
+	} else {
+		fill_attr(t->nodes[ino], out);
+		if (t->nodes[ino]->removed)
+			out->nlink = 0; /* gone from the tree: only open files hold it */
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
 int tree_getattr(struct tree *t, uint64_t ino, struct tree_attr *out)
 {
 	struct node *n;
@@ -720,14 +770,18 @@ int tree_serialize(struct tree *t, char **buf, size_t *len)
 	struct wbuf w = {0};
 
 	pthread_rwlock_rdlock(&t->lock);
-	wput(&w, "MFSTREE1", 8);
+	/* v2: each record names its inode, so that a new process (a remount,
+	 * an upgrade) keeps the numbers of the names it finds again */
+	wput(&w, "MFSTREE2", 8);
 	for (size_t i = TREE_ROOT_INO; i < t->n_nodes; i++) {
 		struct node *n = t->nodes[i];
 		/* 1 file, 2 directory, 3 directory listed whole (listing=lazy) */
 		uint8_t kind = n->is_dir ? (n->listed_ms ? 3 : 2) : 1;
 		uint16_t plen = (uint16_t)strlen(n->relpath);
+		uint64_t ino = n->ino;
 		if (n->removed || (i == TREE_ROOT_INO && kind != 3))
 			continue; /* the root: only to say it was listed */
+		wput(&w, &ino, 8);
 		wput(&w, &kind, 1);
 		wput(&w, &plen, 2);
 		wput(&w, n->relpath, plen);
@@ -749,6 +803,42 @@ int tree_serialize(struct tree *t, char **buf, size_t *len)
 	return 0;
 }
 
+/* Nodes that are never found, up to inode @ino: a snapshot's numbers
+ * between two live ones were removed names. */
+static int hold_until(struct tree *t, uint64_t ino)
+{
+	int err = 0;
+
+	if (ino >= TREE_LOAD_MAX_NODES)
+		return -EFBIG;
+	pthread_rwlock_wrlock(&t->lock);
+	if (ino > t->cap_nodes) {
+		size_t ncap = t->cap_nodes;
+		struct node **nn;
+		while (ncap < ino)
+			ncap *= 2;
+		if ((nn = realloc(t->nodes, ncap * sizeof(*nn))) != NULL) {
+			t->nodes = nn;
+			t->cap_nodes = ncap;
+		} else {
+			err = -ENOMEM;
+		}
+	}
+	while (!err && t->n_nodes < ino)
+		t->nodes[t->n_nodes++] = &hole;
+	pthread_rwlock_unlock(&t->lock);
+	return err;
+}
+
+void tree_forget_listed(struct tree *t)
+{
+	pthread_rwlock_wrlock(&t->lock);
+	for (size_t i = TREE_ROOT_INO; i < t->n_nodes; i++)
+		if (t->nodes[i] != &hole)
+			t->nodes[i]->listed_ms = 0;
+	pthread_rwlock_unlock(&t->lock);
+}
+
 /* The directory at @rel (@len bytes, no '/' at the end; "" the root) was
  * listed, as far as a snapshot says. */
 static void mark_listed(struct tree *t, const char *rel, size_t len)
@@ -766,17 +856,29 @@ int tree_load(struct tree *t, const char *buf, size_t len)
 {
 	const char *p = buf, *end = buf + len;
 	char path[PATH_MAX + 2];
-	int err = 0;
+	int err = 0, v2;
 
-	if (len < 8 || memcmp(buf, "MFSTREE1", 8) != 0)
+	if (len < 8 || (memcmp(buf, "MFSTREE1", 8) != 0 && memcmp(buf, "MFSTREE2", 8) != 0))
 		return -EPROTO;
+	v2 = buf[7] == '2';
 	p += 8;
 	t->loading = 1;
 	while (p < end && !err) {
 		struct backend_object o = {0};
+		uint64_t ino = 0;
 		uint8_t kind, elen;
 		uint16_t plen;
 
+		if (v2) {
+			if (end - p < 8)
+				goto bad;
+			memcpy(&ino, p, 8);
+			p += 8;
+			/* inodes in order, each new one where it was: the numbers
+			 * between (removed then) are kept by nodes never found */
+			if (ino != TREE_ROOT_INO && (ino < t->n_nodes || hold_until(t, ino) != 0))
+				goto bad;
+		}
 		if (end - p < 3)
 			goto bad;
 		kind = (uint8_t)*p;
@@ -793,6 +895,8 @@ int tree_load(struct tree *t, const char *buf, size_t len)
 			err = plen ? tree_add_key(t, path, NULL) : 0;
 			if (err > 0)
 				err = 0;
+			if (v2 && plen && !err && t->n_nodes != ino + 1)
+				goto bad; /* not where it was: another tree */
 			if (kind == 3) /* listed once, long ago: a lookup lists it again */
 				mark_listed(t, path, plen);
 			continue;
@@ -812,6 +916,8 @@ int tree_load(struct tree *t, const char *buf, size_t len)
 		err = tree_add_key(t, path, &o);
 		if (err > 0)
 			err = 0;
+		if (v2 && !err && t->n_nodes != ino + 1)
+			goto bad;
 	}
 	t->loading = 0;
 	return err < 0 ? err : 0;

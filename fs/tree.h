@@ -80,6 +80,8 @@ size_t tree_dir_pass_end(struct tree *t, uint64_t dir, uint64_t now_ms, tree_cha
 /* When directory @ino was listed (*@listed_ms; 0: never; 1: from a
  * snapshot). @return 0, -ENOENT, -ENOTDIR. */
 int tree_dir_listed(struct tree *t, uint64_t ino, uint64_t *listed_ms);
+/* Every directory unlisted again (a snapshot's are old news at a mount). */
+void tree_forget_listed(struct tree *t);
 /* Someone looked in directory @ino (a lookup, a readdir) at @now_ms. */
 void tree_dir_used(struct tree *t, uint64_t ino, uint64_t now_ms);
 /* The listed directories used since @since_ms (refreshing them costs what
@@ -91,6 +93,9 @@ int tree_subdirs(struct tree *t, uint64_t dir, uint64_t **out, size_t *n);
 /* Look @name up in directory @parent. @return 0, -ENOENT, -ENOTDIR. */
 int tree_lookup(struct tree *t, uint64_t parent, const char *name, struct tree_attr *out);
 int tree_getattr(struct tree *t, uint64_t ino, struct tree_attr *out);
+/* The same, and also for a node removed or superseded since (its last
+ * attributes, nlink 0): what the kernel asks of a file still open on it. */
+int tree_getattr_kept(struct tree *t, uint64_t ino, struct tree_attr *out);
 
 /* The full key of file @ino (relative path joined to the prefix by the
  * caller) into @buf. @return 0, -ENOENT, -EISDIR, -ENAMETOOLONG. */
@@ -115,8 +120,10 @@ int tree_update_file(struct tree *t, uint64_t ino, const struct backend_object *
 int tree_validated_ms(struct tree *t, uint64_t ino, uint64_t *ms);
 
 /* Serialize every live node (for the metadata snapshot) into a malloc'd
- * buffer, and rebuild a tree from one (keys added as by tree_add_key).
- * @return 0, -ENOMEM, -EPROTO (malformed buffer). */
+ * buffer, and rebuild a tree from one (keys added as by tree_add_key), into
+ * an empty tree: each node gets the inode it had (a new process keeps the
+ * numbers; the ones between are never found). @return 0, -ENOMEM, -EPROTO
+ * (malformed buffer, or one whose numbers do not fit: start a new tree). */
 int tree_serialize(struct tree *t, char **buf, size_t *len);
 int tree_load(struct tree *t, const char *buf, size_t len);
 

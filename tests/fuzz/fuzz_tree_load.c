@@ -160,11 +160,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * revived. */
 	tree_pass_begin(t);
 	tree_load(t, buf, size / 2);
-	tree_pass_end(t);
+	tree_pass_end(t, NULL, NULL);
 	walk(t, n_inodes, 0);
 	tree_pass_begin(t);
 	tree_load(t, buf, size);
-	tree_pass_end(t);
+	tree_pass_end(t, NULL, NULL);
 	walk(t, n_inodes, 0);
 	tree_counts(t, &f2, &d2, &b2);
 	FUZZ_CHECK(f2 + d2 <= n_inodes);

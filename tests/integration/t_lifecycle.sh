@@ -62,6 +62,41 @@ t=$(within 8 '[ "$(sha "$MNT/a.bin")" = "$(sha "$WORK/a2.bin")" ]')
 check "... and a new open of it reads the new version (${t:-never} s)" [ -n "$t" ]
 umount_fs "$MNT"
 
+# --- 1b. an open file of a version the listing dropped, with short kernel
+# timeouts (attr_timeout=1: the kernel asks its attributes again on reads)
+mount_fs s3://models/m "$MNT" "list_ttl=1,attr_timeout=1,no_passthrough,cache_dir=$WORK/c1b" || exit 1
+old_b=$(sha "$MNT/b.bin") # read whole: cached
+head -c $((5 << 20)) /dev/urandom >"$WORK/b3.bin"
+rm -f "$WORK/r1.state" "$WORK/go1"
+READER_WAIT=2.5 python3 - "$MNT/b.bin" "$WORK/go1" "$WORK/r1.state" >"$WORK/r1.out" 2>&1 <<'PY' &
+import hashlib, os, sys, time
+f = open(sys.argv[1], "rb")
+h = hashlib.sha256(f.read(1 << 20))
+open(sys.argv[3], "w").write("open\n")
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+time.sleep(2.5)  # past attr_timeout and a refresh
+try:
+    os.fstat(f.fileno())
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        h.update(b)
+    print(h.hexdigest())
+except OSError as e:
+    print("error", e.errno)
+PY
+R=$!
+for _ in $(seq 100); do [ -s "$WORK/r1.state" ] && break; sleep 0.1; done
+$S3TOOL put models m/b.bin "$WORK/b3.bin"
+touch "$WORK/go1"
+timeout 30 tail --pid="$R" -f /dev/null
+check_all "a file open across its overwrite, past attr_timeout: fstat and every byte of its version ($(cut -c1-16 "$WORK/r1.out"))" \
+	'[ "$(cat "$WORK/r1.out")" = "$old_b" ]'
+check "... while a new open reads the new version" [ "$(sha "$MNT/b.bin")" = "$(sha "$WORK/b3.bin")" ]
+umount_fs "$MNT"
+
 # --- 2. modelfs refresh: at once, with list_ttl an hour
 mount_fs s3://models/m "$MNT" "list_ttl=3600,entry_timeout=7200,attr_timeout=7200,cache_dir=$WORK/c2" || exit 1
 ls "$MNT" >/dev/null
@@ -77,6 +112,12 @@ out=$("$MODELFS" refresh "$MNT/a.bin")
 check_all "a refresh (through a path in the mount) with nothing new: '$out'" '[ "$out" = "$MNT/a.bin: refreshed: 0 names changed" ]'
 check "modelfs refresh of a directory that is no mount: one line, exit 1" \
 	bash -c "! '$MODELFS' refresh '$WORK' 2>'$WORK/r.err' && [ \$(wc -l <'$WORK/r.err') -eq 1 ]"
+inos1=$(stat -c %i "$MNT/a.bin" "$MNT/fresh.txt" "$MNT/new.bin" | tr '\n' ' ')
+umount_fs "$MNT"
+mount_fs s3://models/m "$MNT" "list_ttl=3600,cache_dir=$WORK/c2" || exit 1
+inos2=$(stat -c %i "$MNT/a.bin" "$MNT/fresh.txt" "$MNT/new.bin" | tr '\n' ' ')
+check "a remount keeps the inode numbers of the names it finds again (the snapshot's): $inos1= $inos2" \
+	[ "$inos1" = "$inos2" ]
 umount_fs "$MNT"
 out=$(timeout 10 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,list_ttl=soon" 2>&1)
 rc=$?
@@ -87,7 +128,9 @@ check_all "a bad list_ttl: one line, exit 1 ($out)" \
 # and exit 1, no mount left behind, and the line in syslog
 LOGSOCK=
 if [ ! -e /dev/log ]; then LOGSOCK=/dev/log; CLEAN_FILES+=(/dev/log); else LOGSOCK=$WORK/log.sock; fi
-python3 - "$LOGSOCK" >"$WORK/syslog.txt" <<'PY' &
+# a /dev/log that is a link (to journald's socket): a bind would cover the host's
+[ -L /dev/log ] && LOGSOCK=
+[ -n "$LOGSOCK" ] && python3 - "$LOGSOCK" >"$WORK/syslog.txt" <<'PY' &
 import os, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(sys.argv[1])
@@ -101,7 +144,7 @@ except OSError:
 PY
 PIDS+=($!)
 for _ in $(seq 50); do grep -q listening "$WORK/syslog.txt" && break; sleep 0.1; done
-if [ "$LOGSOCK" != /dev/log ]; then
+if [ -n "$LOGSOCK" ] && [ "$LOGSOCK" != /dev/log ]; then
 	# over the system's /dev/log, for this test only
 	mount --bind "$LOGSOCK" /dev/log && TMPFS_MOUNTS+=(/dev/log)
 fi
@@ -110,10 +153,14 @@ rc=$?
 check_all "a failure after the fork: exit 1 and one line ($out)" \
 	'[ $rc -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "^modelfs: fault injected after going to the background"'
 check "... no mount is left behind (no ENOTCONN)" bash -c "! mountpoint -q '$MNT' && ls '$MNT' >/dev/null"
-t=$(within 5 'grep -q "fault injected after going to the background" "$WORK/syslog.txt"')
-check "... and syslog has the line (${t:-never} s)" [ -n "$t" ]
+if [ -n "$LOGSOCK" ]; then
+	t=$(within 5 'grep -q "fault injected after going to the background" "$WORK/syslog.txt"')
+	check "... and syslog has the line (${t:-never} s)" [ -n "$t" ]
+else
+	echo "skip - /dev/log is a link here: the syslog line is not looked for"
+fi
 [ "$LOGSOCK" = /dev/log ] && rm -f /dev/log # the daemons below log to their stderr
-[ "$LOGSOCK" != /dev/log ] && umount /dev/log
+[ -n "$LOGSOCK" ] && [ "$LOGSOCK" != /dev/log ] && umount /dev/log
 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/c3"
 rc=$?
 MOUNTS+=("$MNT")
@@ -126,11 +173,14 @@ reader() { # FILE GO_FILE OUT: open, read 1 MiB, say so, wait for GO_FILE, read 
 import hashlib, os, sys, time
 f = open(sys.argv[1], "rb")
 h = hashlib.sha256(f.read(1 << 20))
+wait_more = float(os.environ.get("READER_WAIT", "0"))
 open(sys.argv[3], "w").write("open\n")
 t = time.time() + 40
 while not os.path.exists(sys.argv[2]) and time.time() < t:
     time.sleep(0.05)
+time.sleep(wait_more)
 try:
+    os.fstat(f.fileno())
     while True:
         b = f.read(1 << 20)
         if not b:
@@ -155,12 +205,13 @@ touch "$WORK/go4"
 timeout 30 tail --pid="$R" -f /dev/null
 check_all "... whose reader reads it to the end, every byte right" \
 	'[ "$(cat "$WORK/r4.out")" = "$(sha "$WORK/a2.bin")" ]'
-t0=$SECONDS
-timeout 20 tail --pid="$P" -f /dev/null
+t0=$(date +%s%N)
+for _ in $(seq 200); do kill -0 "$P" 2>/dev/null || break; sleep 0.1; done
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 wait "$P"
 rc=$?
-check "... and the daemon exits 0 once that file is closed (rc $rc, $((SECONDS - t0)) s)" \
-	bash -c "[ $rc -eq 0 ] && [ $((SECONDS - t0)) -le 3 ]"
+check "... and the daemon exits 0 once that file is closed (rc $rc, $ms ms)" \
+	bash -c "[ $rc -eq 0 ] && [ $ms -lt 5000 ]"
 grep "SIGTERM" "$WORK/mnt.log" | sed 's/^/  | /'
 
 mount_fs s3://models/m "$MNT" "cache_dir=$WORK/c4,term_grace=2" || exit 1
@@ -215,11 +266,6 @@ check_all "modelfs refresh re-lists what is in use ($out): the upload shows, the
 rc=$?
 check "modelfs prefetch --wait of a prefix never looked in: lists it and warms it (rc $rc, $(lists model-200/) listing)" \
 	bash -c "[ $rc -eq 0 ] && [ $(lists model-200/) -ge 1 ] && [ \"\$(getfattr --only-values -n user.modelfs.cached '$MNT/model-200/shard-00399.bin' 2>/dev/null)\" = 4096/4096 ]"
-umount_fs "$MNT"
-S3_ENDPOINT=$BB mount_fs s3://big "$MNT" "cache_dir=$WORK/c5,listing=full,list_ttl=0" || exit 1
-nodes=$(stat -f -c %c "$MNT")
-check "listing=full on the same bucket: every key at mount (statfs: $nodes files and directories)" \
-	[ "$nodes" -eq $((200000 + 500 + 1)) ]
 umount_fs "$MNT"
 
 finish

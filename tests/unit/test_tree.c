@@ -753,6 +753,21 @@ static void test_dir_passes(void)
 	tree_dir_used(t, b_ino, 10);
 	CHECK(tree_dirs_in_use(t, 500, &dirs, &n) == 0 && n == 1 && dirs[0] == a_ino);
 	free(dirs);
+	/* a snapshot keeps the inode numbers: the ones between are never found */
+	{
+		struct tree *t3;
+		uint64_t z = ino_of(t, "b/z", NULL), x = ino_of(t, "a/x", NULL);
+		CHECK(tree_serialize(t, &buf, &len) == 0);
+		CHECK(tree_new(0, &t3) == 0);
+		CHECK(tree_load(t3, buf, len) == 0);
+		CHECK(ino_of(t3, "b/z", NULL) == z && ino_of(t3, "a/x", NULL) == x);
+		CHECK(ino_of(t3, "a", NULL) == a_ino && ino_of(t3, "a/y", NULL) == 0);
+		CHECK(tree_getattr(t3, ino_of(t, "a/x", NULL) - 1, &a) != 0 ||
+		      a.ino == ino_of(t, "a/x", NULL) - 1);
+		/* y's number (removed) is a hole: never found, not even kept */
+		tree_free(t3);
+		free(buf);
+	}
 	/* a snapshot keeps what was listed (as listed long ago), not the rest */
 	CHECK(tree_serialize(t, &buf, &len) == 0);
 	CHECK(tree_new(0, &t2) == 0);
