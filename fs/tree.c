@@ -884,8 +884,9 @@ int tree_load(struct tree *t, const char *buf, size_t len)
 		kind = (uint8_t)*p;
 		memcpy(&plen, p + 1, 2);
 		p += 3;
-		if ((plen == 0 && kind != 3) || plen > PATH_MAX || end - p < plen)
-			goto bad;
+		if ((plen == 0 && kind != 3) || plen > PATH_MAX || end - p < plen ||
+		    memchr(p, '\0', plen))
+			goto bad; /* a NUL in a name: not a snapshot of ours */
 		memcpy(path, p, plen);
 		path[plen] = '\0';
 		p += plen;
@@ -893,11 +894,15 @@ int tree_load(struct tree *t, const char *buf, size_t len)
 			path[plen] = '/';
 			path[plen + 1] = '\0';
 			err = plen ? tree_add_key(t, path, NULL) : 0;
-			if (err > 0)
+			if (err > 0) { /* a name that is no path: skipped (logged) */
 				err = 0;
+				if (v2)
+					goto bad;
+				continue;
+			}
 			if (v2 && plen && !err && t->n_nodes != ino + 1)
 				goto bad; /* not where it was: another tree */
-			if (kind == 3) /* listed once, long ago: a lookup lists it again */
+			if (kind == 3 && !err) /* listed once, long ago */
 				mark_listed(t, path, plen);
 			continue;
 		}

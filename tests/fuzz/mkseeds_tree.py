@@ -11,7 +11,7 @@ import os
 import struct
 import sys
 
-MAGIC = b"MFSTREE1"
+MAGIC = b"MFSTREE1"  # the reader also takes v2 (MFSTREE2: an inode before each record)
 
 
 def f(path, size, mtime, etag):
