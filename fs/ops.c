@@ -215,10 +215,12 @@ static uint64_t mono_ms(void)
 }
 
 /* Confirm file @ino's identity with a HEAD when the listing is older than
- * metadata_ttl. @return 1 when the object changed (and the tree now has the
- * new identity), 0 when not or when the backend cannot be asked (the cached
- * identity stays: the disk cache can still serve it), -ENOENT when the
- * object is gone. */
+ * metadata_ttl. @return 1 when the object changed: the tree has a new node
+ * for the name and @ino is removed, so the open answers ESTALE and the
+ * kernel, which retries an open once with the path looked up again, opens
+ * the new inode (pages of two versions never share one); 0 when not or when
+ * the backend cannot be asked (the cached identity stays: the disk cache can
+ * still serve it), -ENOENT when the object is gone. */
 static int revalidate(struct fs *fs, fuse_ino_t ino, const char *key)
 {
 	struct backend_object o;

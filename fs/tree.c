@@ -709,11 +709,26 @@ int tree_update_file(struct tree *t, uint64_t ino, const struct backend_object *
 		ret = -ENOENT;
 	} else if (n->is_dir) {
 		ret = -EISDIR;
+	} else if (n->size != obj->size || strcmp(n->etag, obj->etag) != 0) {
+		/* another version: a node of its own, as a listing makes it */
+		struct node *nn = node_new(t, t->nodes[n->parent], n->name, strlen(n->name),
+					   n->relpath, strlen(n->relpath), 0);
+		if (!nn) {
+			ret = -ENOMEM;
+		} else {
+			mark(t, n, TREE_REMOVED);
+			n->removed = 1;
+			n->superseded = 1;
+			nn->pass = n->pass;
+			nn->size = obj->size;
+			nn->mtime = obj->mtime;
+			memcpy(nn->etag, obj->etag, sizeof(nn->etag));
+			nn->validated_ms = mono_ms();
+			mark(t, nn, TREE_ADDED);
+			ret = 1;
+		}
 	} else {
-		ret = n->size != obj->size || strcmp(n->etag, obj->etag) != 0;
-		n->size = obj->size;
 		n->mtime = obj->mtime;
-		memcpy(n->etag, obj->etag, sizeof(n->etag));
 		n->validated_ms = mono_ms();
 	}
 	pthread_rwlock_unlock(&t->lock);

@@ -112,8 +112,10 @@ typedef int (*tree_fill_fn)(void *arg, const char *name, const struct tree_attr 
 			    uint64_t next_pos);
 int tree_readdir(struct tree *t, uint64_t dir, uint64_t pos, tree_fill_fn fill, void *arg);
 
-/* Replace file @ino's identity after a HEAD (size, mtime, ETag).
- * @return 1 when it changed, 0 when not, -ENOENT/-EISDIR. */
+/* File @ino's identity after a HEAD (size, mtime, ETag). Another version
+ * (size or ETag) gets a new node for the name, as a listing would make it:
+ * @ino is then removed (files open on it keep it). @return 1 when it was
+ * another version, 0 when not, -ENOENT, -EISDIR, -ENOMEM. */
 int tree_update_file(struct tree *t, uint64_t ino, const struct backend_object *obj);
 
 /* When file @ino's metadata was last confirmed by the backend (ms, CLOCK_MONOTONIC). */

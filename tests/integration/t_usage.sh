@@ -108,8 +108,17 @@ wait "$MNT_PID" 2>/dev/null
 check "after kill -9 the mountpoint is dead (ENOTCONN)" bash -c "stat -f '$MNT' 2>&1 | grep -q 'not connected'"
 mount_fs s3://models/m "$MNT/" "" # a trailing slash, as tab completion leaves it
 rc=$?
-check "mounting again on it works (rc $rc)" [ "$(sum "$MNT/shard.bin")" = "$want" ] ||
-	tail -5 "$WORK/mnt.log" # seen once in ~20 runs: the daemon's last lines say why
+if [ "$(sum "$MNT/shard.bin")" = "$want" ]; then
+	ok "mounting again on it works (rc $rc)"
+else
+	# seen about once in 20 runs, not reproduced at will: what was there
+	fail "mounting again on it works (rc $rc)"
+	sleep 1
+	echo "  a second later: $( [ "$(sum "$MNT/shard.bin")" = "$want" ] && echo readable || echo 'still not')"
+	ls -la "$MNT" | head -5
+	grep " ${MNT%/} " /proc/self/mountinfo
+	tail -8 "$WORK/mnt.log"
+fi
 check "... saying once that it cleared the dead mount" \
 	[ "$(grep -c 'cleared a dead modelfs mount of s3://models/m' "$WORK/mnt.log")" -eq 1 ]
 check "... and only one modelfs mount is there" [ "$(grep -c " $MNT fuse.modelfs" /proc/mounts)" -eq 1 ]
