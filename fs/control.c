@@ -128,12 +128,14 @@ int ctl_prefetch(int argc, char **argv)
 			if (stat(path, &st) < 0) {
 				fprintf(stderr, "modelfs: %s: %s\n", path, strerror(errno));
 				globfree(&g);
+				free(first);
 				return 1;
 			}
 			n = getxattr(path, "user.modelfs.prefetch", buf, sizeof(buf) - 1);
 			if (n < 0) {
 				ret = say_error(path, errno);
 				globfree(&g);
+				free(first);
 				return ret;
 			}
 			buf[n] = '\0';

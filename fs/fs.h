@@ -96,6 +96,11 @@ int fs_abs_path(const char *path, char *out, size_t len);
 
 extern const struct fuse_lowlevel_ops fs_ops;
 
+/* After the session: release the files whose RELEASE never came (a mount
+ * that SIGTERM detached ends when its last file is closed, and the kernel
+ * may drop that file's RELEASE with the connection). */
+void fs_release_all(struct fs *fs);
+
 /* List the whole mounted prefix into @fs->tree (one listing pass) and save
  * the snapshot: the mount's first listing. @return 0 or the backend's -errno. */
 int fs_load_listing(struct fs *fs);

@@ -121,6 +121,25 @@ void *handle_del(struct handles *h, uint64_t fh)
 	return p;
 }
 
+void *handles_pop(struct handles *h)
+{
+	void *p = NULL;
+
+	pthread_mutex_lock(&h->lock);
+	for (uint32_t s = 0; s < h->n_slots && !p; s++) {
+		struct slot *sl = slot_of(h, s);
+		if (sl && (p = atomic_load(&sl->p)) != NULL) {
+			atomic_store(&sl->p, NULL);
+			atomic_fetch_add(&sl->gen, 1);
+			sl->next_free = h->free_head;
+			h->free_head = s + 1;
+			atomic_fetch_sub(&h->count, 1);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return p;
+}
+
 unsigned handles_count(struct handles *h)
 {
 	return atomic_load(&h->count);

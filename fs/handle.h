@@ -29,5 +29,8 @@ void *handle_get(struct handles *h, uint64_t fh);
 void *handle_del(struct handles *h, uint64_t fh);
 /* Handles in use now. */
 unsigned handles_count(struct handles *h);
+/* Take any handle out of the table: @return what it stood for, NULL when
+ * none is left (at exit: files whose release never came). */
+void *handles_pop(struct handles *h);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -264,6 +265,16 @@ static void on_signal(int sig)
 		/* the pipe is full: a cancel is pending anyway */
 	}
 	errno = saved;
+}
+
+/* Is @path a mount point (its device differs from its parent's)? */
+static int path_is_mounted(const char *path)
+{
+	char parent[PATH_MAX];
+	struct stat a, b;
+
+	snprintf(parent, sizeof(parent), "%s/..", path);
+	return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
 /* Take the mount off its path, keeping the session: umount2(MNT_DETACH)
@@ -780,13 +791,16 @@ int main(int argc, char **argv)
 	 * not wait on the store now */
 	fs.be->ops->cancel(fs.be);
 	signals_stop(sig_thread);
-	if (!atomic_load(&fs.detached))
+	/* Detached by SIGTERM's grace, the path may hold another mount by now:
+	 * unmount (which also frees the session's copy of the path) only where
+	 * nothing is mounted on it. */
+	if (!atomic_load(&fs.detached) || !path_is_mounted(o.mountpoint))
 		fuse_session_unmount(se);
-	/* else already off its path: a new mount there (an upgrade's) is not ours */
 	live_se = NULL;
 	/* unmounted: a notification it is making fails at once; the session
 	 * it names is freed below */
 	fs_refresh_stop(&fs);
+	fs_release_all(&fs);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
 	metrics_stop(metrics); /* the mount is gone: its heartbeat cannot block */

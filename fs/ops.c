@@ -27,6 +27,7 @@
 
 /* What an open file reads: the object version it was opened on. */
 struct open_file {
+	fuse_ino_t ino;
 	int pt; /* 1: the kernel reads the cache file directly (passthrough.h) */
 	unsigned model; /* metrics_model's */
 	struct cache_object obj;
@@ -273,6 +274,14 @@ static void release_file(struct fs *fs, fuse_ino_t ino, struct open_file *of)
 	free(of);
 }
 
+void fs_release_all(struct fs *fs)
+{
+	struct open_file *of;
+
+	while ((of = handles_pop(fs->handles)) != NULL)
+		release_file(fs, of->ino, of);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -329,6 +338,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	of->model = metrics_model(fs->metrics, rel);
+	of->ino = ino;
 	fi->fh = handle_add(fs->handles, of);
 	if (!fi->fh) {
 		release_file(fs, ino, of);

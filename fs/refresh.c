@@ -389,7 +389,8 @@ int fs_dir_ready_tree(struct fs *fs, const char *rel)
 				queue = nq;
 				qcap = nc;
 			}
-			memcpy(queue + qn, kids, nk * sizeof(*kids));
+			if (nk)
+				memcpy(queue + qn, kids, nk * sizeof(*kids));
 			qn += nk;
 			free(kids);
 		}

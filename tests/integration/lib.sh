@@ -48,7 +48,7 @@ cleanup() {
 	if grep -l -E "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:" "$WORK"/*.log 2>/dev/null; then
 		echo "FAIL - sanitizer report in a daemon log"; FAIL=$((FAIL + 1))
 	fi
-	rm -rf "$WORK"
+	[ -n "${KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
