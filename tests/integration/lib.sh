@@ -97,9 +97,11 @@ mount_fs() {
 	PIDS+=("$MNT_PID")
 	local i
 	for ((i = 0; i < 300; i++)); do
-		# statfs too (always answered by the daemon): a dead mount that the
-		# new daemon is about to clear is a mountpoint as well
-		mountpoint -q "$dir" && stat -f "$dir" >/dev/null 2>&1 && return 0
+		# a live FUSE mount on the path, by one statfs (always answered by
+		# the daemon): a dead mount that the new daemon is about to clear is a
+		# mountpoint as well, and a mountpoint check then a statfs could see
+		# the dead mount, then the directory below once it is cleared
+		[ "$(stat -f -c %t "$dir" 2>/dev/null)" = 65735546 ] && mountpoint -q "$dir" && return 0
 		kill -0 "$MNT_PID" 2>/dev/null || { cat "$log" >&2; return 1; }
 		sleep 0.05
 	done

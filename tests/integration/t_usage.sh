@@ -111,7 +111,8 @@ rc=$?
 if [ "$(sum "$MNT/shard.bin")" = "$want" ]; then
 	ok "mounting again on it works (rc $rc)"
 else
-	# seen about once in 20 runs, not reproduced at will: what was there
+	# (was about once in 20 runs: mount_fs's wait saw the dead mount, then
+	# the directory below it; what was there, if it comes back)
 	fail "mounting again on it works (rc $rc)"
 	sleep 1
 	echo "  a second later: $( [ "$(sum "$MNT/shard.bin")" = "$want" ] && echo readable || echo 'still not')"
