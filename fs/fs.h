@@ -36,6 +36,9 @@ struct fs {
 	struct fuse_session *se; /* for the kernel's notifications (refresh.c) */
 	struct fs_refresh *rf;   /* refresh.c */
 	struct handles *handles; /* open files (handle.h): fuse_file_info.fh */
+	struct keep *keep;       /* what outlives this process (keep.h) */
+	struct chan *chan;       /* the /dev/fuse channel's hooks (channel.h) */
+	const char *holder;      /* the holder's socket name (holder.h), NULL: none */
 	atomic_int detached;     /* SIGTERM took the mount off its path: no unmount at the end */
 	int lazy;                /* listing=lazy: directories listed when first looked in */
 };
@@ -100,6 +103,13 @@ extern const struct fuse_lowlevel_ops fs_ops;
  * that SIGTERM detached ends when its last file is closed, and the kernel
  * may drop that file's RELEASE with the connection). */
 void fs_release_all(struct fs *fs);
+
+/* The size of an open file's record in the handle table (ops.c). */
+extern const size_t fs_handle_rec_size;
+/* A daemon that took over the connection: the passthrough state of the
+ * files the last one left open (their handles were adopted). @return 0
+ * or -ENOMEM. */
+int fs_adopt_handles(struct fs *fs);
 
 /* List the whole mounted prefix into @fs->tree (one listing pass) and save
  * the snapshot: the mount's first listing. @return 0 or the backend's -errno. */

@@ -11,7 +11,10 @@
  * mount behind.
  */
 #include "fs.h"
+#include "channel.h"
 #include "handle.h"
+#include "holder.h"
+#include "keep.h"
 #include "jsonlist.h"
 #include "metrics.h"
 #include "log.h"
@@ -28,6 +31,7 @@
 #include <string.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <sys/stat.h>
@@ -47,6 +51,7 @@ static int start_fd = -1; /* the child's end of the pipe its parent waits on */
 static int kept_stderr = -1; /* the child logs to the stderr it was started with */
 static int json_log; /* log_format=json: every line, this one too, is JSON */
 static struct fuse_session *live_se; /* mounted: a later die() unmounts first */
+static int upgrade_ctl = -1; /* an upgrade's new daemon: die() tells the holder why */
 
 static void die(const char *fmt, ...)
 {
@@ -64,6 +69,8 @@ static void die(const char *fmt, ...)
 		fprintf(stderr, "modelfs: %s\n", line);
 	if (live_se)
 		fuse_session_unmount(live_se); /* never leave a dead mount behind */
+	if (upgrade_ctl >= 0)
+		holder_failed(upgrade_ctl, line); /* the old daemon goes on */
 	if (start_fd >= 0) {
 		/* the parent says it on the stderr we were started with */
 		char msg[1100];
@@ -189,6 +196,50 @@ static int seed_tree(struct fs *fs, const char *cache_dir, const char *snap_id)
 		if (tree_new(time(NULL), &fs->tree))
 			die("out of memory");
 	}
+	return err;
+}
+
+/* An upgrade's hand-over (the holder's link thread): stop taking requests,
+ * wait for those in flight, and give the tree to the new daemon. @return
+ * a memfd with the tree's snapshot, or -1. */
+static int stop_for_upgrade(void *arg)
+{
+	struct fs *fs = arg;
+	unsigned left = chan_stop(fs->chan, 5000);
+	char *buf;
+	size_t len;
+	int fd;
+
+	if (left && !chan_kernel_resends(fs->chan))
+		chan_fail_inflight(fs->chan); /* EIO now, rather than a reader waiting for ever */
+	else if (left)
+		log_info("upgrade: %u requests still in flight: the new daemon has them sent again",
+			 left);
+	if (tree_serialize(fs->tree, &buf, &len) != 0)
+		return -1;
+	fd = memfd_create("modelfs-tree", MFD_CLOEXEC);
+	if (fd >= 0 && (write(fd, buf, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0)) {
+		close(fd);
+		fd = -1;
+	}
+	free(buf);
+	return fd;
+}
+
+/* The tree an upgrade's old daemon sent. @return 0 or -errno. */
+static int load_tree_fd(struct fs *fs, int fd)
+{
+	struct stat st;
+	char *buf;
+	int err;
+
+	if (fstat(fd, &st) != 0 || st.st_size <= 0)
+		return -EINVAL;
+	buf = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (buf == MAP_FAILED)
+		return -errno;
+	err = tree_load(fs->tree, buf, (size_t)st.st_size);
+	munmap(buf, (size_t)st.st_size);
 	return err;
 }
 
@@ -576,6 +627,9 @@ int main(int argc, char **argv)
 	uint64_t quota, usage;
 	double high;
 	struct stat st;
+	struct holder_adopt ad;
+	int adopting;
+	struct keep *keep = NULL;
 
 	if (argc >= 2 && strcmp(argv[1], "cache") == 0)
 		return cache_command(argc, argv);
@@ -589,6 +643,10 @@ int main(int argc, char **argv)
 		return ctl_refresh(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "manifest") == 0)
 		return manifest_command(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "upgrade") == 0)
+		return ctl_upgrade(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "__holder") == 0)
+		return holder_main(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
 		die("%s", msg);
 	if (o.show_help) {
@@ -601,6 +659,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_setup(0, (enum log_level)o.log_level);
+	/* started by the holder on a live connection: an upgrade, or a crash */
+	if ((adopting = holder_adopting(&ad, msg, sizeof(msg))) < 0)
+		die("%s", msg);
+	if (ad.mode == HOLDER_UPGRADE)
+		upgrade_ctl = ad.ctl_fd;
 	if (o.log_file) {
 		log_fd = open(o.log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (log_fd < 0)
@@ -618,7 +681,8 @@ int main(int argc, char **argv)
 		log_info("modelfs is read-only: mounting %s read-only ('rw' ignored)",
 			 o.mountpoint);
 
-	check_mountpoint(&o);
+	if (!adopting)
+		check_mountpoint(&o);
 	if (o.insecure_tls)
 		log_warn("insecure_tls: TLS certificates are NOT verified; anyone on the path can "
 			 "read and alter the data");
@@ -654,8 +718,34 @@ int main(int argc, char **argv)
 	fs.source_ns = source_ns;
 	fs.cache_dir = cache_dir;
 	fs.snap_id = snap_id;
-	if (tree_new(time(NULL), &fs.tree) || handles_new(&fs.handles))
+	if (tree_new(time(NULL), &fs.tree))
 		die("out of memory");
+	if (adopting)
+		err = keep_adopt(ad.keep_fd, fs_handle_rec_size, HANDLES_MAX, &keep, msg, sizeof(msg));
+	else
+		err = keep_create(fs_handle_rec_size, HANDLES_MAX, &keep);
+	if (err)
+		die("%s", *msg ? msg : strerror(-err));
+	if (handles_new(keep_handles(keep), fs_handle_rec_size, adopting, &fs.handles))
+		die("out of memory");
+	fs.keep = keep;
+
+	if (adopting) {
+		/* The kernel holds this mount's inode numbers: serve at once from
+		 * what the last daemon had (an upgrade: its tree, which comes when
+		 * it stops; a crash: its last snapshot), the store looked at later
+		 * (the refresher; a store that is down must not stop the restart). */
+		if (ad.mode == HOLDER_CRASH && cache_dir && seed_tree(&fs, cache_dir, snap_id) == 0) {
+			if (fs.lazy)
+				tree_forget_listed(fs.tree);
+			offline = 1;
+		} else if (ad.mode == HOLDER_CRASH && fs_load_listing(&fs) != 0) {
+			log_warn("%s: no snapshot and no listing: the mount is empty until the store "
+				 "answers", o.source);
+			offline = 1;
+		}
+		goto listed;
+	}
 
 	msg[0] = '\0';
 	/* The last mount's listing first, so that the names found again keep
@@ -693,6 +783,7 @@ int main(int argc, char **argv)
 	tree_counts(fs.tree, &files, &dirs, &bytes);
 	if (files == 0 && dirs <= 1)
 		log_warn("%s is empty", o.source);
+listed:
 
 	se = fuse_session_new(&fargs, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
@@ -713,16 +804,29 @@ int main(int argc, char **argv)
 			fs.read_ahead_kb = 4096;
 	}
 	/* bound now, so that a port in use fails the mount with its line */
-	if (o.metrics_port &&
+	if (adopting)
+		metrics_fd = ad.metrics_fd; /* bound by the first daemon, kept by the holder */
+	else if (o.metrics_port &&
 	    (metrics_fd = metrics_listen(o.metrics_addr ? o.metrics_addr : "127.0.0.1",
 					 o.metrics_port, msg, sizeof(msg))) < 0)
 		die("%s", msg);
 	if (o.metrics_dir && metrics_dir_check(o.metrics_dir, msg, sizeof(msg)))
 		die("%s", msg);
-	if (fuse_session_mount(se, o.mountpoint))
-		die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
-	live_se = se;
+	if (adopting) {
+		char dev[32];
+		snprintf(dev, sizeof(dev), "/dev/fd/%d", ad.fuse_fd);
+		if (fuse_session_mount(se, dev))
+			die("cannot take over the connection of %s", o.mountpoint);
+	} else {
+		if (fuse_session_mount(se, o.mountpoint))
+			die("cannot mount on %s (is /dev/fuse usable?)", o.mountpoint);
+		live_se = se;
+	}
 	if (pt_setup(se, !o.no_passthrough && !o.no_cache, pages, &fs.pt))
+		die("out of memory");
+	if ((err = chan_setup(se, keep, fs.pt, adopting, &fs.chan)) != 0)
+		die("cannot set up the FUSE channel: %s", strerror(-err));
+	if (adopting && fs_adopt_handles(&fs))
 		die("out of memory");
 	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
 		fs.bdi[0] = '\0';
@@ -732,7 +836,10 @@ int main(int argc, char **argv)
 	 * /dev/log) the stderr we were started with, so nothing is lost. But
 	 * not a pipe or socket: whoever runs mount(8) and reads its output to
 	 * the end (kubelet, a shell's $(...)) would wait as long as we live. */
-	if (!o.foreground && log_fd < 0) {
+	if (!o.foreground && log_fd < 0 && adopting) {
+		if (log_syslog_available())
+			log_setup(1, (enum log_level)o.log_level);
+	} else if (!o.foreground && log_fd < 0) {
 		if (log_syslog_available())
 			log_setup(1, (enum log_level)o.log_level);
 		else if (fstat(STDERR_FILENO, &st) == 0 && !S_ISFIFO(st.st_mode) &&
@@ -742,9 +849,19 @@ int main(int argc, char **argv)
 			log_warn("no syslog (/dev/log) and stderr is a pipe: the daemon's log is "
 				 "lost after this line; use -f or -o log_file=PATH");
 	}
-	if (!o.foreground)
+	if (!o.foreground && !adopting)
 		background();
 	detached = !o.foreground;
+	if (!adopting) {
+		/* after going to the background: the holder is of the daemon's
+		 * session, not of the shell's */
+		err = holder_start(fuse_session_fd(se), keep_fd(keep), metrics_fd, argv, &ad);
+		if (err)
+			log_warn("no holder for this mount (%s): a crash of the daemon ends it, and "
+				 "`modelfs upgrade` cannot be used", strerror(-err));
+	}
+	if (ad.ctl_fd >= 0)
+		fs.holder = ad.name;
 	if (getenv("MODELFS_FAULT") && strcmp(getenv("MODELFS_FAULT"), "after_daemonize") == 0)
 		die("fault injected after going to the background (MODELFS_FAULT=after_daemonize)");
 	if (keep_stderr >= 0)
@@ -765,6 +882,30 @@ int main(int argc, char **argv)
 			die("cache_dir %s cannot be used (see above): unmounting", cache_dir);
 		log_warn("no disk cache: every read goes to the store");
 	}
+	if (ad.mode == HOLDER_UPGRADE) {
+		/* ready: the old daemon stops now, and sends its tree */
+		int tfd = holder_standby(ad.ctl_fd);
+		if (tfd == -EPIPE)
+			die("the holder is gone: not taking over");
+		if (tfd >= 0) {
+			if ((err = load_tree_fd(&fs, tfd)) != 0)
+				log_warn("the old daemon's tree does not load (%s): its snapshot, then "
+					 "the store", strerror(-err));
+			close(tfd);
+		}
+		if (tfd < 0 || err) {
+			tree_free(fs.tree);
+			if (tree_new(time(NULL), &fs.tree))
+				die("out of memory");
+			if (!cache_dir || seed_tree(&fs, cache_dir, snap_id) != 0)
+				(void)fs_load_listing(&fs);
+			offline = 1;
+		}
+		upgrade_ctl = -1;
+	}
+	if (tree_keep_inos(fs.tree, keep_ino_next(keep)))
+		die("out of memory");
+	tree_counts(fs.tree, &files, &dirs, &bytes);
 	if (signals_start(&fs, se, &sig_thread))
 		die("cannot set up the signal handlers");
 	if (fs_refresh_start(&fs, offline))
@@ -775,18 +916,31 @@ int main(int argc, char **argv)
 		die("%s", msg);
 	fs.metrics = metrics;
 
-	log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
-		 o.mountpoint, (unsigned long long)files, (unsigned long long)dirs - 1,
-		 (double)bytes / (1 << 30));
+	if (adopting)
+		log_info("took over %s on %s (%s, modelfs %s): %llu files, %llu directories",
+			 o.source, o.mountpoint, ad.mode == HOLDER_UPGRADE ? "upgrade" : "after a crash",
+			 MODELFS_VERSION, (unsigned long long)files, (unsigned long long)dirs - 1);
+	else
+		log_info("mounted %s on %s: %llu files, %llu directories, %.1f GiB", o.source,
+			 o.mountpoint, (unsigned long long)files, (unsigned long long)dirs - 1,
+			 (double)bytes / (1 << 30));
 	started();
+	if (ad.ctl_fd >= 0 && holder_link_start(ad.ctl_fd, stop_for_upgrade, &fs) != 0)
+		log_warn("no thread for the holder: `modelfs upgrade` cannot be used");
+	if (adopting)
+		holder_serving(ad.ctl_fd);
 	lc = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_clone_fd(lc, 1);
+	/* one fd, no clones: a request read by a daemon that dies stays on it,
+	 * and the next daemon has the kernel send it again (channel.h); a
+	 * clone's requests would be failed when the clone closes */
+	fuse_loop_cfg_set_clone_fd(lc, 0);
 	fuse_loop_cfg_set_max_threads(lc, 64);
 	fuse_loop_cfg_set_idle_threads(lc, 16);
 	ret = fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 
 	log_info("unmounting %s", o.mountpoint);
+	holder_bye(); /* no daemon after this one */
 	/* whatever ended the loop, the prefetch and the cache's fetches must
 	 * not wait on the store now */
 	fs.be->ops->cancel(fs.be);
@@ -794,8 +948,17 @@ int main(int argc, char **argv)
 	/* Detached by SIGTERM's grace, the path may hold another mount by now:
 	 * unmount (which also frees the session's copy of the path) only where
 	 * nothing is mounted on it. */
-	if (!atomic_load(&fs.detached) || !path_is_mounted(o.mountpoint))
+	if (adopting) {
+		/* the connection is ours but the mount was another's: unmount
+		 * what is on the path only if it is this mount (no stat: nobody
+		 * answers it now) */
+		char dev[32];
+		if (!atomic_load(&fs.detached) && fs.bdi[0] &&
+		    fs_find_bdi(o.mountpoint, dev, sizeof(dev)) == 0 && strcmp(dev, fs.bdi) == 0)
+			detach_mount(o.mountpoint);
+	} else if (!atomic_load(&fs.detached) || !path_is_mounted(o.mountpoint)) {
 		fuse_session_unmount(se);
+	}
 	live_se = NULL;
 	/* unmounted: a notification it is making fails at once; the session
 	 * it names is freed below */
@@ -809,6 +972,8 @@ int main(int argc, char **argv)
 	cache_close(fs.cache);
 	tree_free(fs.tree);
 	handles_free(fs.handles);
+	chan_free(fs.chan);
+	keep_free(keep);
 	fs.be->ops->close(fs.be);
 	fuse_opt_free_args(&fargs);
 	opts_free(&o);

@@ -36,11 +36,24 @@ struct open_file {
 	char etag[BACKEND_ETAG_MAX];
 };
 
+/* What the next daemon needs to go on serving an open file (handle.h,
+ * keep.h): the version it was opened on, and how. */
+struct open_rec {
+	uint64_t ino, size;
+	int32_t pt, backing_id; /* passthrough.h's mode and the kernel's id */
+	uint32_t model, unused;
+	char etag[BACKEND_ETAG_MAX];
+	char key[PATH_MAX];
+};
+
+const size_t fs_handle_rec_size = sizeof(struct open_rec);
+
 #define XATTR_CACHED "user.modelfs.cached"
 #define XATTR_STATUS "user.modelfs.status"
 #define XATTR_PREFETCH "user.modelfs.prefetch"
 #define XATTR_METRICS "user.modelfs.metrics"
 #define XATTR_REFRESH "user.modelfs.refresh"
+#define XATTR_HOLDER "user.modelfs.holder"
 #define REFRESH_WAIT_MS 120000
 #define FS_BACKEND_DOWN_MS 30000
 
@@ -200,7 +213,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	(void)fi;
 	if (err) {
-		reply_err(req, -err);
+		/* a number the kernel holds and the tree does not know (another
+		 * daemon's, the last listing dropped it): ESTALE has the kernel
+		 * look the name up again */
+		reply_err(req, err == -ENOENT ? ESTALE : -err);
 		return;
 	}
 	to_stat(fs, &a, &st);
@@ -274,12 +290,53 @@ static void release_file(struct fs *fs, fuse_ino_t ino, struct open_file *of)
 	free(of);
 }
 
+/* The open file of handle @fh: this process's, or made from the record
+ * another daemon kept (an upgrade, a crash). NULL: not a live handle. */
+static struct open_file *open_file_of(struct fs *fs, uint64_t fh)
+{
+	struct open_file *of = handle_get(fs->handles, fh), *have;
+	const struct open_rec *r;
+
+	if (of || !(r = handle_rec(fs->handles, fh)))
+		return of;
+	if (!(of = calloc(1, sizeof(*of))) || !(of->stream = cache_stream_new())) {
+		free(of);
+		return NULL;
+	}
+	of->ino = r->ino;
+	of->pt = r->pt;
+	of->model = r->model;
+	memcpy(of->key, r->key, sizeof(of->key));
+	memcpy(of->etag, r->etag, sizeof(of->etag));
+	of->key[sizeof(of->key) - 1] = of->etag[sizeof(of->etag) - 1] = '\0';
+	of->obj = (struct cache_object){fs->source_ns, of->key, of->etag, r->size};
+	if ((have = handle_attach(fs->handles, fh, of)) != of) {
+		cache_stream_free(of->stream);
+		free(of);
+	}
+	return have;
+}
+
+int fs_adopt_handles(struct fs *fs)
+{
+	for (uint64_t fh = handles_next(fs->handles, 0); fh; fh = handles_next(fs->handles, fh)) {
+		const struct open_rec *r = handle_rec(fs->handles, fh);
+		if (r && pt_adopt(fs->pt, r->ino, r->etag, r->pt, r->backing_id) != 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 void fs_release_all(struct fs *fs)
 {
 	struct open_file *of;
+	uint64_t fh;
 
-	while ((of = handles_pop(fs->handles)) != NULL)
+	while ((fh = handles_next(fs->handles, 0)) != 0) {
+		if ((of = open_file_of(fs, fh)) == NULL || handle_del(fs->handles, fh) != of)
+			break; /* out of memory at exit: the process ends anyway */
 		release_file(fs, of->ino, of);
+	}
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -301,6 +358,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	err = tree_relpath(fs->tree, ino, rel, sizeof(rel));
+	if (err == -ENOENT)
+		err = -ESTALE; /* a number the tree no longer knows: look the name up again */
 	if (!err && (size_t)snprintf(of->key, sizeof(of->key), "%s%s", fs->prefix, rel) >=
 			    sizeof(of->key))
 		err = -ENAMETOOLONG;
@@ -339,7 +398,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	of->model = metrics_model(fs->metrics, rel);
 	of->ino = ino;
-	fi->fh = handle_add(fs->handles, of);
+	{
+		struct open_rec r = {.ino = ino, .size = a.size, .pt = of->pt, .model = of->model};
+		r.backing_id = of->pt ? pt_backing_id(fs->pt, ino) : 0;
+		memcpy(r.etag, of->etag, sizeof(r.etag));
+		memcpy(r.key, of->key, sizeof(r.key));
+		fi->fh = handle_add(fs->handles, of, &r);
+	}
 	if (!fi->fh) {
 		release_file(fs, ino, of);
 		reply_err(req, ENFILE);
@@ -391,7 +456,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct open_file *of = handle_get(fs->handles, fi->fh);
+	struct open_file *of = open_file_of(fs, fi->fh);
 	size_t got = 0;
 	char *buf;
 	int err, random;
@@ -431,8 +496,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct open_file *of = handle_del(fs->handles, fi->fh);
+	struct open_file *of = open_file_of(fs, fi->fh);
 
+	if (of && handle_del(fs->handles, fi->fh) != of)
+		of = NULL;
 	if (of)
 		release_file(fs, ino, of);
 	reply_err(req, of ? 0 : EBADF);
@@ -655,6 +722,14 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		control_xattr(req, ino, name, size);
 		return;
 	}
+	if (strcmp(name, XATTR_HOLDER) == 0) {
+		/* the holder's socket, for `modelfs upgrade` (holder.h) */
+		if (!fs->holder || ino != TREE_ROOT_INO)
+			reply_err(req, ENODATA);
+		else
+			reply_xattr_text(req, fs->holder, strlen(fs->holder), size);
+		return;
+	}
 	if (strcmp(name, XATTR_CACHED) != 0) {
 		reply_err(req, ENODATA);
 		return;
@@ -810,7 +885,7 @@ static void t_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	/* once answered, the request and the open file may be gone (a
 	 * release can run before this returns): take what is needed first */
-	struct open_file *of = handle_get(fs_of(req)->handles, fi->fh);
+	struct open_file *of = open_file_of(fs_of(req), fi->fh);
 	unsigned model = of ? of->model : 0;
 	struct metrics *m = fs_of(req)->metrics;
 

@@ -1,4 +1,4 @@
-/* FUSE passthrough through libfuse's custom I/O hooks (see passthrough.h).
+/* FUSE passthrough, through the channel's I/O hooks (channel.c).
  *
  * Only two messages are touched, both in place before they are written:
  * the INIT reply (the passthrough flag and the stacking depth; and
@@ -71,8 +71,6 @@ struct pt {
 /* The backing id to put in the OPEN reply this thread writes next. */
 static _Thread_local int32_t reply_backing;
 
-static struct pt *the_pt; /* the hooks get libfuse's userdata, not ours */
-
 static uint32_t get32(const void *p, size_t off)
 {
 	uint32_t v;
@@ -85,12 +83,8 @@ static void put32(void *p, size_t off, uint32_t v)
 	memcpy((char *)p + off, &v, 4);
 }
 
-static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
+void pt_saw_request(struct pt *pt, const void *buf, size_t r)
 {
-	struct pt *pt = the_pt;
-	ssize_t r = read(fd, buf, len);
-
-	(void)userdata;
 	if (r >= PT_IN_HEADER + 20 && !atomic_load(&pt->init_unique) &&
 	    get32(buf, 4) == PT_OP_INIT) {
 		uint64_t unique;
@@ -101,14 +95,10 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
 			atomic_store(&pt->kernel_offers, 1);
 		atomic_store(&pt->init_unique, unique);
 	}
-	return r;
 }
 
-static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
+void pt_amend_reply(struct pt *pt, struct iovec *iov, int count)
 {
-	struct pt *pt = the_pt;
-
-	(void)userdata;
 	if (count >= 2 && iov[0].iov_len >= PT_OUT_HEADER && get32(iov[0].iov_base, 4) == 0) {
 		uint64_t unique;
 		memcpy(&unique, (char *)iov[0].iov_base + 8, 8);
@@ -151,12 +141,10 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 			atomic_store(&pt->init_done, 1);
 		}
 	}
-	return writev(fd, iov, count);
 }
 
 int pt_setup(struct fuse_session *se, int enable, unsigned max_pages, struct pt **out)
 {
-	static const struct fuse_custom_io io = {.read = hook_read, .writev = hook_writev};
 	struct pt *pt = calloc(1, sizeof(*pt));
 
 	if (!pt)
@@ -165,12 +153,6 @@ int pt_setup(struct fuse_session *se, int enable, unsigned max_pages, struct pt 
 	pt->enable = enable;
 	pt->max_pages = max_pages > 65535 ? 65535 : max_pages;
 	pthread_mutex_init(&pt->lock, NULL);
-	the_pt = pt;
-	if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0) {
-		the_pt = NULL;
-		free(pt);
-		return -ENOMEM;
-	}
 	*out = pt;
 	return 0;
 }
@@ -320,4 +302,43 @@ int pt_release(struct pt *pt, fuse_ino_t ino, int mode)
 	}
 	pthread_mutex_unlock(&pt->lock);
 	return fd;
+}
+
+int32_t pt_backing_id(struct pt *pt, fuse_ino_t ino)
+{
+	struct pt_inode *e;
+	int32_t id = 0;
+
+	pthread_mutex_lock(&pt->lock);
+	if ((e = *slot_of(pt, ino)) != NULL && e->n_pt)
+		id = e->backing_id;
+	pthread_mutex_unlock(&pt->lock);
+	return id;
+}
+
+int pt_adopt(struct pt *pt, fuse_ino_t ino, const char *version, int mode, int32_t backing_id)
+{
+	struct pt_inode **p, *e;
+
+	pthread_mutex_lock(&pt->lock);
+	p = slot_of(pt, ino);
+	if (!(e = *p)) {
+		if (!(e = calloc(1, sizeof(*e))) || !(e->version = strdup(version))) {
+			free(e);
+			pthread_mutex_unlock(&pt->lock);
+			return -ENOMEM;
+		}
+		e->ino = ino;
+		e->fd = -1; /* the kernel's reference to the data file keeps the pin */
+		*p = e;
+	}
+	if (mode == 1) {
+		e->n_pt++;
+		e->backing_id = backing_id;
+	} else {
+		e->n_daemon++;
+		e->via_daemon = 1;
+	}
+	pthread_mutex_unlock(&pt->lock);
+	return 0;
 }

@@ -2,7 +2,7 @@
  * data file in the cache, with no request to the daemon (Linux >= 6.9).
  *
  * libfuse 3.14 (Debian 12) predates passthrough, so this module speaks the
- * few bits of protocol it needs through libfuse's custom I/O hooks: it sets
+ * few bits of protocol it needs through the channel's I/O hooks: it sets
  * FUSE_PASSTHROUGH in the INIT reply when the kernel offers it, registers
  * data files with the FUSE_DEV_IOC_BACKING_OPEN ioctl, and sets
  * FOPEN_PASSTHROUGH and the backing id in the OPEN replies it is asked to.
@@ -21,14 +21,28 @@
 #include <fuse_lowlevel.h>
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct pt;
 
-/* Hook into @se (after fuse_session_mount). @enable 0: never pass through.
- * @max_pages: the largest FUSE request, in pages, to ask the kernel for (0:
- * libfuse's 256). @return 0 or -ENOMEM. */
+/* For session @se. @enable 0: never pass through. @max_pages: the largest
+ * FUSE request, in pages, to ask the kernel for (0: libfuse's 256).
+ * @return 0 or -ENOMEM. */
 int pt_setup(struct fuse_session *se, int enable, unsigned max_pages, struct pt **out);
 void pt_free(struct pt *pt);
+
+/* The channel's hooks (channel.c): every request read (the INIT tells
+ * what the kernel offers), every reply before it is written (the INIT and
+ * OPEN replies are amended in place). */
+void pt_saw_request(struct pt *pt, const void *buf, size_t len);
+void pt_amend_reply(struct pt *pt, struct iovec *iov, int count);
+
+/* The backing id of @ino while it is open in passthrough, else 0. */
+int32_t pt_backing_id(struct pt *pt, fuse_ino_t ino);
+/* An open another daemon made on this connection (an upgrade, a crash):
+ * @mode as pt_open returned, @backing_id the kernel's (mode 1; the kernel's
+ * reference to the data file still holds the pin). @return 0 or -ENOMEM. */
+int pt_adopt(struct pt *pt, fuse_ino_t ino, const char *version, int mode, int32_t backing_id);
 
 /* Opens a complete data file for @arg, pinned: fd >= 0, or -errno (not all
  * cached, no cache...). */

@@ -47,6 +47,7 @@ struct tree {
 	uint64_t pass;
 	int64_t root_mtime;
 	int loading; /* adding from a snapshot: nothing is validated */
+	_Atomic uint64_t *ino_next; /* kept for the next daemon (keep.h), or NULL */
 };
 
 /* What the inode numbers between a snapshot's live ones point to (names
@@ -147,6 +148,8 @@ static struct node *node_new(struct tree *t, struct node *parent, const char *na
 	n->pass = t->pass;
 	n->mtime = t->root_mtime;
 	t->nodes[t->n_nodes++] = n;
+	if (t->ino_next)
+		atomic_store(t->ino_next, t->n_nodes);
 	if (parent) {
 		size_t j;
 		n->parent = parent->ino;
@@ -841,8 +844,25 @@ static int hold_until(struct tree *t, uint64_t ino)
 	}
 	while (!err && t->n_nodes < ino)
 		t->nodes[t->n_nodes++] = &hole;
+	if (!err && t->ino_next)
+		atomic_store(t->ino_next, t->n_nodes);
 	pthread_rwlock_unlock(&t->lock);
 	return err;
+}
+
+int tree_keep_inos(struct tree *t, _Atomic uint64_t *next)
+{
+	int err = 0;
+
+	if (atomic_load(next) > TREE_ROOT_INO)
+		err = hold_until(t, atomic_load(next));
+	if (err)
+		return err;
+	pthread_rwlock_wrlock(&t->lock);
+	t->ino_next = next;
+	atomic_store(next, t->n_nodes);
+	pthread_rwlock_unlock(&t->lock);
+	return 0;
 }
 
 void tree_forget_listed(struct tree *t)

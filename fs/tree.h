@@ -22,6 +22,7 @@
 #define MODELFS_TREE_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -128,6 +129,10 @@ int tree_validated_ms(struct tree *t, uint64_t ino, uint64_t *ms);
  * (malformed buffer, or one whose numbers do not fit: start a new tree). */
 int tree_serialize(struct tree *t, char **buf, size_t *len);
 int tree_load(struct tree *t, const char *buf, size_t len);
+/* Number new nodes from *@next on (what earlier daemons of this mount gave
+ * out: their numbers may still be in the kernel's hands), and keep *@next
+ * up to date from now on (keep.h). @return 0 or -errno. */
+int tree_keep_inos(struct tree *t, _Atomic uint64_t *next);
 
 /* Call @cb for every live file (inode, path below the prefix, attributes)
  * until it returns non-zero. The tree is read-locked meanwhile: @cb must not

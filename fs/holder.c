@@ -1,0 +1,698 @@
+/* The holder (holder.h).
+ *
+ * Control sockets (SOCK_SEQPACKET: one message per send; an fd rides along
+ * with SCM_RIGHTS), one between the holder and each daemon it knows:
+ *   holder -> daemon: 'S' stop (an upgrade), 'G' go (+ the tree's fd)
+ *   daemon -> holder: 'q' ending for good, 's' stopped (+ the tree's fd),
+ *                     'w' waiting for 'G', 'r' serving, 'f' + text: failed
+ * and one per `modelfs upgrade` client on the holder's listening socket:
+ *   client -> holder: 'U' (+ the new binary's fd)
+ *   holder -> client: '0' + text (done) or '1' + text (failed)
+ *
+ * An upgrade: the new daemon is started (MODELFS_ADOPT=upgrade ...) and
+ * gets ready (options, store, cache, metrics) while the old one serves;
+ * it says 'w'; the old one is told 'S': it stops taking requests, waits
+ * for those in flight (at most DRAIN_MS), sends its tree and ends; then
+ * the new one gets 'G' and serves. Readers wait meanwhile, no request is
+ * failed: the stall is the old one's drain and the tree's hand-over. If
+ * the new one fails before 'G', the old one goes on.
+ *
+ * A crash: the daemon ended without 'q'. A new one is started
+ * (MODELFS_ADOPT=crash ...) at once, three times; then, while they keep
+ * crashing within a minute of their start, after 1, 2, 4 ... 30 s.
+ *
+ * The holder ends when the daemon ends after 'q', or the connection is
+ * gone (unmounted) and no daemon runs.
+ */
+#include "holder.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADOPT_ENV "MODELFS_ADOPT"
+#define XATTR_HOLDER "user.modelfs.holder"
+#define STANDBY_MS 120000 /* the new daemon's start: the store, the cache */
+#define STOP_MS 15000     /* the old daemon's drain (channel: 5 s) and hand-over */
+
+extern char **environ;
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int send_msg(int sock, const void *buf, size_t len, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+	struct iovec iov = {(void *)buf, len};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+		m.msg_control = cbuf;
+		m.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	while (sendmsg(sock, &m, MSG_NOSIGNAL) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+/* @return the message's length (0: the peer is gone) or -errno; *@fd the
+ * fd that came with it, or -1. */
+static ssize_t recv_msg(int sock, char *buf, size_t len, int *fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {buf, len};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			   .msg_controllen = sizeof(cbuf)};
+	ssize_t n;
+
+	*fd = -1;
+	while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0)
+		if (errno != EINTR)
+			return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return n;
+}
+
+/* ---- the daemon's side ---- */
+
+static int bye_fd = -1; /* the control socket 'q' goes on */
+
+void holder_bye(void)
+{
+	int fd = bye_fd;
+
+	bye_fd = -1;
+	if (fd >= 0)
+		send_msg(fd, "q", 1, -1);
+}
+
+int holder_adopting(struct holder_adopt *a, char *msg, size_t len)
+{
+	const char *e = getenv(ADOPT_ENV);
+	char mode[16];
+
+	memset(a, 0, sizeof(*a));
+	a->fuse_fd = a->keep_fd = a->metrics_fd = a->ctl_fd = -1;
+	if (!e)
+		return 0;
+	if (sscanf(e, "%15s %d %d %d %d %107s", mode, &a->fuse_fd, &a->keep_fd, &a->metrics_fd,
+		   &a->ctl_fd, a->name) != 6 ||
+	    (strcmp(mode, "crash") != 0 && strcmp(mode, "upgrade") != 0) || a->fuse_fd < 0 ||
+	    a->keep_fd < 0 || a->ctl_fd < 0 || fcntl(a->fuse_fd, F_GETFD) < 0 ||
+	    fcntl(a->keep_fd, F_GETFD) < 0 || fcntl(a->ctl_fd, F_GETFD) < 0) {
+		snprintf(msg, len, "%s is malformed (it is set by modelfs's holder only)", ADOPT_ENV);
+		return -EINVAL;
+	}
+	a->mode = strcmp(mode, "crash") == 0 ? HOLDER_CRASH : HOLDER_UPGRADE;
+	/* not for what this daemon may start */
+	unsetenv(ADOPT_ENV);
+	fcntl(a->fuse_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(a->keep_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(a->ctl_fd, F_SETFD, FD_CLOEXEC);
+	if (a->metrics_fd >= 0)
+		fcntl(a->metrics_fd, F_SETFD, FD_CLOEXEC);
+	bye_fd = a->ctl_fd;
+	atexit(holder_bye);
+	return 1;
+}
+
+int holder_start(int fuse_fd, int keep_fd, int metrics_fd, char **argv, struct holder_adopt *a)
+{
+	int sv[2], n = 0;
+	pid_t pid;
+	char **args, num[5][16];
+	struct pollfd p;
+
+	for (char **v = argv; *v; v++)
+		n++;
+	if (!(args = calloc((size_t)n + 10, sizeof(*args))))
+		return -ENOMEM;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+		free(args);
+		return -errno;
+	}
+	snprintf(num[0], 16, "%d", fuse_fd);
+	snprintf(num[1], 16, "%d", keep_fd);
+	snprintf(num[2], 16, "%d", metrics_fd);
+	snprintf(num[3], 16, "%d", sv[1]);
+	snprintf(num[4], 16, "%d", (int)getpid());
+	args[0] = argv[0];
+	args[1] = (char *)"__holder";
+	for (int i = 0; i < 5; i++)
+		args[2 + i] = num[i];
+	args[7] = (char *)"--";
+	for (int i = 0; i < n; i++)
+		args[8 + i] = argv[i];
+	pid = fork();
+	if (pid < 0) {
+		int err = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		free(args);
+		return err;
+	}
+	if (pid == 0) {
+		int fds[] = {fuse_fd, keep_fd, metrics_fd, sv[1]};
+		for (size_t i = 0; i < 4; i++)
+			if (fds[i] >= 0)
+				fcntl(fds[i], F_SETFD, 0);
+		execv("/proc/self/exe", args);
+		_exit(127);
+	}
+	free(args);
+	close(sv[1]);
+	/* its socket's name, once it listens */
+	p = (struct pollfd){sv[0], POLLIN, 0};
+	if (poll(&p, 1, 5000) == 1) {
+		char buf[sizeof(a->name)];
+		int fd;
+		ssize_t r = recv_msg(sv[0], buf, sizeof(buf) - 1, &fd);
+		if (fd >= 0)
+			close(fd);
+		if (r > 1 && buf[0] == 'n') {
+			buf[r] = '\0';
+			memcpy(a->name, buf + 1, (size_t)r);
+			a->ctl_fd = sv[0];
+			bye_fd = sv[0];
+			atexit(holder_bye);
+			return 0;
+		}
+	}
+	close(sv[0]); /* it ends when it sees the socket closed */
+	return -EPROTO;
+}
+
+struct link {
+	int ctl;
+	holder_stop_fn stop;
+	void *arg;
+};
+
+static void *link_main(void *arg)
+{
+	struct link *l = arg;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		char c;
+		int fd;
+		ssize_t r = recv_msg(l->ctl, &c, 1, &fd);
+		if (fd >= 0)
+			close(fd);
+		if (r <= 0) {
+			log_warn("the holder is gone: a crash of this daemon now ends the mount");
+			break;
+		}
+		if (c == 'S') {
+			int tree = l->stop(l->arg);
+			send_msg(l->ctl, "s", 1, tree);
+			log_info("handed the mount over to the new daemon");
+			_exit(0);
+		}
+	}
+	free(l);
+	return NULL;
+}
+
+int holder_link_start(int ctl, holder_stop_fn stop, void *arg)
+{
+	struct link *l = malloc(sizeof(*l));
+	pthread_t th;
+
+	if (!l)
+		return -ENOMEM;
+	*l = (struct link){ctl, stop, arg};
+	if (pthread_create(&th, NULL, link_main, l) != 0) {
+		free(l);
+		return -EAGAIN;
+	}
+	pthread_detach(th);
+	return 0;
+}
+
+int holder_standby(int ctl)
+{
+	char c;
+	int fd;
+	ssize_t r;
+
+	if (send_msg(ctl, "w", 1, -1) != 0)
+		return -EPIPE;
+	r = recv_msg(ctl, &c, 1, &fd);
+	if (r == 1 && c == 'G')
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -EPIPE;
+}
+
+void holder_serving(int ctl)
+{
+	send_msg(ctl, "r", 1, -1);
+}
+
+void holder_failed(int ctl, const char *why)
+{
+	char buf[600];
+	int n = snprintf(buf, sizeof(buf), "f%s", why);
+
+	send_msg(ctl, buf, (size_t)(n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1), -1);
+}
+
+/* ---- the holder ---- */
+
+struct daemon {
+	pid_t pid;
+	int pidfd, ctl, exe; /* exe: the binary it runs (-1: the holder's) */
+	int child;           /* ours to reap */
+	uint64_t started_ms;
+};
+
+static int pidfd_of(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static void daemon_clear(struct daemon *d)
+{
+	if (d->pidfd >= 0)
+		close(d->pidfd);
+	if (d->ctl >= 0)
+		close(d->ctl);
+	if (d->child)
+		while (waitpid(d->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	d->pid = 0;
+	d->pidfd = d->ctl = -1;
+	d->child = 0;
+}
+
+struct holder {
+	int fuse, keep, metrics, exe;
+	char name[108];
+	char **argv; /* the daemon's */
+};
+
+/* Start a daemon from @exe on the connection. @return 0 or -errno. */
+static int spawn(struct holder *h, int exe, const char *mode, struct daemon *d)
+{
+	int sv[2];
+	pid_t pid;
+	char env[256];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	snprintf(env, sizeof(env), "%s %d %d %d %d %s", mode, h->fuse, h->keep, h->metrics, sv[1],
+		 h->name);
+	pid = fork();
+	if (pid < 0) {
+		int err = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return err;
+	}
+	if (pid == 0) {
+		int fds[] = {h->fuse, h->keep, h->metrics, sv[1]};
+		for (size_t i = 0; i < 4; i++)
+			if (fds[i] >= 0)
+				fcntl(fds[i], F_SETFD, 0);
+		setenv(ADOPT_ENV, env, 1);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		signal(SIGPIPE, SIG_DFL);
+		fexecve(exe, h->argv, environ);
+		_exit(127);
+	}
+	close(sv[1]);
+	*d = (struct daemon){pid, pidfd_of(pid), sv[0], exe, 1, mono_ms()};
+	return 0;
+}
+
+static void reply(int *client, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(int *client, const char *fmt, ...)
+{
+	char buf[700];
+	va_list ap;
+	int n;
+
+	if (*client < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	send_msg(*client, buf, (size_t)(n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1), -1);
+	close(*client);
+	*client = -1;
+}
+
+static int listen_abstract(char *name, size_t len)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	unsigned char r[8];
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || rfd < 0 || read(rfd, r, sizeof(r)) != (ssize_t)sizeof(r)) {
+		if (rfd >= 0)
+			close(rfd);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(rfd);
+	/* not guessable before it exists: nobody can take the name first */
+	snprintf(name, len, "modelfs-holder.%d.%02x%02x%02x%02x%02x%02x%02x%02x", (int)getpid(),
+		 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+	memcpy(sa.sun_path + 1, name, strlen(name));
+	if (bind(fd, (struct sockaddr *)&sa,
+		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name))) != 0 ||
+	    listen(fd, 4) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int holder_main(int argc, char **argv)
+{
+	struct holder h = {.exe = -1};
+	struct daemon cur = {.pidfd = -1, .ctl = -1, .exe = -1};
+	struct daemon next = {.pidfd = -1, .ctl = -1, .exe = -1};
+	int lfd, client = -1, final = 0, gone = 0, stopping = 0, tree_fd = -1, streak = 0;
+	uint64_t stop_ms = 0, respawn_at = 0, stall_from = 0;
+	struct stat st;
+	pid_t first;
+
+	/* modelfs __holder FUSE KEEP METRICS CTL PID -- ARGV... */
+	if (argc < 9 || strcmp(argv[7], "--") != 0)
+		return 2;
+	h.fuse = atoi(argv[2]);
+	h.keep = atoi(argv[3]);
+	h.metrics = atoi(argv[4]);
+	cur.ctl = atoi(argv[5]);
+	first = (pid_t)atoi(argv[6]);
+	h.argv = argv + 8;
+	/* its own: never the daemon's copies */
+	fcntl(h.fuse, F_SETFD, FD_CLOEXEC);
+	fcntl(h.keep, F_SETFD, FD_CLOEXEC);
+	fcntl(cur.ctl, F_SETFD, FD_CLOEXEC);
+	if (h.metrics >= 0)
+		fcntl(h.metrics, F_SETFD, FD_CLOEXEC);
+	signal(SIGINT, SIG_IGN); /* the daemon's to act on; we follow it */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	if (chdir("/") != 0)
+		return 1;
+	/* stderr is /dev/null in the background: syslog then */
+	log_setup(fstat(STDERR_FILENO, &st) == 0 && S_ISCHR(st.st_mode) &&
+			  st.st_rdev == makedev(1, 3) && log_syslog_available(),
+		  LOG_LVL_INFO);
+	h.exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	cur.pid = first;
+	cur.pidfd = pidfd_of(first);
+	if (h.exe < 0 || cur.pidfd < 0 || (lfd = listen_abstract(h.name, sizeof(h.name))) < 0) {
+		log_error("holder: cannot start: %s", strerror(errno));
+		return 1;
+	}
+	{
+		char m[120];
+		int n = snprintf(m, sizeof(m), "n%s", h.name);
+		send_msg(cur.ctl, m, (size_t)n, -1);
+	}
+	for (;;) {
+		struct pollfd p[6];
+		int np = 0, i_cur = -1, i_curpid = -1, i_next = -1, i_nextpid = -1, i_l, i_fuse;
+		uint64_t now = mono_ms();
+		int timeout = 1000;
+
+		if (gone && !cur.pid && !next.pid)
+			break;
+		if (!cur.pid && !next.pid && respawn_at && now >= respawn_at) {
+			respawn_at = 0;
+			if (spawn(&h, h.exe, "crash", &cur) != 0) {
+				log_error("holder: cannot start a new daemon: %s: the mount ends",
+					  strerror(errno));
+				break;
+			}
+			log_info("holder: daemon %d started on the mount", (int)cur.pid);
+		}
+		if (stopping && cur.pid && now > stop_ms + STOP_MS) {
+			log_warn("holder: the old daemon %d did not stop in %d s: killed", (int)cur.pid,
+				 STOP_MS / 1000);
+			kill(cur.pid, SIGKILL);
+		}
+		if (next.pid && !stopping && now > next.started_ms + STANDBY_MS) {
+			kill(next.pid, SIGKILL);
+			reply(&client, "1the new daemon did not get ready in %d s", STANDBY_MS / 1000);
+		}
+		if (cur.ctl >= 0)
+			p[i_cur = np++] = (struct pollfd){cur.ctl, POLLIN, 0};
+		if (cur.pidfd >= 0)
+			p[i_curpid = np++] = (struct pollfd){cur.pidfd, POLLIN, 0};
+		if (next.ctl >= 0)
+			p[i_next = np++] = (struct pollfd){next.ctl, POLLIN, 0};
+		if (next.pidfd >= 0)
+			p[i_nextpid = np++] = (struct pollfd){next.pidfd, POLLIN, 0};
+		p[i_l = np++] = (struct pollfd){lfd, POLLIN, 0};
+		/* no events asked: POLLERR says the connection is gone */
+		p[i_fuse = np++] = (struct pollfd){gone ? -1 : h.fuse, 0, 0};
+		if (respawn_at && !cur.pid)
+			timeout = respawn_at > now ? (int)(respawn_at - now) : 0;
+		if (poll(p, (nfds_t)np, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (i_fuse >= 0 && (p[i_fuse].revents & (POLLERR | POLLHUP | POLLNVAL)))
+			gone = 1; /* unmounted: no daemon to start any more */
+		if (i_cur >= 0 && (p[i_cur].revents & (POLLIN | POLLHUP))) {
+			char c;
+			int fd;
+			ssize_t r = recv_msg(cur.ctl, &c, 1, &fd);
+			if (r == 1 && c == 'q')
+				final = 1;
+			else if (r == 1 && c == 's') {
+				if (tree_fd >= 0)
+					close(tree_fd);
+				tree_fd = fd;
+				fd = -1;
+			}
+			if (fd >= 0)
+				close(fd);
+			if (r <= 0) {
+				close(cur.ctl);
+				cur.ctl = -1;
+			}
+		}
+		if (i_curpid >= 0 && (p[i_curpid].revents & POLLIN)) {
+			pid_t was = cur.pid;
+			daemon_clear(&cur);
+			if (final) {
+				if (next.pid) {
+					kill(next.pid, SIGKILL);
+					daemon_clear(&next);
+					reply(&client, "1the mount is ending");
+				}
+				break;
+			}
+			if (stopping && next.pid) {
+				/* the hand-over: the new one goes now */
+				send_msg(next.ctl, "G", 1, tree_fd);
+				if (tree_fd >= 0)
+					close(tree_fd);
+				tree_fd = -1;
+				stopping = 2;
+			} else if (!gone) {
+				uint64_t lived = mono_ms() - cur.started_ms;
+				unsigned wait_s;
+				streak = lived < 60000 ? streak + 1 : 1;
+				wait_s = streak <= 3 ? 0 : 1u << (streak - 4 > 5 ? 5 : streak - 4);
+				if (wait_s > 30)
+					wait_s = 30;
+				log_warn("holder: daemon %d ended without unmounting: starting another "
+					 "on the same mount%s",
+					 (int)was, wait_s ? " after a pause" : "");
+				respawn_at = mono_ms() + (uint64_t)wait_s * 1000 + 1;
+			}
+		}
+		if (i_next >= 0 && (p[i_next].revents & (POLLIN | POLLHUP))) {
+			char buf[600];
+			int fd;
+			ssize_t r = recv_msg(next.ctl, buf, sizeof(buf) - 1, &fd);
+			if (fd >= 0)
+				close(fd);
+			if (r == 1 && buf[0] == 'w' && !stopping && cur.ctl >= 0) {
+				stopping = 1;
+				stall_from = stop_ms = mono_ms();
+				send_msg(cur.ctl, "S", 1, -1);
+			} else if (r == 1 && buf[0] == 'w' && !stopping) {
+				/* no daemon to stop (it died meanwhile): go */
+				send_msg(next.ctl, "G", 1, -1);
+				stopping = 2;
+				stall_from = mono_ms();
+			} else if (r == 1 && buf[0] == 'r') {
+				int old = h.exe;
+				reply(&client, "0upgraded: daemon %d now serves, %llu ms without answers",
+				      (int)next.pid, (unsigned long long)(mono_ms() - stall_from));
+				h.exe = next.exe;
+				if (old >= 0 && old != h.exe)
+					close(old);
+				cur = next;
+				next = (struct daemon){.pidfd = -1, .ctl = -1, .exe = -1};
+				stopping = 0;
+				streak = 0;
+			} else if (r > 1 && buf[0] == 'f') {
+				buf[r] = '\0';
+				reply(&client, "1the new daemon did not start: %s", buf + 1);
+			} else if (r <= 0) {
+				close(next.ctl);
+				next.ctl = -1;
+			}
+		}
+		if (i_nextpid >= 0 && (p[i_nextpid].revents & POLLIN)) {
+			int nexe = next.exe;
+			daemon_clear(&next);
+			if (stopping == 2) {
+				/* it died taking over: the old binary comes back */
+				reply(&client, "1the new daemon ended while taking over: the old binary "
+				      "is started again");
+				if (nexe >= 0 && nexe != h.exe)
+					close(nexe);
+				respawn_at = mono_ms() + 1;
+			} else {
+				reply(&client, "1the new daemon ended while starting (its log says why); "
+				      "the old one goes on");
+				if (nexe >= 0 && nexe != h.exe)
+					close(nexe);
+			}
+			stopping = 0;
+		}
+		if (p[i_l].revents & POLLIN) {
+			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			struct ucred cr;
+			socklen_t cl = sizeof(cr);
+			char m;
+			int fd = -1;
+			if (c < 0)
+				continue;
+			if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
+			    (cr.uid != 0 && cr.uid != geteuid())) {
+				send_msg(c, "1not allowed: root or the mount's owner only", 44, -1);
+				close(c);
+				continue;
+			}
+			{
+				struct pollfd q = {c, POLLIN, 0};
+				if (poll(&q, 1, 2000) != 1 || recv_msg(c, &m, 1, &fd) != 1 || m != 'U' ||
+				    fd < 0) {
+					if (fd >= 0)
+						close(fd);
+					close(c);
+					continue;
+				}
+			}
+			if (client >= 0 || next.pid || !cur.pid || gone) {
+				const char *why = client >= 0 || next.pid ? "1an upgrade is under way"
+							: "1no daemon serves the mount now";
+				send_msg(c, why, strlen(why), -1);
+				close(c);
+				close(fd);
+				continue;
+			}
+			client = c;
+			if (spawn(&h, fd, "upgrade", &next) != 0) {
+				reply(&client, "1cannot start the new daemon: %s", strerror(errno));
+				close(fd);
+			} else {
+				log_info("holder: upgrade: new daemon %d starting", (int)next.pid);
+			}
+		}
+	}
+	if (client >= 0)
+		reply(&client, "1the mount ended");
+	return 0;
+}
+
+/* ---- modelfs upgrade MOUNT ---- */
+
+int ctl_upgrade(int argc, char **argv)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char name[108], buf[800];
+	ssize_t n;
+	int s, exe, fd;
+
+	if (argc != 3 || argv[2][0] == '-') {
+		fprintf(stderr, "usage: modelfs upgrade MOUNTPOINT\n");
+		return 2;
+	}
+	n = getxattr(argv[2], XATTR_HOLDER, name, sizeof(name) - 1);
+	if (n <= 0) {
+		if (errno == ENODATA || errno == ENOTSUP || n == 0)
+			fprintf(stderr, "modelfs upgrade: %s: no holder for this mount (not a modelfs "
+				"mount, or made by a modelfs without one): remount it instead\n",
+				argv[2]);
+		else
+			fprintf(stderr, "modelfs upgrade: %s: %s\n", argv[2], strerror(errno));
+		return 1;
+	}
+	name[n] = '\0';
+	memcpy(sa.sun_path + 1, name, (size_t)n);
+	exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (exe < 0 || s < 0 ||
+	    connect(s, (struct sockaddr *)&sa,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) != 0) {
+		fprintf(stderr, "modelfs upgrade: %s: cannot reach its holder: %s\n", argv[2],
+			strerror(errno));
+		return 1;
+	}
+	if (send_msg(s, "U", 1, exe) != 0 || (n = recv_msg(s, buf, sizeof(buf) - 1, &fd)) <= 0) {
+		fprintf(stderr, "modelfs upgrade: %s: the holder did not answer\n", argv[2]);
+		return 1;
+	}
+	buf[n] = '\0';
+	if (buf[0] == '0') {
+		printf("modelfs upgrade: %s: %s\n", argv[2], buf + 1);
+		return 0;
+	}
+	fprintf(stderr, "modelfs upgrade: %s: %s\n", argv[2], buf + 1);
+	return 1;
+}
