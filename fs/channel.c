@@ -1,8 +1,10 @@
 /* The channel's hooks (channel.h).
  *
- * Reading. The fd is non-blocking and every reader polls it together with
- * an eventfd that chan_stop makes readable: a reader blocked in read(2)
- * could not be called back without taking a request. A reader counts
+ * Reading. The fd is non-blocking and every reader waits on it together
+ * with an eventfd that chan_stop makes readable (a reader blocked in
+ * read(2) could not be called back without taking a request), each in its
+ * own epoll set with EPOLLEXCLUSIVE on the fd: a request wakes one reader,
+ * not all of them. A reader counts
  * itself in `reading` before it looks at `stopping` (and chan_stop sets
  * `stopping` before it looks at `reading`), so once chan_stop sees no
  * reader, no request is taken after it. What is read and expects an answer
@@ -25,8 +27,10 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -52,12 +56,20 @@ struct chan {
 	int fd, wake;
 	atomic_int stopping;
 	atomic_int reading;    /* readers between their check of stopping and their read */
-	atomic_int replay;     /* REPLAY_*; readers wait on cond while RUNNING */
+	atomic_int replay;     /* REPLAY_*; the other readers wait while RUNNING */
 	uint64_t replay_unique; /* the replayed INIT's id */
 	int resends;           /* the INIT says the kernel has FUSE_NOTIFY_RESEND */
-	pthread_mutex_t lock;  /* with cond: the replay's waiters, parked readers */
-	pthread_cond_t cond;
+	int fail_left;         /* adopted after crashes in a row: fail what was in flight */
+	pthread_mutex_t lock;  /* the replay's start */
 };
+
+/* Each reader's epoll set: the fd (exclusive) and the eventfd; closed
+ * when its thread ends (libfuse ends idle workers beyond 16). */
+static _Thread_local int my_epoll = -1;
+static pthread_key_t epoll_key;
+static pthread_once_t epoll_once = PTHREAD_ONCE_INIT;
+static void epoll_close(void *p) { close((int)(intptr_t)p - 1); }
+static void epoll_key_init(void) { pthread_key_create(&epoll_key, epoll_close); }
 
 static struct chan *the_chan; /* the hooks get libfuse's userdata, not ours */
 
@@ -88,11 +100,31 @@ static void note_init(struct chan *c, const void *buf, size_t len)
 		     (get32(buf, IN_HEADER + 16) & FLAGS2_HAS_RESEND);
 }
 
-static void park(struct chan *c)
+/* Until the process ends. No lock held: libfuse cancels its workers at the
+ * end of its loop, and pause() is a cancellation point. */
+static void park(void)
 {
-	pthread_mutex_lock(&c->lock);
 	for (;;)
-		pthread_cond_wait(&c->cond, &c->lock); /* until the process ends */
+		pause();
+}
+
+static int reader_epoll(struct chan *c, int fd)
+{
+	struct epoll_event a = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = fd};
+	struct epoll_event b = {.events = EPOLLIN, .data.fd = c->wake};
+	int ep;
+
+	if (my_epoll >= 0)
+		return my_epoll;
+	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		return -1;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &a) != 0 || epoll_ctl(ep, EPOLL_CTL_ADD, c->wake, &b) != 0) {
+		close(ep);
+		return -1;
+	}
+	pthread_once(&epoll_once, epoll_key_init);
+	pthread_setspecific(epoll_key, (void *)(intptr_t)(ep + 1));
+	return my_epoll = ep;
 }
 
 static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
@@ -101,12 +133,12 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
 
 	(void)userdata;
 	for (;;) {
-		struct pollfd p[2] = {{fd, POLLIN, 0}, {c->wake, POLLIN, 0}};
+		struct epoll_event ev;
 		ssize_t r;
-		int e;
+		int e, ep;
 
 		if (atomic_load(&c->stopping))
-			park(c);
+			park();
 		if (atomic_load(&c->replay) != REPLAY_NONE) {
 			int first = 0;
 			pthread_mutex_lock(&c->lock);
@@ -114,9 +146,10 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
 				atomic_store(&c->replay, REPLAY_RUNNING);
 				first = 1;
 			}
-			while (!first && atomic_load(&c->replay) == REPLAY_RUNNING)
-				pthread_cond_wait(&c->cond, &c->lock);
 			pthread_mutex_unlock(&c->lock);
+			/* the others wait for its reply (a millisecond or so) */
+			while (!first && atomic_load(&c->replay) == REPLAY_RUNNING)
+				usleep(1000);
 			if (first) {
 				r = (ssize_t)keep_get_init(c->keep, buf, len);
 				c->replay_unique = get64(buf, 8);
@@ -147,8 +180,14 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
 			errno = e;
 			return r;
 		}
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			return -1;
+		if ((ep = reader_epoll(c, fd)) >= 0) {
+			if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR)
+				return -1;
+		} else {
+			struct pollfd p[2] = {{fd, POLLIN, 0}, {c->wake, POLLIN, 0}};
+			if (poll(p, 2, -1) < 0 && errno != EINTR)
+				return -1;
+		}
 	}
 }
 
@@ -157,41 +196,53 @@ static int write_all(int fd, const void *buf, size_t len)
 	return write(fd, buf, len) == (ssize_t)len ? 0 : -errno;
 }
 
-/* The adopted connection's INIT is answered (here): what the last daemon
- * left unanswered is sent again, or failed. */
-static void after_replay(struct chan *c)
+/* Answer @n requests EIO (ENOENT for one: it was answered after all). */
+static void fail_ids(struct chan *c, const uint64_t *ids, size_t n)
 {
-	uint64_t left[512];
-	size_t n = keep_inflight_list(c->keep, left, 512);
-	const char *fault = getenv("MODELFS_FAULT");
-
-	keep_inflight_clear(c->keep);
-	if (c->resends && !(fault && strcmp(fault, "no_resend") == 0)) {
-		/* fuse_out_header: len, error (the notification's code), unique 0 */
-		unsigned char m[OUT_HEADER] = {0};
-		uint32_t l = OUT_HEADER;
-		int32_t code = NOTIFY_RESEND;
-		memcpy(m, &l, 4);
-		memcpy(m + 4, &code, 4);
-		if (write_all(c->fd, m, sizeof(m)) != 0)
-			log_warn("the kernel refused to send the requests in flight again (%s): "
-				 "%zu may stay unanswered", strerror(errno), n);
-		else if (n)
-			log_info("%zu requests left in flight sent again (FUSE_NOTIFY_RESEND)", n);
-		return;
-	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char m[OUT_HEADER];
 		uint32_t l = OUT_HEADER;
 		int32_t err = -EIO;
 		memcpy(m, &l, 4);
 		memcpy(m + 4, &err, 4);
-		memcpy(m + 8, &left[i], 8);
-		(void)write_all(c->fd, m, sizeof(m)); /* ENOENT: answered after all */
+		memcpy(m + 8, &ids[i], 8);
+		(void)write_all(c->fd, m, sizeof(m));
 	}
+}
+
+/* The adopted connection's INIT is answered (here): what the last daemon
+ * left unanswered is sent again, or failed. The table is cleared after:
+ * a crash meanwhile leaves it for the next daemon. */
+static void after_replay(struct chan *c)
+{
+	uint64_t left[512];
+	size_t n = keep_inflight_list(c->keep, left, 512);
+	const char *fault = getenv("MODELFS_FAULT");
+	int resend = c->resends && !c->fail_left && !(fault && strcmp(fault, "no_resend") == 0);
+
+	if (resend) {
+		/* fuse_out_header: len, error (the notification's code), unique 0 */
+		unsigned char m[OUT_HEADER] = {0};
+		uint32_t l = OUT_HEADER;
+		int32_t code = NOTIFY_RESEND;
+		memcpy(m, &l, 4);
+		memcpy(m + 4, &code, 4);
+		if (write_all(c->fd, m, sizeof(m)) == 0) {
+			if (n)
+				log_info("%zu requests left in flight sent again (FUSE_NOTIFY_RESEND)", n);
+			keep_inflight_clear(c->keep);
+			return;
+		}
+		log_warn("the kernel refused to send the requests in flight again (%s)",
+			 strerror(errno));
+	}
+	fail_ids(c, left, n);
+	keep_inflight_clear(c->keep);
 	if (n)
-		log_warn("%zu requests left in flight answered EIO (the kernel cannot send "
-			 "them again: Linux >= 6.9 can)", n);
+		log_warn("%zu requests left in flight answered EIO (%s)", n,
+			 c->fail_left ? "the daemons before this one crashed in a row: one of them may "
+					"be what crashes them"
+				      : "the kernel cannot send them again: Linux >= 6.9 can");
 }
 
 static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
@@ -209,10 +260,7 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 		for (int i = 0; i < count; i++)
 			n += iov[i].iov_len;
 		after_replay(c);
-		pthread_mutex_lock(&c->lock);
 		atomic_store(&c->replay, REPLAY_NONE);
-		pthread_cond_broadcast(&c->cond);
-		pthread_mutex_unlock(&c->lock);
 		return (ssize_t)n;
 	}
 	r = writev(fd, iov, count);
@@ -237,7 +285,7 @@ int chan_setup(struct fuse_session *se, struct keep *keep, struct pt *pt, int ad
 	c->pt = pt;
 	c->fd = fuse_session_fd(se);
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
+	c->fail_left = adopted == CHAN_ADOPT_FAIL;
 	if ((c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
 	    (fl = fcntl(c->fd, F_GETFL)) < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
 		int err = -errno;
@@ -297,17 +345,8 @@ unsigned chan_stop(struct chan *c, unsigned timeout_ms)
 void chan_fail_inflight(struct chan *c)
 {
 	uint64_t left[512];
-	size_t n = keep_inflight_list(c->keep, left, 512);
 
-	for (size_t i = 0; i < n; i++) {
-		unsigned char m[OUT_HEADER];
-		uint32_t l = OUT_HEADER;
-		int32_t err = -EIO;
-		memcpy(m, &l, 4);
-		memcpy(m + 4, &err, 4);
-		memcpy(m + 8, &left[i], 8);
-		(void)write_all(c->fd, m, sizeof(m));
-	}
+	fail_ids(c, left, keep_inflight_list(c->keep, left, 512));
 	keep_inflight_clear(c->keep);
 }
 

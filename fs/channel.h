@@ -15,11 +15,15 @@
 
 struct chan;
 
-/* Hook into @se (its fd set, the loop not started). @adopted: the
- * connection's INIT was answered by another daemon: the one in @keep is
- * replayed to libfuse, its reply kept from the kernel; then the requests
- * that daemon left unanswered are sent again (FUSE_NOTIFY_RESEND, Linux
- * >= 6.9) or, where the kernel cannot, answered EIO. @return 0 or -errno. */
+enum { CHAN_NEW, CHAN_ADOPT, CHAN_ADOPT_FAIL };
+
+/* Hook into @se (its fd set, the loop not started). @adopted CHAN_ADOPT:
+ * the connection's INIT was answered by another daemon: the one in @keep
+ * is replayed to libfuse, its reply kept from the kernel; then the
+ * requests that daemon left unanswered are sent again (FUSE_NOTIFY_RESEND,
+ * Linux >= 6.9) or, where the kernel cannot, answered EIO. CHAN_ADOPT_FAIL:
+ * EIO in any case (daemons crashed in a row: a request may be the cause).
+ * @return 0 or -errno. */
 int chan_setup(struct fuse_session *se, struct keep *keep, struct pt *pt, int adopted,
 	       struct chan **out);
 void chan_free(struct chan *c);

@@ -6,7 +6,7 @@
  *   daemon -> holder: 'q' ending for good, 's' stopped (+ the tree's fd),
  *                     'w' waiting for 'G', 'r' serving, 'f' + text: failed
  * and one per `modelfs upgrade` client on the holder's listening socket:
- *   client -> holder: 'U' (+ the new binary's fd)
+ *   client -> holder: 'U' + the new binary's path (the holder opens it)
  *   holder -> client: '0' + text (done) or '1' + text (failed)
  *
  * An upgrade: the new daemon is started (MODELFS_ADOPT=upgrade ...) and
@@ -64,16 +64,23 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+union cmsg_buf {
+	char b[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
 static int send_msg(int sock, const void *buf, size_t len, int fd)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+	union cmsg_buf cb;
+	char *cbuf = cb.b;
 	struct iovec iov = {(void *)buf, len};
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 
 	if (fd >= 0) {
 		struct cmsghdr *c;
+		memset(&cb, 0, sizeof(cb));
 		m.msg_control = cbuf;
-		m.msg_controllen = sizeof(cbuf);
+		m.msg_controllen = sizeof(cb.b);
 		c = CMSG_FIRSTHDR(&m);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
@@ -90,10 +97,10 @@ static int send_msg(int sock, const void *buf, size_t len, int fd)
  * fd that came with it, or -1. */
 static ssize_t recv_msg(int sock, char *buf, size_t len, int *fd)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	union cmsg_buf cb;
 	struct iovec iov = {buf, len};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			   .msg_controllen = sizeof(cbuf)};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+			   .msg_controllen = sizeof(cb.b)};
 	ssize_t n;
 
 	*fd = -1;
@@ -128,8 +135,8 @@ int holder_adopting(struct holder_adopt *a, char *msg, size_t len)
 	a->fuse_fd = a->keep_fd = a->metrics_fd = a->ctl_fd = -1;
 	if (!e)
 		return 0;
-	if (sscanf(e, "%15s %d %d %d %d %107s", mode, &a->fuse_fd, &a->keep_fd, &a->metrics_fd,
-		   &a->ctl_fd, a->name) != 6 ||
+	if (sscanf(e, "%15s %d %d %d %d %d %107s", mode, &a->fuse_fd, &a->keep_fd, &a->metrics_fd,
+		   &a->ctl_fd, &a->crashes, a->name) != 7 ||
 	    (strcmp(mode, "crash") != 0 && strcmp(mode, "upgrade") != 0) || a->fuse_fd < 0 ||
 	    a->keep_fd < 0 || a->ctl_fd < 0 || fcntl(a->fuse_fd, F_GETFD) < 0 ||
 	    fcntl(a->keep_fd, F_GETFD) < 0 || fcntl(a->ctl_fd, F_GETFD) < 0) {
@@ -144,16 +151,19 @@ int holder_adopting(struct holder_adopt *a, char *msg, size_t len)
 	fcntl(a->ctl_fd, F_SETFD, FD_CLOEXEC);
 	if (a->metrics_fd >= 0)
 		fcntl(a->metrics_fd, F_SETFD, FD_CLOEXEC);
+	/* no 'q' at exit(): a daemon that fails to start on the mount is a
+	 * crash for the holder (it tries again, then gives up); main() says
+	 * 'q' before an unmount */
 	bye_fd = a->ctl_fd;
-	atexit(holder_bye);
 	return 1;
 }
 
-int holder_start(int fuse_fd, int keep_fd, int metrics_fd, char **argv, struct holder_adopt *a)
+int holder_start(int fuse_fd, int keep_fd, int metrics_fd, int cwd, char **argv,
+		 struct holder_adopt *a)
 {
 	int sv[2], n = 0;
 	pid_t pid;
-	char **args, num[5][16];
+	char **args, num[6][16];
 	struct pollfd p;
 
 	for (char **v = argv; *v; v++)
@@ -169,13 +179,14 @@ int holder_start(int fuse_fd, int keep_fd, int metrics_fd, char **argv, struct h
 	snprintf(num[2], 16, "%d", metrics_fd);
 	snprintf(num[3], 16, "%d", sv[1]);
 	snprintf(num[4], 16, "%d", (int)getpid());
+	snprintf(num[5], 16, "%d", cwd);
 	args[0] = argv[0];
 	args[1] = (char *)"__holder";
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		args[2 + i] = num[i];
-	args[7] = (char *)"--";
+	args[8] = (char *)"--";
 	for (int i = 0; i < n; i++)
-		args[8 + i] = argv[i];
+		args[9 + i] = argv[i];
 	pid = fork();
 	if (pid < 0) {
 		int err = -errno;
@@ -185,8 +196,8 @@ int holder_start(int fuse_fd, int keep_fd, int metrics_fd, char **argv, struct h
 		return err;
 	}
 	if (pid == 0) {
-		int fds[] = {fuse_fd, keep_fd, metrics_fd, sv[1]};
-		for (size_t i = 0; i < 4; i++)
+		int fds[] = {fuse_fd, keep_fd, metrics_fd, sv[1], cwd};
+		for (size_t i = 0; i < 5; i++)
 			if (fds[i] >= 0)
 				fcntl(fds[i], F_SETFD, 0);
 		execv("/proc/self/exe", args);
@@ -206,12 +217,16 @@ int holder_start(int fuse_fd, int keep_fd, int metrics_fd, char **argv, struct h
 			buf[r] = '\0';
 			memcpy(a->name, buf + 1, (size_t)r);
 			a->ctl_fd = sv[0];
+			a->holder_pid = (int)pid;
 			bye_fd = sv[0];
-			atexit(holder_bye);
+			atexit(holder_bye); /* this daemon's die() unmounts: no new one */
 			return 0;
 		}
 	}
-	close(sv[0]); /* it ends when it sees the socket closed */
+	close(sv[0]);
+	kill(pid, SIGKILL); /* a holder that starts late must not hold the mount */
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
 	return -EPROTO;
 }
 
@@ -323,7 +338,8 @@ static void daemon_clear(struct daemon *d)
 }
 
 struct holder {
-	int fuse, keep, metrics, exe;
+	int fuse, keep, metrics, exe, cwd;
+	int streak; /* daemons that crashed in a row */
 	char name[108];
 	char **argv; /* the daemon's */
 };
@@ -337,8 +353,8 @@ static int spawn(struct holder *h, int exe, const char *mode, struct daemon *d)
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
 		return -errno;
-	snprintf(env, sizeof(env), "%s %d %d %d %d %s", mode, h->fuse, h->keep, h->metrics, sv[1],
-		 h->name);
+	snprintf(env, sizeof(env), "%s %d %d %d %d %d %s", mode, h->fuse, h->keep, h->metrics,
+		 sv[1], h->streak, h->name);
 	pid = fork();
 	if (pid < 0) {
 		int err = -errno;
@@ -352,6 +368,8 @@ static int spawn(struct holder *h, int exe, const char *mode, struct daemon *d)
 			if (fds[i] >= 0)
 				fcntl(fds[i], F_SETFD, 0);
 		setenv(ADOPT_ENV, env, 1);
+		if (h->cwd >= 0 && fchdir(h->cwd) != 0)
+			_exit(127);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
@@ -381,32 +399,78 @@ static void reply(int *client, const char *fmt, ...)
 	*client = -1;
 }
 
-static int listen_abstract(char *name, size_t len)
+/* The directory of holders' sockets: /run/modelfs for root, else the
+ * user's runtime directory; only its owner may enter it. @return 0 or -1. */
+static int socket_dir(char *dir, size_t len)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	unsigned char r[8];
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	int rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
 
-	if (fd < 0 || rfd < 0 || read(rfd, r, sizeof(r)) != (ssize_t)sizeof(r)) {
-		if (rfd >= 0)
-			close(rfd);
-		if (fd >= 0)
-			close(fd);
+	if (geteuid() == 0)
+		snprintf(dir, len, "/run/modelfs");
+	else if (rt && *rt == '/')
+		snprintf(dir, len, "%s/modelfs", rt);
+	else
+		snprintf(dir, len, "/tmp/modelfs-%u", (unsigned)geteuid());
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return -1;
+	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 077)) {
+		errno = EPERM; /* another's, or open to others: not ours to trust */
 		return -1;
 	}
-	close(rfd);
-	/* not guessable before it exists: nobody can take the name first */
-	snprintf(name, len, "modelfs-holder.%d.%02x%02x%02x%02x%02x%02x%02x%02x", (int)getpid(),
-		 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
-	memcpy(sa.sun_path + 1, name, strlen(name));
-	if (bind(fd, (struct sockaddr *)&sa,
-		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name))) != 0 ||
-	    listen(fd, 4) != 0) {
+	return 0;
+}
+
+static int listen_socket(char *name, size_t len)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char dir[80];
+	int fd;
+
+	if (socket_dir(dir, sizeof(dir)) != 0)
+		return -1;
+	if ((size_t)snprintf(name, len, "%s/holder.%d.sock", dir, (int)getpid()) >= len ||
+	    strlen(name) >= sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", name);
+	unlink(name); /* a holder of this pid before us, gone */
+	if ((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4) != 0) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+/* The binary an upgrade names, opened here: a regular file that only root
+ * or this user can change. @return its fd or -1 with @why set. */
+static int open_binary(const char *path, char *why, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0) {
+		snprintf(why, len, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
+		snprintf(why, len, "%s: not a binary that only root or this user can change", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void kill_daemon(struct daemon *d)
+{
+	/* by its pidfd: the first daemon is not our child, its pid may be reused */
+	if (d->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, d->pidfd, SIGKILL, NULL, 0);
 }
 
 int holder_main(int argc, char **argv)
@@ -419,21 +483,24 @@ int holder_main(int argc, char **argv)
 	struct stat st;
 	pid_t first;
 
-	/* modelfs __holder FUSE KEEP METRICS CTL PID -- ARGV... */
-	if (argc < 9 || strcmp(argv[7], "--") != 0)
+	/* modelfs __holder FUSE KEEP METRICS CTL PID CWD -- ARGV... */
+	if (argc < 10 || strcmp(argv[8], "--") != 0)
 		return 2;
 	h.fuse = atoi(argv[2]);
 	h.keep = atoi(argv[3]);
 	h.metrics = atoi(argv[4]);
 	cur.ctl = atoi(argv[5]);
 	first = (pid_t)atoi(argv[6]);
-	h.argv = argv + 8;
+	h.cwd = atoi(argv[7]);
+	h.argv = argv + 9;
 	/* its own: never the daemon's copies */
 	fcntl(h.fuse, F_SETFD, FD_CLOEXEC);
 	fcntl(h.keep, F_SETFD, FD_CLOEXEC);
 	fcntl(cur.ctl, F_SETFD, FD_CLOEXEC);
 	if (h.metrics >= 0)
 		fcntl(h.metrics, F_SETFD, FD_CLOEXEC);
+	if (h.cwd >= 0)
+		fcntl(h.cwd, F_SETFD, FD_CLOEXEC);
 	signal(SIGINT, SIG_IGN); /* the daemon's to act on; we follow it */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
@@ -447,7 +514,7 @@ int holder_main(int argc, char **argv)
 	h.exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 	cur.pid = first;
 	cur.pidfd = pidfd_of(first);
-	if (h.exe < 0 || cur.pidfd < 0 || (lfd = listen_abstract(h.name, sizeof(h.name))) < 0) {
+	if (h.exe < 0 || cur.pidfd < 0 || (lfd = listen_socket(h.name, sizeof(h.name))) < 0) {
 		log_error("holder: cannot start: %s", strerror(errno));
 		return 1;
 	}
@@ -476,10 +543,10 @@ int holder_main(int argc, char **argv)
 		if (stopping && cur.pid && now > stop_ms + STOP_MS) {
 			log_warn("holder: the old daemon %d did not stop in %d s: killed", (int)cur.pid,
 				 STOP_MS / 1000);
-			kill(cur.pid, SIGKILL);
+			kill_daemon(&cur);
 		}
 		if (next.pid && !stopping && now > next.started_ms + STANDBY_MS) {
-			kill(next.pid, SIGKILL);
+			kill_daemon(&next);
 			reply(&client, "1the new daemon did not get ready in %d s", STANDBY_MS / 1000);
 		}
 		if (cur.ctl >= 0)
@@ -526,7 +593,7 @@ int holder_main(int argc, char **argv)
 			daemon_clear(&cur);
 			if (final) {
 				if (next.pid) {
-					kill(next.pid, SIGKILL);
+					kill_daemon(&next);
 					daemon_clear(&next);
 					reply(&client, "1the mount is ending");
 				}
@@ -543,6 +610,12 @@ int holder_main(int argc, char **argv)
 				uint64_t lived = mono_ms() - cur.started_ms;
 				unsigned wait_s;
 				streak = lived < 60000 ? streak + 1 : 1;
+				h.streak = streak;
+				if (streak > 10) {
+					log_error("holder: daemon %d is the 10th in a row to end within a "
+						  "minute of its start: giving up (the mount ends)", (int)was);
+					break;
+				}
 				wait_s = streak <= 3 ? 0 : 1u << (streak - 4 > 5 ? 5 : streak - 4);
 				if (wait_s > 30)
 					wait_s = 30;
@@ -577,7 +650,7 @@ int holder_main(int argc, char **argv)
 				cur = next;
 				next = (struct daemon){.pidfd = -1, .ctl = -1, .exe = -1};
 				stopping = 0;
-				streak = 0;
+				streak = h.streak = 0;
 			} else if (r > 1 && buf[0] == 'f') {
 				buf[r] = '\0';
 				reply(&client, "1the new daemon did not start: %s", buf + 1);
@@ -608,32 +681,43 @@ int holder_main(int argc, char **argv)
 			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 			struct ucred cr;
 			socklen_t cl = sizeof(cr);
-			char m;
+			char m[PATH_MAX + 2], why[PATH_MAX + 100];
 			int fd = -1;
+			ssize_t r;
 			if (c < 0)
 				continue;
-			if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
-			    (cr.uid != 0 && cr.uid != geteuid())) {
-				send_msg(c, "1not allowed: root or the mount's owner only", 44, -1);
-				close(c);
-				continue;
-			}
 			{
+				/* its message first: a socket closed with a message unread
+				 * resets, and the client would not read the answer */
 				struct pollfd q = {c, POLLIN, 0};
-				if (poll(&q, 1, 2000) != 1 || recv_msg(c, &m, 1, &fd) != 1 || m != 'U' ||
-				    fd < 0) {
+				if (poll(&q, 1, 2000) != 1 || (r = recv_msg(c, m, sizeof(m) - 1, &fd)) < 2 ||
+				    m[0] != 'U') {
 					if (fd >= 0)
 						close(fd);
 					close(c);
 					continue;
 				}
+				if (fd >= 0)
+					close(fd);
+				m[r] = '\0';
+			}
+			if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
+			    (cr.uid != 0 && cr.uid != geteuid())) {
+				static const char no[] = "1not allowed: root or the mount's owner only";
+				send_msg(c, no, sizeof(no) - 1, -1);
+				close(c);
+				continue;
 			}
 			if (client >= 0 || next.pid || !cur.pid || gone) {
-				const char *why = client >= 0 || next.pid ? "1an upgrade is under way"
+				const char *no = client >= 0 || next.pid ? "1an upgrade is under way"
 							: "1no daemon serves the mount now";
-				send_msg(c, why, strlen(why), -1);
+				send_msg(c, no, strlen(no), -1);
 				close(c);
-				close(fd);
+				continue;
+			}
+			if ((fd = open_binary(m + 1, why, sizeof(why))) < 0) {
+				client = c;
+				reply(&client, "1%s", why);
 				continue;
 			}
 			client = c;
@@ -647,6 +731,7 @@ int holder_main(int argc, char **argv)
 	}
 	if (client >= 0)
 		reply(&client, "1the mount ended");
+	unlink(h.name);
 	return 0;
 }
 
@@ -655,9 +740,11 @@ int holder_main(int argc, char **argv)
 int ctl_upgrade(int argc, char **argv)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	char name[108], buf[800];
-	ssize_t n;
-	int s, exe, fd;
+	char name[108], buf[800], exe[PATH_MAX + 2];
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+	ssize_t n, e;
+	int s, fd;
 
 	if (argc != 3 || argv[2][0] == '-') {
 		fprintf(stderr, "usage: modelfs upgrade MOUNTPOINT\n");
@@ -665,7 +752,7 @@ int ctl_upgrade(int argc, char **argv)
 	}
 	n = getxattr(argv[2], XATTR_HOLDER, name, sizeof(name) - 1);
 	if (n <= 0) {
-		if (errno == ENODATA || errno == ENOTSUP || n == 0)
+		if (n == 0 || errno == ENODATA || errno == ENOTSUP)
 			fprintf(stderr, "modelfs upgrade: %s: no holder for this mount (not a modelfs "
 				"mount, or made by a modelfs without one): remount it instead\n",
 				argv[2]);
@@ -674,20 +761,28 @@ int ctl_upgrade(int argc, char **argv)
 		return 1;
 	}
 	name[n] = '\0';
-	memcpy(sa.sun_path + 1, name, (size_t)n);
-	exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", name);
+	/* the new binary: this one */
+	exe[0] = 'U';
+	e = readlink("/proc/self/exe", exe + 1, sizeof(exe) - 2);
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (exe < 0 || s < 0 ||
-	    connect(s, (struct sockaddr *)&sa,
-		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) != 0) {
-		fprintf(stderr, "modelfs upgrade: %s: cannot reach its holder: %s\n", argv[2],
-			strerror(errno));
+	if (e <= 0 || s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		fprintf(stderr, "modelfs upgrade: %s: cannot reach its holder (%s): %s\n", argv[2],
+			name, strerror(errno));
 		return 1;
 	}
-	if (send_msg(s, "U", 1, exe) != 0 || (n = recv_msg(s, buf, sizeof(buf) - 1, &fd)) <= 0) {
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
+	    (cr.uid != 0 && cr.uid != geteuid())) {
+		fprintf(stderr, "modelfs upgrade: %s: %s is not a holder of root or ours\n", argv[2],
+			name);
+		return 1;
+	}
+	if (send_msg(s, exe, (size_t)e + 1, -1) != 0 || (n = recv_msg(s, buf, sizeof(buf) - 1, &fd)) <= 0) {
 		fprintf(stderr, "modelfs upgrade: %s: the holder did not answer\n", argv[2]);
 		return 1;
 	}
+	if (fd >= 0)
+		close(fd);
 	buf[n] = '\0';
 	if (buf[0] == '0') {
 		printf("modelfs upgrade: %s: %s\n", argv[2], buf + 1);

@@ -7,9 +7,11 @@
  *
  * The daemon starts it once the mount is made; it runs the same binary
  * ("modelfs __holder ...", a fresh image: it holds no copy of the
- * daemon's memory) and knows nothing of FUSE but the fd. It listens on an
- * abstract unix socket (named in the mount's user.modelfs.holder xattr)
- * for upgrades, from root or its own user only.
+ * daemon's memory) and knows nothing of FUSE but the fd. It listens on a
+ * unix socket in a directory only its user can enter (/run/modelfs for
+ * root; the socket's path is the mount's user.modelfs.holder xattr) for
+ * upgrades, from root or its own user only, and runs only a binary it
+ * opens itself that only root or its user can change.
  */
 #ifndef MODELFS_HOLDER_H
 #define MODELFS_HOLDER_H
@@ -22,7 +24,9 @@ enum holder_mode { HOLDER_FIRST, HOLDER_CRASH, HOLDER_UPGRADE };
 struct holder_adopt {
 	enum holder_mode mode;
 	int fuse_fd, keep_fd, metrics_fd, ctl_fd; /* -1: none */
-	char name[108];                           /* the holder's socket */
+	int crashes;     /* daemons that crashed in a row before this one */
+	int holder_pid;
+	char name[108];  /* the holder's socket: a path */
 };
 
 /* A daemon started by a holder: @return 1 with @a filled (from the
@@ -31,9 +35,11 @@ struct holder_adopt {
 int holder_adopting(struct holder_adopt *a, char *msg, size_t len);
 
 /* First start, the mount made: start the holder with copies of the fds
- * (@metrics_fd -1: none), to start daemons with @argv. @return 0 with
- * @a's ctl_fd and name set, or -errno (the mount goes on without one). */
-int holder_start(int fuse_fd, int keep_fd, int metrics_fd, char **argv, struct holder_adopt *a);
+ * (@metrics_fd -1: none), to start daemons with @argv in directory @cwd
+ * (an O_PATH fd; -1: "/"). @return 0 with @a's ctl_fd, holder_pid and name
+ * set, or -errno (the mount goes on without one). */
+int holder_start(int fuse_fd, int keep_fd, int metrics_fd, int cwd, char **argv,
+		 struct holder_adopt *a);
 
 /* The daemon's side, in a thread: on an upgrade, @stop is called; it
  * stops the session and returns an fd with the tree's snapshot (or -1),

@@ -630,6 +630,9 @@ int main(int argc, char **argv)
 	struct holder_adopt ad;
 	int adopting;
 	struct keep *keep = NULL;
+	/* where relative paths of the command line are, for the daemons the
+	 * holder starts (this one goes to "/") */
+	int start_cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 
 	if (argc >= 2 && strcmp(argv[1], "cache") == 0)
 		return cache_command(argc, argv);
@@ -703,6 +706,8 @@ int main(int argc, char **argv)
 
 	/* The cache directory, and this mount's names in it. */
 	cache_dir = choose_cache_dir(&o);
+	if (adopting && chdir("/") != 0) /* the paths are absolute now */
+		die("cannot go to /: %s", strerror(errno));
 	source_ns = fs.be->name;
 	if (asprintf(&snap_id, "%s/%s", source_ns, fs.be->prefix) < 0)
 		die("out of memory");
@@ -726,8 +731,6 @@ int main(int argc, char **argv)
 		err = keep_create(fs_handle_rec_size, HANDLES_MAX, &keep);
 	if (err)
 		die("%s", *msg ? msg : strerror(-err));
-	if (handles_new(keep_handles(keep), fs_handle_rec_size, adopting, &fs.handles))
-		die("out of memory");
 	fs.keep = keep;
 
 	if (adopting) {
@@ -735,13 +738,17 @@ int main(int argc, char **argv)
 		 * what the last daemon had (an upgrade: its tree, which comes when
 		 * it stops; a crash: its last snapshot), the store looked at later
 		 * (the refresher; a store that is down must not stop the restart). */
-		if (ad.mode == HOLDER_CRASH && cache_dir && seed_tree(&fs, cache_dir, snap_id) == 0) {
-			if (fs.lazy)
+		if (ad.mode == HOLDER_CRASH) {
+			int seeded = cache_dir && seed_tree(&fs, cache_dir, snap_id) == 0;
+			if (seeded && fs.lazy)
 				tree_forget_listed(fs.tree);
-			offline = 1;
-		} else if (ad.mode == HOLDER_CRASH && fs_load_listing(&fs) != 0) {
-			log_warn("%s: no snapshot and no listing: the mount is empty until the store "
-				 "answers", o.source);
+			/* the numbers the kernel holds and the snapshot does not name
+			 * stay unused (ESTALE: looked up again), before any listing */
+			if (tree_keep_inos(fs.tree, keep_ino_next(keep)))
+				die("out of memory");
+			if (!seeded && fs_load_listing(&fs) != 0)
+				log_warn("%s: no snapshot and no listing: the mount is empty until the "
+					 "store answers", o.source);
 			offline = 1;
 		}
 		goto listed;
@@ -824,10 +831,10 @@ listed:
 	}
 	if (pt_setup(se, !o.no_passthrough && !o.no_cache, pages, &fs.pt))
 		die("out of memory");
-	if ((err = chan_setup(se, keep, fs.pt, adopting, &fs.chan)) != 0)
+	if ((err = chan_setup(se, keep, fs.pt,
+			      !adopting ? CHAN_NEW : ad.crashes >= 2 ? CHAN_ADOPT_FAIL : CHAN_ADOPT,
+			      &fs.chan)) != 0)
 		die("cannot set up the FUSE channel: %s", strerror(-err));
-	if (adopting && fs_adopt_handles(&fs))
-		die("out of memory");
 	if (fs_find_bdi(o.mountpoint, fs.bdi, sizeof(fs.bdi)))
 		fs.bdi[0] = '\0';
 	if (log_fd >= 0)
@@ -855,11 +862,21 @@ listed:
 	if (!adopting) {
 		/* after going to the background: the holder is of the daemon's
 		 * session, not of the shell's */
-		err = holder_start(fuse_session_fd(se), keep_fd(keep), metrics_fd, argv, &ad);
-		if (err)
+		err = holder_start(fuse_session_fd(se), keep_fd(keep), metrics_fd, start_cwd, argv,
+				   &ad);
+		if (err) {
 			log_warn("no holder for this mount (%s): a crash of the daemon ends it, and "
 				 "`modelfs upgrade` cannot be used", strerror(-err));
+		} else {
+			/* systemd (NotifyAccess=all) follows the holder, which lives
+			 * across upgrades and crashes of the daemon */
+			char mp[32];
+			snprintf(mp, sizeof(mp), "MAINPID=%d", (int)ad.holder_pid);
+			fs_notify(mp);
+		}
 	}
+	if (start_cwd >= 0)
+		close(start_cwd);
 	if (ad.ctl_fd >= 0)
 		fs.holder = ad.name;
 	if (getenv("MODELFS_FAULT") && strcmp(getenv("MODELFS_FAULT"), "after_daemonize") == 0)
@@ -894,16 +911,24 @@ listed:
 			close(tfd);
 		}
 		if (tfd < 0 || err) {
+			/* its snapshot, or an empty tree: no listing while nobody
+			 * answers the kernel; the refresher lists soon */
 			tree_free(fs.tree);
 			if (tree_new(time(NULL), &fs.tree))
 				die("out of memory");
-			if (!cache_dir || seed_tree(&fs, cache_dir, snap_id) != 0)
-				(void)fs_load_listing(&fs);
+			if (cache_dir)
+				(void)seed_tree(&fs, cache_dir, snap_id);
 			offline = 1;
 		}
 		upgrade_ctl = -1;
 	}
 	if (tree_keep_inos(fs.tree, keep_ino_next(keep)))
+		die("out of memory");
+	/* the handles last: an upgrade's old daemon opened and released files
+	 * until it stopped (it is gone now) */
+	if (handles_new(keep_handles(keep), fs_handle_rec_size, adopting, &fs.handles))
+		die("out of memory");
+	if (adopting && fs_adopt_handles(&fs))
 		die("out of memory");
 	tree_counts(fs.tree, &files, &dirs, &bytes);
 	if (signals_start(&fs, se, &sig_thread))
