@@ -924,6 +924,8 @@ listed:
 	}
 	if (tree_keep_inos(fs.tree, keep_ino_next(keep)))
 		die("out of memory");
+	if (adopting)
+		tree_counts_unknown(fs.tree); /* the kernel's references are the last daemon's */
 	/* the handles last: an upgrade's old daemon opened and released files
 	 * until it stopped (it is gone now) */
 	if (handles_new(keep_handles(keep), fs_handle_rec_size, adopting, &fs.handles))

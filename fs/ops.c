@@ -199,7 +199,21 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	fill_entry(fs, &a, &e);
-	fuse_reply_entry(req, &e);
+	if (fuse_reply_entry(req, &e) == 0)
+		tree_ref(fs->tree, a.ino); /* the kernel holds it until its FORGET */
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	tree_unref(fs_of(req)->tree, ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		tree_unref(fs_of(req)->tree, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -538,6 +552,8 @@ struct dir_fill {
 	char *buf;
 	size_t size, used;
 	int plus;
+	uint64_t *refs; /* readdirplus: the entries the kernel will hold */
+	size_t n_refs;
 };
 
 static int dir_fill_one(void *arg, const char *name, const struct tree_attr *a, uint64_t next)
@@ -559,24 +575,31 @@ static int dir_fill_one(void *arg, const char *name, const struct tree_attr *a, 
 	if (need > d->size - d->used)
 		return 1; /* full: the kernel comes back with @next */
 	d->used += need;
+	if (d->plus && d->refs && strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+		d->refs[d->n_refs++] = a->ino;
 	return 0;
 }
 
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
-	struct dir_fill d = {req, fs_of(req), NULL, size, 0, plus};
+	struct dir_fill d = {req, fs_of(req), NULL, size, 0, plus, NULL, 0};
 	int err;
 
 	d.buf = malloc(size);
-	if (!d.buf) {
+	/* an entry of readdirplus takes more than 64 bytes of the buffer */
+	if (!d.buf || (plus && !(d.refs = malloc((size / 64 + 1) * sizeof(*d.refs))))) {
+		free(d.buf);
 		reply_err(req, ENOMEM);
 		return;
 	}
 	err = tree_readdir(d.fs->tree, ino, (uint64_t)off, dir_fill_one, &d);
-	if (err)
+	if (err) {
 		reply_err(req, -err);
-	else
-		fuse_reply_buf(req, d.buf, d.used);
+	} else if (fuse_reply_buf(req, d.buf, d.used) == 0) {
+		for (size_t i = 0; i < d.n_refs; i++)
+			tree_ref(d.fs->tree, d.refs[i]);
+	}
+	free(d.refs);
 	free(d.buf);
 }
 
@@ -926,6 +949,8 @@ static void t_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 const struct fuse_lowlevel_ops fs_ops = {
     .init = op_init,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
     .lookup = t_lookup,
     .getattr = t_getattr,
     .open = t_open,

@@ -222,6 +222,33 @@ static int list_dir(struct fs *fs, uint64_t ino, struct pass *p)
 
 /* The root and every directory looked in lately, listed again
  * (listing=lazy); the root's error is the pass's (an outage). */
+/* The memory bound of listing=lazy: directories nobody looked in for as
+ * long as the refresher keeps them fresh, and whose entries the kernel
+ * forgot, drop their children (listed again when looked in).
+ * MODELFS_FORGET_MS shortens the wait, for tests. */
+static void forget_idle(struct fs *fs, uint64_t now, uint64_t keep_ms)
+{
+	const char *e = getenv("MODELFS_FORGET_MS");
+	uint64_t *dirs;
+	size_t n, dropped;
+
+	if (e && atoll(e) > 0)
+		keep_ms = (uint64_t)atoll(e);
+	if (now <= keep_ms)
+		return;
+	pthread_mutex_lock(&pass_lock);
+	dropped = tree_forget(fs->tree, now - keep_ms, &dirs, &n);
+	pthread_mutex_unlock(&pass_lock);
+	for (size_t i = 0; i < n; i++) /* its cached pages name the numbers dropped */
+		fuse_lowlevel_notify_inval_inode(fs->se, dirs[i], 0, 0);
+	if (dropped) {
+		log_info("listing: %zu entries of %zu directories nobody used for %llu s forgotten",
+			 dropped, n, (unsigned long long)(keep_ms / 1000));
+		atomic_store(&snap_dirty, 1);
+	}
+	free(dirs);
+}
+
 static int list_dirs_in_use(struct fs *fs, size_t *changes)
 {
 	struct pass p = {.fs = fs};
@@ -259,6 +286,7 @@ static int list_dirs_in_use(struct fs *fs, size_t *changes)
 	}
 	free(dirs);
 	*changes = p.changes;
+	forget_idle(fs, now, keep_ms);
 	return first_err;
 }
 

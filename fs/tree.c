@@ -33,6 +33,7 @@ struct node {
 	uint64_t validated_ms; /* CLOCK_MONOTONIC: when the backend last confirmed it */
 	uint64_t listed_ms;    /* directories, listing=lazy: when listed; 0: never */
 	_Atomic uint64_t used_ms; /* directories: last looked in (any lock: a hint) */
+	_Atomic uint64_t nlookup; /* the kernel's references (lookups less forgets) */
 	uint32_t n_subdirs;
 	uint64_t *kids; /* directories: children in insertion order */
 	size_t n_kids, cap_kids;
@@ -48,6 +49,7 @@ struct tree {
 	int64_t root_mtime;
 	int loading; /* adding from a snapshot: nothing is validated */
 	_Atomic uint64_t *ino_next; /* kept for the next daemon (keep.h), or NULL */
+	uint64_t counted_from; /* nodes below: another daemon's, their count unknown */
 };
 
 /* What the inode numbers between a snapshot's live ones point to (names
@@ -1001,4 +1003,107 @@ void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *byte
 		}
 	}
 	pthread_rwlock_unlock(&t->lock);
+}
+
+void tree_ref(struct tree *t, uint64_t ino)
+{
+	pthread_rwlock_rdlock(&t->lock);
+	if (ino < t->n_nodes && t->nodes[ino] != &hole)
+		atomic_fetch_add(&t->nodes[ino]->nlookup, 1);
+	pthread_rwlock_unlock(&t->lock);
+}
+
+void tree_unref(struct tree *t, uint64_t ino, uint64_t n)
+{
+	pthread_rwlock_rdlock(&t->lock);
+	if (ino < t->n_nodes && t->nodes[ino] != &hole) {
+		_Atomic uint64_t *c = &t->nodes[ino]->nlookup;
+		uint64_t have = atomic_load(c);
+		while (!atomic_compare_exchange_weak(c, &have, have > n ? have - n : 0))
+			;
+	}
+	pthread_rwlock_unlock(&t->lock);
+}
+
+void tree_counts_unknown(struct tree *t)
+{
+	pthread_rwlock_wrlock(&t->lock);
+	t->counted_from = t->n_nodes;
+	pthread_rwlock_unlock(&t->lock);
+}
+
+/* May @d's children go? None is held by the kernel, none is another
+ * daemon's, and none has children of its own (those go first). */
+static int forgettable(struct tree *t, const struct node *d)
+{
+	for (size_t i = 0; i < d->n_kids; i++) {
+		const struct node *k = t->nodes[d->kids[i]];
+		if (k == &hole)
+			continue;
+		if (k->ino < t->counted_from || atomic_load(&k->nlookup) || k->n_kids)
+			return 0;
+	}
+	return 1;
+}
+
+static void node_free(struct node *n)
+{
+	free(n->name);
+	free(n->relpath);
+	free(n->kids);
+	free(n);
+}
+
+size_t tree_forget(struct tree *t, uint64_t unused_since_ms, uint64_t **dirs, size_t *n_dirs)
+{
+	size_t dropped = 0, cap = 0;
+
+	*dirs = NULL;
+	*n_dirs = 0;
+	pthread_rwlock_wrlock(&t->lock);
+	/* children before parents: a higher number is never an ancestor's
+	 * (a node is made after its parent), so one pass from the top peels a
+	 * whole idle subtree */
+	for (size_t i = t->n_nodes; i-- > TREE_ROOT_INO + 1;) {
+		struct node *d = t->nodes[i];
+		if (d == &hole || !d->is_dir || !d->listed_ms || !d->n_kids ||
+		    atomic_load(&d->used_ms) >= unused_since_ms || !forgettable(t, d))
+			continue;
+		for (size_t k = 0; k < d->n_kids; k++) {
+			struct node *c = t->nodes[d->kids[k]];
+			if (c == &hole)
+				continue;
+			t->nodes[c->ino] = &hole;
+			node_free(c);
+			dropped++;
+		}
+		d->n_kids = 0;
+		d->n_subdirs = 0;
+		d->listed_ms = 0; /* listed again when looked in */
+		if (*n_dirs == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			uint64_t *nd = realloc(*dirs, ncap * sizeof(*nd));
+			if (!nd)
+				continue; /* not reported: its cached pages stay until they expire */
+			*dirs = nd;
+			cap = ncap;
+		}
+		(*dirs)[(*n_dirs)++] = d->ino;
+	}
+	if (dropped) {
+		/* the hash has the dropped numbers: made again without them */
+		memset(t->hash, 0, t->hash_cap * sizeof(*t->hash));
+		for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
+			struct node *n = t->nodes[i];
+			size_t j;
+			if (n == &hole)
+				continue;
+			for (j = hash_key(n->parent, n->name) & (t->hash_cap - 1); t->hash[j];
+			     j = (j + 1) & (t->hash_cap - 1))
+				;
+			t->hash[j] = n->ino;
+		}
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return dropped;
 }

@@ -134,6 +134,21 @@ int tree_load(struct tree *t, const char *buf, size_t len);
  * up to date from now on (keep.h). @return 0 or -errno. */
 int tree_keep_inos(struct tree *t, _Atomic uint64_t *next);
 
+/* The kernel's references to @ino: a LOOKUP or READDIRPLUS entry answered
+ * (ref), a FORGET of @n (unref). */
+void tree_ref(struct tree *t, uint64_t ino);
+void tree_unref(struct tree *t, uint64_t ino, uint64_t n);
+/* The nodes there are now came from another daemon: their references are
+ * not known, they are never forgotten. */
+void tree_counts_unknown(struct tree *t);
+/* listing=lazy's memory bound: the children of directories not looked in
+ * since @unused_since_ms (CLOCK_MONOTONIC) and that the kernel holds none
+ * of go (their numbers stay given: holes); those directories are listed
+ * again when next looked in. *@dirs (malloc'd, @n_dirs): those
+ * directories, for the kernel to drop its pages of them. @return the nodes
+ * dropped. */
+size_t tree_forget(struct tree *t, uint64_t unused_since_ms, uint64_t **dirs, size_t *n_dirs);
+
 /* Call @cb for every live file (inode, path below the prefix, attributes)
  * until it returns non-zero. The tree is read-locked meanwhile: @cb must not
  * call back into the tree. */

@@ -8,7 +8,8 @@
 # leaves no mount, and reaches syslog; SIGTERM takes the mount off its path
 # and serves the files open until they are closed or term_grace passes; a
 # bucket's root of 200,000 keys mounts lazily (one listing of 500 prefixes),
-# lists a prefix when it is looked in, refreshes only what is in use.
+# lists a prefix when it is looked in, refreshes only what is in use, and
+# forgets prefixes nobody uses (listed again when looked in).
 source "$(dirname "$0")/lib.sh"
 
 MNT=$WORK/mnt
@@ -266,6 +267,31 @@ check_all "modelfs refresh re-lists what is in use ($out): the upload shows, the
 rc=$?
 check "modelfs prefetch --wait of a prefix never looked in: lists it and warms it (rc $rc, $(lists model-200/) listing)" \
 	bash -c "[ $rc -eq 0 ] && [ $(lists model-200/) -ge 1 ] && [ \"\$(getfattr --only-values -n user.modelfs.cached '$MNT/model-200/shard-00399.bin' 2>/dev/null)\" = 4096/4096 ]"
+umount_fs "$MNT"
+
+# --- 6. the memory bound of a lazy mount: directories nobody looks in and
+# whose entries the kernel forgot are forgotten too, and listed again when
+# looked in (MODELFS_FORGET_MS: after 3 s instead of ten list_ttl periods)
+MODELFS_FORGET_MS=3000 S3_ENDPOINT=$BB mount_fs s3://big "$MNT" "cache_dir=$WORK/c6,list_ttl=1" || exit 1
+for i in $(seq 0 99); do ls -l "$MNT/model-$(printf %03d $i)" >/dev/null; done
+before=$(stat -f -c %c "$MNT")
+l0=$(lists model-005/)
+sync
+echo 2 >/proc/sys/vm/drop_caches # the kernel forgets its entries: FORGET for each
+t=$(within 20 '[ "$(stat -f -c %c "$MNT")" -le 1000 ]')
+after=$(stat -f -c %c "$MNT")
+check "100 prefixes looked in, then idle and forgotten by the kernel: the daemon forgets them (${t:-never} s; names $before -> $after; $(grep -o '[0-9]* entries of [0-9]* directories' "$WORK/mnt.log" | tail -1))" \
+	bash -c "[ -n '$t' ] && [ $before -gt $((after + 10000)) ] && [ $after -le 1000 ]"
+n=$(ls "$MNT/model-005" | wc -l)
+check "... looked in again: listed again, all there ($n files; listings of it $l0 -> $(lists model-005/))" \
+	bash -c "[ $n -eq 400 ] && [ $(lists model-005/) -gt $l0 ]"
+want=$(python3 -c 'import hashlib,sys; b=hashlib.sha256(sys.argv[1].encode()).digest(); print(hashlib.sha256((b*129)[:4096]).hexdigest())' model-005/shard-00017.bin)
+check "... and its files read right" [ "$(sha "$MNT/model-005/shard-00017.bin")" = "$want" ]
+exec 5<"$MNT/model-007/shard-00001.bin"
+sleep 6
+check "a directory with a file open is not forgotten (the open file reads; still 400 files, no new listing of it)" \
+	bash -c "head -c 10 <&5 >/dev/null && [ \$(ls '$MNT/model-007' | wc -l) -eq 400 ]"
+exec 5<&-
 umount_fs "$MNT"
 
 finish
