@@ -633,7 +633,7 @@ void opts_usage(const char *prog)
 	       "                 %s stats MOUNTPOINT [--watch [SECONDS]] [-n COUNT]\n"
 	       "                 %s refresh MOUNTPOINT  (re-list now)\n"
 	       "                 %s upgrade MOUNTPOINT  (run by the new binary: it takes the mount\n"
-	       "                 over, open files and all; a crashed daemon is replaced by itself)\n"
+	       "                 over, open files and all; a crashed one is replaced on its own)\n"
 	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n",
 	       prog, prog, prog, prog, prog, prog, prog);
 }

@@ -107,6 +107,15 @@ mount_fs() {
 	done
 	return 1
 }
+# kill_dead DIR PID: kill -9 the daemon PID of the mount on DIR and its
+# holder first (killed alone, the daemon is replaced): a dead mount is left.
+kill_dead() {
+	local h
+	h=$(getfattr --only-values -n user.modelfs.holder "$1" 2>/dev/null | cut -d. -f2)
+	[ -n "$h" ] && kill -9 "$h" 2>/dev/null && sleep 0.1
+	kill -9 "$2"
+	wait "$2" 2>/dev/null
+}
 umount_fs() {
 	local i
 	fusermount3 -u "$1" 2>/dev/null

@@ -175,7 +175,7 @@ umount_fs "$MNT"
 # that "the share is down" is what a dead network filesystem gives, ENOTCONN)
 FSRC=$WORK/share
 share_up() { mount_fs s3://models/llama "$FSRC" no_cache && SHARE_PID=$MNT_PID; }
-share_down() { kill -9 "$SHARE_PID"; wait "$SHARE_PID" 2>/dev/null; }
+share_down() { kill_dead "$FSRC" "$SHARE_PID"; }
 share_again() { fusermount3 -uz "$FSRC"; share_up; }
 share_up || fail "the share mounts"
 body file "file://$FSRC" share_down share_again

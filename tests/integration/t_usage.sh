@@ -103,11 +103,7 @@ umount_fs "$WORK/full"
 
 # --- 9. a dead mount (daemon and holder killed) is cleared and mounted again
 mount_fs s3://models/m "$MNT" ""
-# the holder first: killed alone, the daemon would be started again
-kill -9 "$(getfattr --only-values -n user.modelfs.holder "$MNT" | cut -d. -f2)"
-sleep 0.2
-kill -9 "$MNT_PID"
-wait "$MNT_PID" 2>/dev/null
+kill_dead "$MNT" "$MNT_PID"
 check "after kill -9 the mountpoint is dead (ENOTCONN)" bash -c "stat -f '$MNT' 2>&1 | grep -q 'not connected'"
 mount_fs s3://models/m "$MNT/" "" # a trailing slash, as tab completion leaves it
 rc=$?
