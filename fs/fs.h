@@ -39,6 +39,7 @@ struct fs {
 	struct keep *keep;       /* what outlives this process (keep.h) */
 	struct chan *chan;       /* the /dev/fuse channel's hooks (channel.h) */
 	const char *holder;      /* the holder's socket name (holder.h), NULL: none */
+	int adopted;             /* took the mount over from another daemon */
 	atomic_int detached;     /* SIGTERM took the mount off its path: no unmount at the end */
 	int lazy;                /* listing=lazy: directories listed when first looked in */
 };
@@ -136,6 +137,9 @@ void fs_refresh_halt(struct fs *fs);
  * @timeout_ms. @return 0 with *@changes set, the listing's -errno,
  * -ETIMEDOUT, -ENOTSUP (no refresher). */
 int fs_refresh_now(struct fs *fs, unsigned timeout_ms, size_t *changes);
+/* Save the tree: the snapshot in the cache directory, and the holder's
+ * copy (holder.h). */
+void fs_save_tree(struct fs *fs);
 /* "modelfs refresh PATH..." (control.c). @return the exit code. */
 int ctl_refresh(int argc, char **argv);
 

@@ -4,6 +4,7 @@
  * with SCM_RIGHTS), one between the holder and each daemon it knows:
  *   holder -> daemon: 'S' stop (an upgrade), 'G' go (+ the tree's fd)
  *   daemon -> holder: 'q' ending for good, 's' stopped (+ the tree's fd),
+ *                     't' + the tree's fd (kept for a crash's next daemon),
  *                     'w' waiting for 'G', 'r' serving, 'f' + text: failed
  * and one per `modelfs upgrade` client on the holder's listening socket:
  *   client -> holder: 'U' + the new binary's path (the holder opens it)
@@ -39,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -117,6 +119,20 @@ static ssize_t recv_msg(int sock, char *buf, size_t len, int *fd)
 
 static int bye_fd = -1; /* the control socket 'q' goes on */
 
+void holder_keep_tree(const char *buf, size_t len)
+{
+	int fd;
+
+	if (bye_fd < 0)
+		return;
+	fd = memfd_create("modelfs-tree", MFD_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (write(fd, buf, len) == (ssize_t)len)
+		send_msg(bye_fd, "t", 1, fd);
+	close(fd);
+}
+
 void holder_bye(void)
 {
 	int fd = bye_fd;
@@ -132,11 +148,11 @@ int holder_adopting(struct holder_adopt *a, char *msg, size_t len)
 	char mode[16];
 
 	memset(a, 0, sizeof(*a));
-	a->fuse_fd = a->keep_fd = a->metrics_fd = a->ctl_fd = -1;
+	a->fuse_fd = a->keep_fd = a->metrics_fd = a->ctl_fd = a->tree_fd = -1;
 	if (!e)
 		return 0;
-	if (sscanf(e, "%15s %d %d %d %d %d %107s", mode, &a->fuse_fd, &a->keep_fd, &a->metrics_fd,
-		   &a->ctl_fd, &a->crashes, a->name) != 7 ||
+	if (sscanf(e, "%15s %d %d %d %d %d %d %107s", mode, &a->fuse_fd, &a->keep_fd,
+		   &a->metrics_fd, &a->ctl_fd, &a->tree_fd, &a->crashes, a->name) != 8 ||
 	    (strcmp(mode, "crash") != 0 && strcmp(mode, "upgrade") != 0) || a->fuse_fd < 0 ||
 	    a->keep_fd < 0 || a->ctl_fd < 0 || fcntl(a->fuse_fd, F_GETFD) < 0 ||
 	    fcntl(a->keep_fd, F_GETFD) < 0 || fcntl(a->ctl_fd, F_GETFD) < 0) {
@@ -151,6 +167,8 @@ int holder_adopting(struct holder_adopt *a, char *msg, size_t len)
 	fcntl(a->ctl_fd, F_SETFD, FD_CLOEXEC);
 	if (a->metrics_fd >= 0)
 		fcntl(a->metrics_fd, F_SETFD, FD_CLOEXEC);
+	if (a->tree_fd >= 0 && fcntl(a->tree_fd, F_SETFD, FD_CLOEXEC) < 0)
+		a->tree_fd = -1;
 	/* no 'q' at exit(): a daemon that fails to start on the mount is a
 	 * crash for the holder (it tries again, then gives up); main() says
 	 * 'q' before an unmount */
@@ -339,6 +357,7 @@ static void daemon_clear(struct daemon *d)
 
 struct holder {
 	int fuse, keep, metrics, exe, cwd;
+	int tree; /* the last tree the daemon kept, -1 */
 	int streak; /* daemons that crashed in a row */
 	char name[108];
 	char **argv; /* the daemon's */
@@ -353,8 +372,9 @@ static int spawn(struct holder *h, int exe, const char *mode, struct daemon *d)
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
 		return -errno;
-	snprintf(env, sizeof(env), "%s %d %d %d %d %d %s", mode, h->fuse, h->keep, h->metrics,
-		 sv[1], h->streak, h->name);
+	/* an upgrade starts a new streak: its daemon did not crash */
+	snprintf(env, sizeof(env), "%s %d %d %d %d %d %d %s", mode, h->fuse, h->keep, h->metrics,
+		 sv[1], h->tree, strcmp(mode, "upgrade") == 0 ? 0 : h->streak, h->name);
 	pid = fork();
 	if (pid < 0) {
 		int err = -errno;
@@ -363,8 +383,8 @@ static int spawn(struct holder *h, int exe, const char *mode, struct daemon *d)
 		return err;
 	}
 	if (pid == 0) {
-		int fds[] = {h->fuse, h->keep, h->metrics, sv[1]};
-		for (size_t i = 0; i < 4; i++)
+		int fds[] = {h->fuse, h->keep, h->metrics, sv[1], h->tree};
+		for (size_t i = 0; i < 5; i++)
 			if (fds[i] >= 0)
 				fcntl(fds[i], F_SETFD, 0);
 		setenv(ADOPT_ENV, env, 1);
@@ -475,10 +495,10 @@ static void kill_daemon(struct daemon *d)
 
 int holder_main(int argc, char **argv)
 {
-	struct holder h = {.exe = -1};
+	struct holder h = {.exe = -1, .tree = -1};
 	struct daemon cur = {.pidfd = -1, .ctl = -1, .exe = -1};
 	struct daemon next = {.pidfd = -1, .ctl = -1, .exe = -1};
-	int lfd, client = -1, final = 0, gone = 0, stopping = 0, tree_fd = -1, streak = 0;
+	int lfd, client = -1, final = 0, gone = 0, stopping = 0, tree_fd = -1, streak = 0, failed = 0;
 	uint64_t stop_ms = 0, respawn_at = 0, stall_from = 0;
 	struct stat st;
 	pid_t first;
@@ -536,6 +556,7 @@ int holder_main(int argc, char **argv)
 			if (spawn(&h, h.exe, "crash", &cur) != 0) {
 				log_error("holder: cannot start a new daemon: %s: the mount ends",
 					  strerror(errno));
+				failed = 1;
 				break;
 			}
 			log_info("holder: daemon %d started on the mount", (int)cur.pid);
@@ -575,7 +596,12 @@ int holder_main(int argc, char **argv)
 			ssize_t r = recv_msg(cur.ctl, &c, 1, &fd);
 			if (r == 1 && c == 'q')
 				final = 1;
-			else if (r == 1 && c == 's') {
+			else if (r == 1 && c == 't' && fd >= 0) {
+				if (h.tree >= 0)
+					close(h.tree);
+				h.tree = fd;
+				fd = -1;
+			} else if (r == 1 && c == 's') {
 				if (tree_fd >= 0)
 					close(tree_fd);
 				tree_fd = fd;
@@ -611,9 +637,10 @@ int holder_main(int argc, char **argv)
 				unsigned wait_s;
 				streak = lived < 60000 ? streak + 1 : 1;
 				h.streak = streak;
-				if (streak > 10) {
+				if (streak >= 10) {
 					log_error("holder: daemon %d is the 10th in a row to end within a "
 						  "minute of its start: giving up (the mount ends)", (int)was);
+					failed = 1;
 					break;
 				}
 				wait_s = streak <= 3 ? 0 : 1u << (streak - 4 > 5 ? 5 : streak - 4);
@@ -732,7 +759,8 @@ int holder_main(int argc, char **argv)
 	if (client >= 0)
 		reply(&client, "1the mount ended");
 	unlink(h.name);
-	return 0;
+	/* given up: a failure (systemd's Restart=on-failure mounts again) */
+	return failed ? 1 : 0;
 }
 
 /* ---- modelfs upgrade MOUNT ---- */

@@ -25,6 +25,7 @@ struct holder_adopt {
 	enum holder_mode mode;
 	int fuse_fd, keep_fd, metrics_fd, ctl_fd; /* -1: none */
 	int crashes;     /* daemons that crashed in a row before this one */
+	int tree_fd;     /* the last tree a daemon of this mount kept (holder_keep_tree), -1 */
 	int holder_pid;
 	char name[108];  /* the holder's socket: a path */
 };
@@ -54,6 +55,11 @@ int holder_standby(int ctl);
 /* The new daemon serves now; or it failed to start, with @why. */
 void holder_serving(int ctl);
 void holder_failed(int ctl, const char *why);
+/* Give the holder this mount's tree (a snapshot, tree_serialize's), for
+ * the daemon it starts after a crash: that one must have this mount's
+ * inode numbers, not another mount's of the same source (the snapshot in
+ * the cache directory is shared). No holder: nothing. */
+void holder_keep_tree(const char *buf, size_t len);
 /* This daemon ends for good (no new daemon wanted). Also at exit(). */
 void holder_bye(void);
 

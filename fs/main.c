@@ -732,6 +732,7 @@ int main(int argc, char **argv)
 	if (err)
 		die("%s", *msg ? msg : strerror(-err));
 	fs.keep = keep;
+	fs.adopted = adopting;
 
 	if (adopting) {
 		/* The kernel holds this mount's inode numbers: serve at once from
@@ -739,9 +740,17 @@ int main(int argc, char **argv)
 		 * it stops; a crash: its last snapshot), the store looked at later
 		 * (the refresher; a store that is down must not stop the restart). */
 		if (ad.mode == HOLDER_CRASH) {
-			int seeded = cache_dir && seed_tree(&fs, cache_dir, snap_id) == 0;
-			if (seeded && fs.lazy)
-				tree_forget_listed(fs.tree);
+			/* the tree the holder kept is this mount's: the snapshot in the
+			 * cache directory may be another mount's of the same source,
+			 * with other numbers for the same names. Its directories
+			 * stay "a snapshot's" (listed again once the store answers;
+			 * with it down, they are what there is) */
+			int seeded = ad.tree_fd >= 0 && load_tree_fd(&fs, ad.tree_fd) == 0;
+			if (ad.tree_fd >= 0 && !seeded) {
+				tree_free(fs.tree);
+				if (tree_new(time(NULL), &fs.tree))
+					die("out of memory");
+			}
 			/* the numbers the kernel holds and the snapshot does not name
 			 * stay unused (ESTALE: looked up again), before any listing */
 			if (tree_keep_inos(fs.tree, keep_ino_next(keep)))
@@ -879,6 +888,8 @@ listed:
 		close(start_cwd);
 	if (ad.ctl_fd >= 0)
 		fs.holder = ad.name;
+	if (!adopting && fs.holder)
+		fs_save_tree(&fs); /* the holder's copy, for a crash */
 	if (getenv("MODELFS_FAULT") && strcmp(getenv("MODELFS_FAULT"), "after_daemonize") == 0)
 		die("fault injected after going to the background (MODELFS_FAULT=after_daemonize)");
 	if (keep_stderr >= 0)
@@ -916,12 +927,18 @@ listed:
 			tree_free(fs.tree);
 			if (tree_new(time(NULL), &fs.tree))
 				die("out of memory");
-			if (cache_dir)
-				(void)seed_tree(&fs, cache_dir, snap_id);
+			if (ad.tree_fd < 0 || load_tree_fd(&fs, ad.tree_fd) != 0) {
+				tree_free(fs.tree);
+				if (tree_new(time(NULL), &fs.tree))
+					die("out of memory");
+			}
 			offline = 1;
 		}
 		upgrade_ctl = -1;
 	}
+	if (ad.tree_fd >= 0)
+		close(ad.tree_fd);
+	ad.tree_fd = -1;
 	if (tree_keep_inos(fs.tree, keep_ino_next(keep)))
 		die("out of memory");
 	if (adopting)

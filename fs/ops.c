@@ -40,6 +40,7 @@ struct open_file {
  * keep.h): the version it was opened on, and how. */
 struct open_rec {
 	uint64_t ino, size;
+	int64_t mtime;
 	int32_t pt, backing_id; /* passthrough.h's mode and the kernel's id */
 	uint32_t model, unused;
 	char etag[BACKEND_ETAG_MAX];
@@ -199,8 +200,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	fill_entry(fs, &a, &e);
-	if (fuse_reply_entry(req, &e) == 0)
-		tree_ref(fs->tree, a.ino); /* the kernel holds it until its FORGET */
+	/* counted before the answer: the kernel holds it from then until its
+	 * FORGET, and our count may never be below its */
+	tree_ref(fs->tree, a.ino);
+	if (fuse_reply_entry(req, &e) != 0)
+		tree_unref(fs->tree, a.ino, 1);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -226,6 +230,18 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int err = tree_getattr_kept(fs->tree, ino, &a);
 
 	(void)fi;
+	if (err == -ENOENT) {
+		/* a file an earlier daemon of this mount opened on a version the
+		 * tree it handed over did not name: its handle's record has it */
+		for (uint64_t fh = handles_next(fs->handles, 0); fh && err;
+		     fh = handles_next(fs->handles, fh)) {
+			const struct open_rec *r = handle_rec(fs->handles, fh);
+			if (r && r->ino == ino) {
+				a = (struct tree_attr){.ino = ino, .size = r->size, .mtime = r->mtime};
+				err = 0;
+			}
+		}
+	}
 	if (err) {
 		/* a number the kernel holds and the tree does not know (another
 		 * daemon's, the last listing dropped it): ESTALE has the kernel
@@ -276,9 +292,13 @@ static int revalidate(struct fs *fs, fuse_ino_t ino, const char *key)
 		return 0;
 	}
 	err = tree_update_file(fs->tree, ino, &o);
-	if (err == 1)
+	if (err == 1) {
 		log_info("%s changed (ETag %s, %llu bytes): new opens read the new version", key,
 			 o.etag, (unsigned long long)o.size);
+		/* the new number goes into the saved tree now: a daemon after a
+		 * crash must know it (a version change at an open is rare) */
+		fs_save_tree(fs);
+	}
 	return err;
 }
 
@@ -413,7 +433,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	of->model = metrics_model(fs->metrics, rel);
 	of->ino = ino;
 	{
-		struct open_rec r = {.ino = ino, .size = a.size, .pt = of->pt, .model = of->model};
+		struct open_rec r = {.ino = ino, .size = a.size, .mtime = a.mtime, .pt = of->pt,
+				     .model = of->model};
 		r.backing_id = of->pt ? pt_backing_id(fs->pt, ino) : 0;
 		memcpy(r.etag, of->etag, sizeof(r.etag));
 		memcpy(r.key, of->key, sizeof(r.key));
@@ -592,12 +613,17 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		reply_err(req, ENOMEM);
 		return;
 	}
+	/* a directory being read is in use: not forgotten under its reader */
+	tree_dir_used(d.fs->tree, ino, mono_ms());
 	err = tree_readdir(d.fs->tree, ino, (uint64_t)off, dir_fill_one, &d);
 	if (err) {
 		reply_err(req, -err);
-	} else if (fuse_reply_buf(req, d.buf, d.used) == 0) {
-		for (size_t i = 0; i < d.n_refs; i++)
+	} else {
+		for (size_t i = 0; i < d.n_refs; i++) /* before the answer, as lookups */
 			tree_ref(d.fs->tree, d.refs[i]);
+		if (fuse_reply_buf(req, d.buf, d.used) != 0)
+			for (size_t i = 0; i < d.n_refs; i++)
+				tree_unref(d.fs->tree, d.refs[i], 1);
 	}
 	free(d.refs);
 	free(d.buf);

@@ -380,8 +380,10 @@ int fs_ready_start(struct fs *fs)
 	uint64_t bytes;
 	int err;
 
-	if (fs->opts->ready_file)
-		unlink(fs->opts->ready_file); /* not ready until said so */
+	/* not ready until said so; but a daemon that took the mount over
+	 * serves what the last one made ready: readiness must not flap */
+	if (fs->opts->ready_file && !fs->adopted)
+		unlink(fs->opts->ready_file);
 	if (!p)
 		return -ENOMEM;
 	p->fs = fs;

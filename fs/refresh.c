@@ -33,6 +33,7 @@
  * under rf->lock.
  */
 #include "fs.h"
+#include "holder.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -175,15 +176,23 @@ static uint64_t now_ms(void)
 
 static void save_snapshot(struct fs *fs)
 {
+	fs_save_tree(fs);
+}
+
+void fs_save_tree(struct fs *fs)
+{
 	static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER; /* one temporary file */
 	char *buf;
 	size_t len;
-	int err;
+	int err = 0;
 
-	if (!fs->cache_dir || tree_serialize(fs->tree, &buf, &len) != 0)
+	if ((!fs->cache_dir && !fs->holder) || tree_serialize(fs->tree, &buf, &len) != 0)
 		return;
+	/* this mount's own, for the daemon after a crash (holder.h) */
+	holder_keep_tree(buf, len);
 	pthread_mutex_lock(&save_lock);
-	err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
+	if (fs->cache_dir)
+		err = snapshot_save(fs->cache_dir, fs->snap_id, buf, len);
 	pthread_mutex_unlock(&save_lock);
 	if (err)
 		log_once(LOG_LVL_WARN, "cannot save the listing snapshot in %s: %s", fs->cache_dir,
@@ -338,10 +347,12 @@ int fs_dir_ready(struct fs *fs, uint64_t ino)
 		return 0;
 	uint64_t down;
 
+	/* used first: a forget (tree_forget) between the two would see it
+	 * idle and leave this worker with a stale `listed` */
+	tree_dir_used(fs->tree, ino, now_ms());
 	err = tree_dir_listed(fs->tree, ino, &listed);
 	if (err)
 		return err == -ENOTDIR ? 0 : err;
-	tree_dir_used(fs->tree, ino, now_ms());
 	down = atomic_load(&fs->backend_down_ms);
 	/* listed: the refresher keeps it; 1: only a snapshot's, listed again
 	 * once the store answers (with it down, the snapshot's is what there is) */

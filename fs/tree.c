@@ -825,11 +825,17 @@ int tree_serialize(struct tree *t, char **buf, size_t *len)
 
 /* Nodes that are never found, up to inode @ino: a snapshot's numbers
  * between two live ones were removed names. */
-static int hold_until(struct tree *t, uint64_t ino)
+/* A snapshot (untrusted input) may not make the table larger than
+ * TREE_LOAD_MAX_NODES; the numbers the daemons of this mount gave out (the
+ * kept state: every forget and listing again gives new ones) may go
+ * further. */
+#define TREE_KEPT_MAX_NODES (1ull << 28)
+
+static int hold_until_max(struct tree *t, uint64_t ino, uint64_t max)
 {
 	int err = 0;
 
-	if (ino >= TREE_LOAD_MAX_NODES)
+	if (ino >= max)
 		return -EFBIG;
 	pthread_rwlock_wrlock(&t->lock);
 	if (ino > t->cap_nodes) {
@@ -852,12 +858,17 @@ static int hold_until(struct tree *t, uint64_t ino)
 	return err;
 }
 
+static int hold_until(struct tree *t, uint64_t ino)
+{
+	return hold_until_max(t, ino, TREE_LOAD_MAX_NODES);
+}
+
 int tree_keep_inos(struct tree *t, _Atomic uint64_t *next)
 {
 	int err = 0;
 
 	if (atomic_load(next) > TREE_ROOT_INO)
-		err = hold_until(t, atomic_load(next));
+		err = hold_until_max(t, atomic_load(next), TREE_KEPT_MAX_NODES);
 	if (err)
 		return err;
 	pthread_rwlock_wrlock(&t->lock);
@@ -1008,7 +1019,7 @@ void tree_counts(struct tree *t, uint64_t *files, uint64_t *dirs, uint64_t *byte
 void tree_ref(struct tree *t, uint64_t ino)
 {
 	pthread_rwlock_rdlock(&t->lock);
-	if (ino < t->n_nodes && t->nodes[ino] != &hole)
+	if (ino && ino < t->n_nodes && t->nodes[ino] != &hole)
 		atomic_fetch_add(&t->nodes[ino]->nlookup, 1);
 	pthread_rwlock_unlock(&t->lock);
 }
@@ -1016,7 +1027,7 @@ void tree_ref(struct tree *t, uint64_t ino)
 void tree_unref(struct tree *t, uint64_t ino, uint64_t n)
 {
 	pthread_rwlock_rdlock(&t->lock);
-	if (ino < t->n_nodes && t->nodes[ino] != &hole) {
+	if (ino && ino < t->n_nodes && t->nodes[ino] != &hole) {
 		_Atomic uint64_t *c = &t->nodes[ino]->nlookup;
 		uint64_t have = atomic_load(c);
 		while (!atomic_compare_exchange_weak(c, &have, have > n ? have - n : 0))
@@ -1066,7 +1077,9 @@ size_t tree_forget(struct tree *t, uint64_t unused_since_ms, uint64_t **dirs, si
 	 * whole idle subtree */
 	for (size_t i = t->n_nodes; i-- > TREE_ROOT_INO + 1;) {
 		struct node *d = t->nodes[i];
-		if (d == &hole || !d->is_dir || !d->listed_ms || !d->n_kids ||
+		/* whether listed or not (a snapshot's, a removed subtree): an
+		 * unlisted directory is listed before use anyway */
+		if (d == &hole || !d->is_dir || !d->n_kids ||
 		    atomic_load(&d->used_ms) >= unused_since_ms || !forgettable(t, d))
 			continue;
 		for (size_t k = 0; k < d->n_kids; k++) {
@@ -1077,7 +1090,9 @@ size_t tree_forget(struct tree *t, uint64_t unused_since_ms, uint64_t **dirs, si
 			node_free(c);
 			dropped++;
 		}
-		d->n_kids = 0;
+		free(d->kids);
+		d->kids = NULL;
+		d->n_kids = d->cap_kids = 0;
 		d->n_subdirs = 0;
 		d->listed_ms = 0; /* listed again when looked in */
 		if (*n_dirs == cap) {

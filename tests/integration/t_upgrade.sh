@@ -129,6 +129,37 @@ check "the holder said each time that it started another daemon" \
 	[ "$(grep -c 'ended without unmounting: starting another' "$WORK/mnt.log")" -eq 5 ]
 umount_fs "$MNT"
 
+# --- 3b. two mounts of one source on one cache: after a crash, a mount
+# has its own inode numbers back (the holder's copy of its tree), not the
+# other mount's (the snapshot in the cache directory is shared)
+S2=$WORK/src2
+mkdir -p "$S2"
+echo x-old >"$S2/x.bin"
+echo y >"$S2/y.bin"
+K="cache_dir=$WORK/c3b,list_ttl=3600,metadata_ttl=1,entry_timeout=3600,attr_timeout=3600,no_passthrough"
+mount_fs "file://$S2" "$WORK/A" "$K" || exit 1
+A_PID=$MNT_PID
+mount_fs "file://$S2" "$WORK/B" "$K" || exit 1
+cat "$WORK/A/x.bin" "$WORK/B/x.bin" >/dev/null
+echo z >"$S2/z.bin"
+"$MODELFS" refresh "$WORK/A" >/dev/null # A: z.bin gets the next number
+sleep 1.2
+echo x-new >"$S2/x.bin"
+touch -d '+1 min' "$S2/x.bin"
+cat "$WORK/A/x.bin" >/dev/null # A: an open's HEAD finds the new x.bin: the number after
+"$MODELFS" refresh "$WORK/B" >/dev/null # B: both in listing order, the other way round
+stat "$WORK/A/x.bin" "$WORK/A/z.bin" >/dev/null # the kernel holds A's numbers
+kill -9 "$(daemon_of "$WORK/A")"
+sleep 1
+xa=$(cat "$WORK/A/x.bin" 2>&1)
+za=$(cat "$WORK/A/z.bin" 2>&1)
+ya=$(cat "$WORK/A/y.bin" 2>&1)
+check_all "after a crash, A reads its own files by the numbers its kernel holds, at the first read (x.bin: $xa, z.bin: $za, y.bin: $ya)" \
+	'[ "$xa" = x-new ] && [ "$za" = z ] && [ "$ya" = y ]'
+umount_fs "$WORK/B"
+MNT_PID=$A_PID
+umount_fs "$WORK/A"
+
 # --- 4. a read in flight at the kill: sent again, or (no resend) EIO at once
 proxy_start
 resend_case() { # FAULT LABEL
