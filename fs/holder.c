@@ -7,7 +7,8 @@
  *                     't' + the tree's fd (kept for a crash's next daemon),
  *                     'w' waiting for 'G', 'r' serving, 'f' + text: failed
  * and one per `modelfs upgrade` client on the holder's listening socket:
- *   client -> holder: 'U' + the new binary's path (the holder opens it)
+ *   client -> holder: 'U' + the new binary's path (+ its fd: the holder opens
+ *                     the path itself and checks it is that file)
  *   holder -> client: '0' + text (done) or '1' + text (failed)
  *
  * An upgrade: the new daemon is started (MODELFS_ADOPT=upgrade ...) and
@@ -445,18 +446,26 @@ static int socket_dir(char *dir, size_t len)
 static int listen_socket(char *name, size_t len)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	unsigned char r[6] = {0};
 	char dir[80];
-	int fd;
+	int fd, rfd;
 
 	if (socket_dir(dir, sizeof(dir)) != 0)
 		return -1;
-	if ((size_t)snprintf(name, len, "%s/holder.%d.sock", dir, (int)getpid()) >= len ||
+	/* the pid alone may clash: holders of other pid namespaces may share
+	 * the directory */
+	if ((rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)) >= 0) {
+		if (read(rfd, r, sizeof(r)) != (ssize_t)sizeof(r))
+			memset(r, 0, sizeof(r));
+		close(rfd);
+	}
+	if ((size_t)snprintf(name, len, "%s/holder.%d.%02x%02x%02x%02x%02x%02x.sock", dir,
+			     (int)getpid(), r[0], r[1], r[2], r[3], r[4], r[5]) >= len ||
 	    strlen(name) >= sizeof(sa.sun_path)) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", name);
-	unlink(name); /* a holder of this pid before us, gone */
 	if ((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) < 0)
 		return -1;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4) != 0) {
@@ -468,10 +477,10 @@ static int listen_socket(char *name, size_t len)
 
 /* The binary an upgrade names, opened here: a regular file that only root
  * or this user can change. @return its fd or -1 with @why set. */
-static int open_binary(const char *path, char *why, size_t len)
+static int open_binary(const char *path, int theirs, char *why, size_t len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
+	struct stat st, ts;
 
 	if (fd < 0) {
 		snprintf(why, len, "%s: %s", path, strerror(errno));
@@ -480,6 +489,14 @@ static int open_binary(const char *path, char *why, size_t len)
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
 	    (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022)) {
 		snprintf(why, len, "%s: not a binary that only root or this user can change", path);
+		close(fd);
+		return -1;
+	}
+	/* the path is the client's, resolved here: in another mount
+	 * namespace it may name another file */
+	if (theirs < 0 || fstat(theirs, &ts) != 0 || ts.st_dev != st.st_dev || ts.st_ino != st.st_ino) {
+		snprintf(why, len, "%s here is not the binary that asked (run modelfs upgrade in the "
+			 "mount's namespace)", path);
 		close(fd);
 		return -1;
 	}
@@ -545,10 +562,18 @@ int holder_main(int argc, char **argv)
 	}
 	for (;;) {
 		struct pollfd p[6];
-		int np = 0, i_cur = -1, i_curpid = -1, i_next = -1, i_nextpid = -1, i_l, i_fuse;
+		int np = 0, i_cur = -1, i_curpid = -1, i_next = -1, i_nextpid = -1, i_l;
 		uint64_t now = mono_ms();
 		int timeout = 1000;
 
+		/* Is the connection gone (unmounted)? Asked only while no daemon
+		 * runs: a poll of the fd for good would wake us at every request
+		 * (the kernel wakes all its pollers). */
+		if (!cur.pid && !next.pid) {
+			struct pollfd q = {h.fuse, 0, 0};
+			if (poll(&q, 1, 0) == 1 && (q.revents & (POLLERR | POLLHUP | POLLNVAL)))
+				gone = 1;
+		}
 		if (gone && !cur.pid && !next.pid)
 			break;
 		if (!cur.pid && !next.pid && respawn_at && now >= respawn_at) {
@@ -579,8 +604,6 @@ int holder_main(int argc, char **argv)
 		if (next.pidfd >= 0)
 			p[i_nextpid = np++] = (struct pollfd){next.pidfd, POLLIN, 0};
 		p[i_l = np++] = (struct pollfd){lfd, POLLIN, 0};
-		/* no events asked: POLLERR says the connection is gone */
-		p[i_fuse = np++] = (struct pollfd){gone ? -1 : h.fuse, 0, 0};
 		if (respawn_at && !cur.pid)
 			timeout = respawn_at > now ? (int)(respawn_at - now) : 0;
 		if (poll(p, (nfds_t)np, timeout) < 0) {
@@ -588,8 +611,6 @@ int holder_main(int argc, char **argv)
 				continue;
 			break;
 		}
-		if (i_fuse >= 0 && (p[i_fuse].revents & (POLLERR | POLLHUP | POLLNVAL)))
-			gone = 1; /* unmounted: no daemon to start any more */
 		if (i_cur >= 0 && (p[i_cur].revents & (POLLIN | POLLHUP))) {
 			char c;
 			int fd;
@@ -724,8 +745,6 @@ int holder_main(int argc, char **argv)
 					close(c);
 					continue;
 				}
-				if (fd >= 0)
-					close(fd);
 				m[r] = '\0';
 			}
 			if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
@@ -733,6 +752,8 @@ int holder_main(int argc, char **argv)
 				static const char no[] = "1not allowed: root or the mount's owner only";
 				send_msg(c, no, sizeof(no) - 1, -1);
 				close(c);
+				if (fd >= 0)
+					close(fd);
 				continue;
 			}
 			if (client >= 0 || next.pid || !cur.pid || gone) {
@@ -740,9 +761,17 @@ int holder_main(int argc, char **argv)
 							: "1no daemon serves the mount now";
 				send_msg(c, no, strlen(no), -1);
 				close(c);
+				if (fd >= 0)
+					close(fd);
 				continue;
 			}
-			if ((fd = open_binary(m + 1, why, sizeof(why))) < 0) {
+			{
+				int theirs = fd;
+				fd = open_binary(m + 1, theirs, why, sizeof(why));
+				if (theirs >= 0)
+					close(theirs);
+			}
+			if (fd < 0) {
 				client = c;
 				reply(&client, "1%s", why);
 				continue;
@@ -805,7 +834,13 @@ int ctl_upgrade(int argc, char **argv)
 			name);
 		return 1;
 	}
-	if (send_msg(s, exe, (size_t)e + 1, -1) != 0 || (n = recv_msg(s, buf, sizeof(buf) - 1, &fd)) <= 0) {
+	/* the path, and the file itself: the holder checks that the path names
+	 * this very file where it runs */
+	fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	n = send_msg(s, exe, (size_t)e + 1, fd);
+	if (fd >= 0)
+		close(fd);
+	if (n != 0 || (n = recv_msg(s, buf, sizeof(buf) - 1, &fd)) <= 0) {
 		fprintf(stderr, "modelfs upgrade: %s: the holder did not answer\n", argv[2]);
 		return 1;
 	}

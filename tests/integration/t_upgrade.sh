@@ -32,7 +32,7 @@ READER="python3 $HERE/reader.py"
 mount_fs "file://$SRC" "$MNT" "no_passthrough,cache_dir=$WORK/c1" || exit 1
 FIRST=$MNT_PID
 check "the mount has a holder (user.modelfs.holder names its socket in /run/modelfs)" \
-	bash -c "getfattr --only-values -n user.modelfs.holder '$MNT' | grep -Eq '^/run/modelfs/holder\.[0-9]+\.sock$'"
+	bash -c "getfattr --only-values -n user.modelfs.holder '$MNT' | grep -Eq '^/run/modelfs/holder\.[0-9]+\.[0-9a-f]{12}\.sock$'"
 check "warm: big.bin reads right" [ "$(sha "$MNT/big.bin")" = "$BIG_SHA" ]
 rm -f "$WORK/stop1"
 timeout 300 $READER seq "$MNT/big.bin" "$BIG_SHA" "$WORK/stop1" >"$WORK/seq1.out" 2>&1 &
