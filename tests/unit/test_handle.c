@@ -98,6 +98,7 @@ int main(void)
 		CHECK(handle_del(h1, fy) == &y); /* a hole in the middle */
 		CHECK(keep_adopt(dup(keep_fd(k1)), sizeof(struct rec), HANDLES_MAX, &k2, msg,
 				 sizeof(msg)) == 0);
+		keep_free(k2);
 		CHECK(keep_adopt(dup(keep_fd(k1)), sizeof(struct rec) + 8, HANDLES_MAX, &k2, msg,
 				 sizeof(msg)) == -EPROTO && strstr(msg, "layout"));
 		CHECK(keep_adopt(dup(keep_fd(k1)), sizeof(struct rec), HANDLES_MAX, &k2, msg,
