@@ -29,6 +29,7 @@
 #include "holder.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -443,6 +444,31 @@ static int socket_dir(char *dir, size_t len)
 	return 0;
 }
 
+/* Sockets of holders that were killed (no unlink at their end): nobody
+ * listens on them any more. One that answers, or that another namespace's
+ * holder may still be about to listen on, is left. */
+static void sweep_dead(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		int fd;
+		if (strncmp(e->d_name, "holder.", 7) != 0 ||
+		    (size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, e->d_name) >=
+			    sizeof(sa.sun_path) ||
+		    (fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) < 0)
+			continue;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno == ECONNREFUSED)
+			unlink(sa.sun_path);
+		close(fd);
+	}
+	closedir(d);
+}
+
 static int listen_socket(char *name, size_t len)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -452,6 +478,7 @@ static int listen_socket(char *name, size_t len)
 
 	if (socket_dir(dir, sizeof(dir)) != 0)
 		return -1;
+	sweep_dead(dir);
 	/* the pid alone may clash: holders of other pid namespaces may share
 	 * the directory */
 	if ((rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)) >= 0) {

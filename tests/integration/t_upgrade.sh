@@ -214,4 +214,11 @@ fi
 check "... and the mount goes on" grep -qx small "$MNT/sub/small.txt"
 umount_fs "$MNT"
 
+# a killed holder's socket (no unlink at its end) is swept by the next holder
+dead=/run/modelfs/holder.999999999.000000000000.sock
+python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.bind(sys.argv[1])' "$dead"
+mount_fs "file://$SRC" "$WORK/m2" "cache_dir=$WORK/c1" || exit 1
+check "a dead holder's socket is removed by the next holder" [ ! -e "$dead" ]
+umount_fs "$WORK/m2"
+
 finish
