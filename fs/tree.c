@@ -74,6 +74,23 @@ static uint64_t hash_key(uint64_t parent, const char *name)
 	return h ^ (h >> 29);
 }
 
+static void hash_put(uint64_t *h, size_t cap, const struct node *n)
+{
+	size_t j;
+
+	for (j = hash_key(n->parent, n->name) & (cap - 1); h[j]; j = (j + 1) & (cap - 1))
+		;
+	h[j] = n->ino;
+}
+
+/* Every node but the root and the holes into @h (@cap slots, zeroed). */
+static void hash_fill(struct tree *t, uint64_t *h, size_t cap)
+{
+	for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++)
+		if (t->nodes[i] != &hole)
+			hash_put(h, cap, t->nodes[i]);
+}
+
 static int hash_grow(struct tree *t)
 {
 	size_t ncap = t->hash_cap ? t->hash_cap * 2 : 1024;
@@ -81,15 +98,7 @@ static int hash_grow(struct tree *t)
 
 	if (!nh)
 		return -ENOMEM;
-	for (size_t i = 1; i < t->n_nodes; i++) {
-		struct node *n = t->nodes[i];
-		size_t j;
-		if (n->ino == TREE_ROOT_INO || n == &hole)
-			continue;
-		for (j = hash_key(n->parent, n->name) & (ncap - 1); nh[j]; j = (j + 1) & (ncap - 1))
-			;
-		nh[j] = n->ino;
-	}
+	hash_fill(t, nh, ncap);
 	free(t->hash);
 	t->hash = nh;
 	t->hash_cap = ncap;
@@ -153,15 +162,11 @@ static struct node *node_new(struct tree *t, struct node *parent, const char *na
 	if (t->ino_next)
 		atomic_store(t->ino_next, t->n_nodes);
 	if (parent) {
-		size_t j;
 		n->parent = parent->ino;
 		parent->kids[parent->n_kids++] = n->ino;
 		if (is_dir)
 			parent->n_subdirs++;
-		for (j = hash_key(n->parent, n->name) & (t->hash_cap - 1); t->hash[j];
-		     j = (j + 1) & (t->hash_cap - 1))
-			;
-		t->hash[j] = n->ino;
+		hash_put(t->hash, t->hash_cap, n);
 	}
 	return n;
 }
@@ -1108,16 +1113,7 @@ size_t tree_forget(struct tree *t, uint64_t unused_since_ms, uint64_t **dirs, si
 	if (dropped) {
 		/* the hash has the dropped numbers: made again without them */
 		memset(t->hash, 0, t->hash_cap * sizeof(*t->hash));
-		for (size_t i = TREE_ROOT_INO + 1; i < t->n_nodes; i++) {
-			struct node *n = t->nodes[i];
-			size_t j;
-			if (n == &hole)
-				continue;
-			for (j = hash_key(n->parent, n->name) & (t->hash_cap - 1); t->hash[j];
-			     j = (j + 1) & (t->hash_cap - 1))
-				;
-			t->hash[j] = n->ino;
-		}
+		hash_fill(t, t->hash, t->hash_cap);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	return dropped;
