@@ -52,6 +52,11 @@ static int kept_stderr = -1; /* the child logs to the stderr it was started with
 static int json_log; /* log_format=json: every line, this one too, is JSON */
 static struct fuse_session *live_se; /* mounted: a later die() unmounts first */
 static int upgrade_ctl = -1; /* an upgrade's new daemon: die() tells the holder why */
+/* modelfs's exit status on a failed start, for whoever runs it (the CSI
+ * plugin maps it to a gRPC code): 1 any failure, 2 a bad option or SOURCE,
+ * 3 the bucket or prefix does not exist, 4 access denied, 5 the store cannot
+ * be reached. */
+static int die_status = 1;
 
 static void die(const char *fmt, ...)
 {
@@ -74,13 +79,13 @@ static void die(const char *fmt, ...)
 	if (start_fd >= 0) {
 		/* the parent says it on the stderr we were started with */
 		char msg[1100];
-		int n = snprintf(msg, sizeof(msg), "1modelfs: %s\n", line);
+		int n = snprintf(msg, sizeof(msg), "%dmodelfs: %s\n", die_status, line);
 		if (write(start_fd, msg, (size_t)n) < 0)
 			_exit(1);
 		close(start_fd); /* the parent goes now, whatever exit() does */
 		start_fd = -1;
 	}
-	exit(1);
+	exit(die_status);
 }
 
 /* Go to the background, as fuse_daemonize() does (fork, setsid, "/",
@@ -117,8 +122,9 @@ static void background(void)
 				_exit(0);
 		}
 		buf[got] = '\0';
-		if (got > 1 && buf[0] == '1') {
+		if (got > 1 && buf[0] >= '1' && buf[0] <= '9') {
 			fputs(buf + 1, stderr);
+			_exit(buf[0] - '0');
 		} else {
 			/* died without a word (killed, crashed): no dead mount left */
 			if (live_se)
@@ -157,6 +163,8 @@ static void started(void)
 static void die_check(int err, const char *url, const struct backend *be,
 		      const char *endpoint, const char *detail)
 {
+	die_status = err == -EACCES ? 4 : err == -ENOENT ? 3
+		   : err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ETIMEDOUT ? 5 : 1;
 	switch (err) {
 	case -EACCES:
 		die("access denied to %s at %s: check the credentials (%s)", url, endpoint, detail);
@@ -606,6 +614,24 @@ static int manifest_command(int argc, char **argv)
 	return 0;
 }
 
+/* modelfs csi ...: the CSI node plugin, a binary of its own beside this one
+ * (only it links gRPC). */
+static int csi_command(int argc, char **argv)
+{
+	char self[4096], *slash;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 16);
+
+	if (n <= 0 || !(slash = memrchr(self, '/', (size_t)n))) {
+		fprintf(stderr, "modelfs csi: cannot find this binary's directory\n");
+		return 1;
+	}
+	strcpy(slash, "/modelfs-csi");
+	argv[1] = self;
+	execv(self, argv + 1);
+	fprintf(stderr, "modelfs csi: %s: %s\n", self, strerror(errno));
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct fs_opts o;
@@ -648,10 +674,14 @@ int main(int argc, char **argv)
 		return manifest_command(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "upgrade") == 0)
 		return ctl_upgrade(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "csi") == 0)
+		return csi_command(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "__holder") == 0)
 		return holder_main(argc, argv);
-	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg)))
+	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg))) {
+		die_status = 2;
 		die("%s", msg);
+	}
 	if (o.show_help) {
 		opts_usage(argv[0]);
 		return 0;
@@ -699,8 +729,10 @@ int main(int argc, char **argv)
 	    .connect_timeout_ms = o.connect_timeout_ms,
 	    .request_timeout_ms = o.request_timeout_ms,
 	};
-	if (backend_open(o.source, &bc, &fs.be, msg, sizeof(msg)))
+	if (backend_open(o.source, &bc, &fs.be, msg, sizeof(msg))) {
+		die_status = 2; /* the SOURCE, its options or its credentials' files */
 		die("%s", msg);
+	}
 	/* messages name the URL that was tried, not the option */
 	snprintf(endpoint, sizeof(endpoint), "%s", fs.be->ops->endpoint(fs.be));
 
@@ -803,7 +835,7 @@ listed:
 
 	se = fuse_session_new(&fargs, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
-		exit(1); /* libfuse has said which option it did not take */
+		exit(2); /* libfuse has said which option it did not take */
 	fs.se = se;
 	if (fuse_set_signal_handlers(se))
 		die("cannot install signal handlers");

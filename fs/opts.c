@@ -634,6 +634,10 @@ void opts_usage(const char *prog)
 	       "                 %s refresh MOUNTPOINT  (re-list now)\n"
 	       "                 %s upgrade MOUNTPOINT  (run by the new binary: it takes the mount\n"
 	       "                 over, open files and all; a crashed one is replaced on its own)\n"
-	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n",
-	       prog, prog, prog, prog, prog, prog, prog);
+	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n"
+	       "Kubernetes:      %s csi --endpoint unix:///csi/csi.sock --node-id NODE  (the CSI\n"
+	       "                 node plugin, modelfs-csi; docs/kubernetes.md)\n"
+	       "Exit status: 0 mounted; 2 bad option or SOURCE, 3 no such bucket or prefix,\n"
+	       "4 access denied, 5 store unreachable, 1 anything else (one line on stderr).\n",
+	       prog, prog, prog, prog, prog, prog, prog, prog);
 }

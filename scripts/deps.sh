@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what modelfs needs to build and test on Debian 12: compilers and
-# libraries (and nginx, a real web server for the http:// tests) from apt, and
+# libraries (gRPC's C core and protobuf-c for the CSI plugin; nginx, a real web
+# server for the http:// tests; python3-grpcio, the CSI test's client) from apt, and
 # from npm s3rver 3 (the local S3 server of the tests), ali-oss 6 (Alibaba's
 # OSS SDK, which checks the fake OSS server) and @huggingface/hub 2 (which
 # checks the fake Hub) into /opt/s3rver, /opt/ali-oss and /opt/hf-hub. Safe to
@@ -9,7 +10,9 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev libssl-dev
       liblmdb-dev lmdb-utils libzstd-dev zstd python3 curl openssl attr psmisc procps util-linux
-      iproute2 groff-base libjansson-dev nginx-light libmicrohttpd-dev prometheus)
+      iproute2 groff-base libjansson-dev nginx-light libmicrohttpd-dev prometheus
+      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-grpcio
+      python3-protobuf)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

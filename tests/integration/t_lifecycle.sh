@@ -122,8 +122,8 @@ check "a remount keeps the inode numbers of the names it finds again (the snapsh
 umount_fs "$MNT"
 out=$(timeout 10 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,list_ttl=soon" 2>&1)
 rc=$?
-check_all "a bad list_ttl: one line, exit 1 ($out)" \
-	'[ $rc -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "list_ttl"'
+check_all "a bad list_ttl: one line, exit 2 (a bad option) ($out)" \
+	'[ $rc -eq 2 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "list_ttl"'
 
 # --- 3. an error after going to the background: the mount command's line
 # and exit 1, no mount left behind, and the line in syslog

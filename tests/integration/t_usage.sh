@@ -167,17 +167,17 @@ err=$(timeout 40 "$MODELFS" s3://models/m "$MNT" -o "endpoint=$PROXY_ENDPOINT,ca
 rc=$?
 ms=$(ms_since "$t0")
 check_all "stalled endpoint: the mount fails in $ms ms (< 8000) saying it connected (rc $rc: $err)" \
-	'[ $rc -eq 1 ] && [ $ms -lt 8000 ] && [ "$(lines "$err" "did not answer in time: connected, but no answer")" -eq 1 ]'
+	'[ $rc -eq 5 ] && [ $ms -lt 8000 ] && [ "$(lines "$err" "did not answer in time: connected, but no answer")" -eq 1 ]'
 proxy_fault none >/dev/null
 
 # --- 6. a cache_dir that cannot be used fails the mount; the default falls back loudly
-expect_err() { # DESCRIPTION PATTERN ARGS...: rc 1, one line matching, nothing mounted
+expect_err() { # DESCRIPTION PATTERN ARGS...: a failure's status (1-5, modelfs(8)), one line matching, nothing mounted
 	local d=$1 pat=$2 err rc
 	shift 2
 	err=$(timeout 20 "$MODELFS" "$@" 2>&1)
 	rc=$?
 	check_all "$d (rc $rc: $err)" \
-		'[ $rc -eq 1 ] && [ "$(lines "$err" "$pat")" -eq 1 ] && one_line "$err" && ! mountpoint -q "$MNT"'
+		'[ $rc -ge 1 ] && [ $rc -le 5 ] && [ "$(lines "$err" "$pat")" -eq 1 ] && one_line "$err" && ! mountpoint -q "$MNT"'
 }
 echo x >"$WORK/afile"
 mkdir -p "$WORK/rofs"

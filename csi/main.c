@@ -1,0 +1,162 @@
+/* modelfs-csi: the Kubernetes CSI node plugin (also `modelfs csi ...`).
+ *
+ *   modelfs-csi --endpoint unix:///csi/csi.sock --node-id NODE
+ *               [--state-dir DIR] [--run-dir DIR] [--cache-dir DIR]
+ *               [--modelfs PATH] [--check-interval SECONDS]
+ *
+ * At start it looks at what it staged before (a restart or an upgrade of
+ * its container): live mounts are left alone, dead ones mounted again in
+ * place; then it serves kubelet, and looks again every --check-interval.
+ */
+#include "node.h"
+#include "rpc.h"
+#include "service.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile int stop;
+
+static void on_signal(int sig)
+{
+	stop = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: modelfs-csi --endpoint unix:///PATH --node-id NODE [options]\n"
+		"The modelfs CSI node plugin (CSI v1: Identity and Node services).\n"
+		"  --endpoint unix:///PATH  the socket kubelet talks to ($CSI_ENDPOINT)\n"
+		"  --node-id NODE           this node's name ($KUBE_NODE_NAME)\n"
+		"  --state-dir DIR          what is staged, kept across restarts of the plugin\n"
+		"                           (default /var/lib/modelfs-csi; a hostPath)\n"
+		"  --run-dir DIR            the volumes' secrets, mode 0600, on a tmpfs\n"
+		"                           (default /run/modelfs-csi; a hostPath)\n"
+		"  --cache-dir DIR          the node's chunk cache, shared by every volume\n"
+		"                           (default: modelfs's, /var/cache/modelfs)\n"
+		"  --modelfs PATH           the modelfs binary (default: beside this one)\n"
+		"  --check-interval SECONDS how often dead mounts are looked for (default 10)\n");
+}
+
+/* modelfs beside this binary: one image, one version of both. */
+static char *beside_me(void)
+{
+	char self[PATH_MAX], *slash, *out = NULL;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n <= 0)
+		return strdup("/usr/bin/modelfs");
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	*slash = '\0';
+	if (asprintf(&out, "%s/modelfs", self) < 0)
+		return NULL;
+	return out;
+}
+
+static void tick(void *arg)
+{
+	node_reconcile(arg, 0);
+}
+
+int main(int argc, char **argv)
+{
+	const char *endpoint = getenv("CSI_ENDPOINT"), *node_name = getenv("KUBE_NODE_NAME");
+	struct node_config cfg = {
+	    .state_dir = "/var/lib/modelfs-csi",
+	    .run_dir = "/run/modelfs-csi",
+	};
+	char *modelfs = NULL, msg[1024] = "";
+	unsigned interval = 10;
+	struct rpc_server *srv;
+	struct node *node;
+	struct sigaction sa;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("modelfs-csi %s (CSI v1 node plugin)\n", MODELFS_VERSION);
+			return 0;
+		}
+		if (!v || strncmp(a, "--", 2) != 0) {
+			fprintf(stderr, "modelfs-csi: %s: %s\n", a,
+				v ? "not an option" : "needs a value");
+			usage(stderr);
+			return 2;
+		}
+		if (strcmp(a, "--endpoint") == 0)
+			endpoint = v;
+		else if (strcmp(a, "--node-id") == 0)
+			node_name = v;
+		else if (strcmp(a, "--state-dir") == 0)
+			cfg.state_dir = v;
+		else if (strcmp(a, "--run-dir") == 0)
+			cfg.run_dir = v;
+		else if (strcmp(a, "--cache-dir") == 0)
+			cfg.cache_dir = v;
+		else if (strcmp(a, "--modelfs") == 0)
+			cfg.modelfs = v;
+		else if (strcmp(a, "--check-interval") == 0) {
+			char *end;
+			unsigned long s = strtoul(v, &end, 10);
+			if (*end || s < 1 || s > 3600) {
+				fprintf(stderr, "modelfs-csi: --check-interval %s: 1 to 3600 seconds\n",
+					v);
+				return 2;
+			}
+			interval = (unsigned)s;
+		} else {
+			fprintf(stderr, "modelfs-csi: %s: not an option\n", a);
+			usage(stderr);
+			return 2;
+		}
+		i++;
+	}
+	if (!endpoint) {
+		fprintf(stderr, "modelfs-csi: --endpoint is needed (or $CSI_ENDPOINT)\n");
+		return 2;
+	}
+	cfg.node_id = node_name;
+	if (!cfg.modelfs && !(cfg.modelfs = modelfs = beside_me())) {
+		fprintf(stderr, "modelfs-csi: out of memory\n");
+		return 1;
+	}
+	if (node_open(&cfg, &node, msg, sizeof(msg)) != 0) {
+		fprintf(stderr, "modelfs-csi: %s\n", msg);
+		free(modelfs);
+		return 2;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* what was staged before this start */
+	node_reconcile(node, 1);
+	if (rpc_server_start(endpoint, csi_methods, node, &srv, msg, sizeof(msg)) != 0) {
+		fprintf(stderr, "modelfs-csi: %s\n", msg);
+		node_close(node);
+		free(modelfs);
+		return 1;
+	}
+	fprintf(stderr, "modelfs-csi: serving %s for node %s (modelfs %s)\n", endpoint, cfg.node_id,
+		cfg.modelfs);
+	rpc_server_run(srv, &stop, tick, interval * 1000);
+	/* the mounts stay: they are the pods', and outlive the plugin */
+	fprintf(stderr, "modelfs-csi: stopped; the volumes' mounts stay\n");
+	node_close(node);
+	free(modelfs);
+	return 0;
+}
