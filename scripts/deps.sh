@@ -12,7 +12,7 @@ pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev l
       liblmdb-dev lmdb-utils libzstd-dev zstd python3 curl openssl attr psmisc procps util-linux
       iproute2 groff-base libjansson-dev nginx-light libmicrohttpd-dev prometheus
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-grpcio
-      python3-protobuf)
+      python3-protobuf yamllint binutils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
