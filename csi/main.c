@@ -80,6 +80,17 @@ int main(int argc, char **argv)
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		char name[64];
+		const char *eq = strchr(a, '=');
+		int joined = 0;
+
+		/* --name=value (as manifests write it) or --name value */
+		if (strncmp(a, "--", 2) == 0 && eq && (size_t)(eq - a) < sizeof(name)) {
+			snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a);
+			a = name;
+			v = eq + 1;
+			joined = 1;
+		}
 
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage(stdout);
@@ -121,7 +132,8 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		i++;
+		if (!joined)
+			i++;
 	}
 	if (!endpoint) {
 		fprintf(stderr, "modelfs-csi: --endpoint is needed (or $CSI_ENDPOINT)\n");

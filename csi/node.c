@@ -886,12 +886,30 @@ enum csi_code node_stage(struct node *n, const struct node_req *r, char *msg, si
 			snprintf(msg, msg_len, "volume %s is staged at %s already", r->volume_id,
 				 old.staging);
 			code = CSI_ALREADY_EXISTS;
-		} else if (strcmp(old.fingerprint, v.fingerprint) != 0) {
+		} else if (strcmp(old.fingerprint, v.fingerprint) != 0 &&
+			   mount_state(r->staging, NULL) == M_LIVE) {
 			snprintf(msg, msg_len, "volume %s is staged at %s with other attributes or "
 					       "secrets: unstage it first", r->volume_id, r->staging);
 			code = CSI_ALREADY_EXISTS;
 		} else {
-			/* the same again: done, or made right if its daemon died */
+			/* the same again: done, or made right if its daemon died.
+			 * The secrets are the request's (a reboot emptied the
+			 * tmpfs; kubelet may give rotated ones), and so is the
+			 * command line when nothing is mounted */
+			if ((err = env_save(n, v.id, &env))) {
+				snprintf(msg, msg_len, "cannot keep the volume's secrets: %s",
+					 strerror(-err));
+				code = CSI_INTERNAL;
+				vol_free(&old);
+				goto out_unlock;
+			}
+			if (strcmp(old.fingerprint, v.fingerprint) != 0) {
+				strv_free(&old.args);
+				old.args = v.args;
+				v.args = (struct strv){0};
+				memcpy(old.fingerprint, v.fingerprint, sizeof(old.fingerprint));
+				vol_save(n, &old);
+			}
 			code = repair(n, &old, &repaired, msg, msg_len);
 			if (repaired)
 				log_line("volume %s: its mount at %s was dead: mounted again",
@@ -1005,7 +1023,7 @@ enum csi_code node_publish(struct node *n, const struct node_req *r, char *msg, 
 	}
 	if (!abs_path(r->staging)) {
 		snprintf(msg, msg_len, "staging_target_path is missing (the plugin stages volumes)");
-		return CSI_INVALID_ARGUMENT;
+		return CSI_FAILED_PRECONDITION;
 	}
 	if (!abs_path(r->target)) {
 		snprintf(msg, msg_len, "target_path is missing or not an absolute path");

@@ -301,6 +301,7 @@ void rpc_server_run(struct rpc_server *srv, volatile int *stop, void (*tick)(voi
 	}
 	/* no new calls; those being handled answer, then everything ends */
 	grpc_server_shutdown_and_notify(srv->server, srv->cq, &shutdown_tag);
+	grpc_server_cancel_all_calls(srv->server); /* a client that never sends */
 	for (int shut = 0, idle = 0; !(shut && idle);) {
 		ev = grpc_completion_queue_next(srv->cq, in_ms(200), NULL);
 		if (ev.type == GRPC_OP_COMPLETE && ev.tag == &shutdown_tag)

@@ -35,8 +35,9 @@ expect_code() {
 
 plugin_start() {
 	# the plugin's own environment has no keys: the volume's come from its secrets
-	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY setsid "$CSI" --endpoint "unix://$SOCK" \
-		--node-id node-1 --state-dir "$WORK/state" --run-dir "$WORK/run" \
+	# --name=value as deploy/csi/node-plugin.yaml writes them, and --name value
+	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY setsid "$CSI" --endpoint="unix://$SOCK" \
+		--node-id node-1 --state-dir="$WORK/state" --run-dir "$WORK/run" \
 		--cache-dir "$WORK/cache" --check-interval 1 >>"$WORK/plugin.log" 2>&1 </dev/null &
 	CSI_PID=$!
 	PIDS+=("$CSI_PID")
