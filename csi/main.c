@@ -14,10 +14,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile int stop;
@@ -60,9 +62,36 @@ static char *beside_me(void)
 	return out;
 }
 
-static void tick(void *arg)
+/* The checker: a thread of its own, so that a mount it starts again (up to
+ * modelfs's start bound) does not hold up kubelet's calls. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	int done; /* (lock) */
+	unsigned interval;
+	struct node *node;
+} checker = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void *check_loop(void *arg)
 {
-	node_reconcile(arg, 0);
+	struct timespec at;
+
+	node_reconcile(checker.node, 1); /* what was staged before this start */
+	pthread_mutex_lock(&checker.lock);
+	while (!checker.done) {
+		clock_gettime(CLOCK_REALTIME, &at);
+		at.tv_sec += checker.interval;
+		while (!checker.done &&
+		       pthread_cond_timedwait(&checker.wake, &checker.lock, &at) != ETIMEDOUT)
+			;
+		if (checker.done)
+			break;
+		pthread_mutex_unlock(&checker.lock);
+		node_reconcile(checker.node, 0);
+		pthread_mutex_lock(&checker.lock);
+	}
+	pthread_mutex_unlock(&checker.lock);
+	return arg;
 }
 
 int main(int argc, char **argv)
@@ -77,6 +106,9 @@ int main(int argc, char **argv)
 	struct rpc_server *srv;
 	struct node *node;
 	struct sigaction sa;
+	pthread_t check_thread;
+	struct timespec until;
+	int err;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -155,18 +187,33 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* what was staged before this start */
-	node_reconcile(node, 1);
 	if (rpc_server_start(endpoint, csi_methods, node, &srv, msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "modelfs-csi: %s\n", msg);
 		node_close(node);
 		free(modelfs);
 		return 1;
 	}
+	checker.node = node;
+	checker.interval = interval;
+	if ((err = pthread_create(&check_thread, NULL, check_loop, NULL)) != 0) {
+		fprintf(stderr, "modelfs-csi: cannot start the checker: %s\n", strerror(err));
+		return 1;
+	}
 	fprintf(stderr, "modelfs-csi: serving %s for node %s (modelfs %s)\n", endpoint, cfg.node_id,
 		cfg.modelfs);
-	rpc_server_run(srv, &stop, tick, interval * 1000);
+	rpc_server_run(srv, &stop);
 	/* the mounts stay: they are the pods', and outlive the plugin */
+	pthread_mutex_lock(&checker.lock);
+	checker.done = 1;
+	pthread_cond_signal(&checker.wake);
+	pthread_mutex_unlock(&checker.lock);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	if (pthread_timedjoin_np(check_thread, NULL, &until) != 0) {
+		/* it is starting a mount: that goes on without the plugin */
+		fprintf(stderr, "modelfs-csi: stopped while a mount starts; the volumes' mounts stay\n");
+		return 0;
+	}
 	fprintf(stderr, "modelfs-csi: stopped; the volumes' mounts stay\n");
 	node_close(node);
 	free(modelfs);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -34,9 +35,22 @@
 
 extern char **environ;
 
+/* One lock per volume: a call mounts, binds and writes the state of its
+ * volume under it, so a slow store holds up that volume's calls only. */
+struct vlock {
+	char id[65];
+	pthread_mutex_t m;
+	unsigned refs;     /* calls holding or waiting for m (node's lock) */
+	unsigned fails;    /* reconcile's repairs failed in a row (m) */
+	time_t next_try;   /* reconcile tries again after this, CLOCK_MONOTONIC (m) */
+	struct vlock *next; /* (node's lock) */
+};
+
 struct node {
 	char *node_id, *state_dir, *run_dir, *modelfs, *cache_dir;
-	pthread_mutex_t lock; /* every change of mounts and state files */
+	int lock_fd;           /* STATE_DIR/.lock, held while this plugin runs */
+	pthread_mutex_t lock;  /* the list of volume locks, only */
+	struct vlock *vlocks;
 };
 
 /* A list of strings, owned. */
@@ -259,65 +273,225 @@ static void vol_remove(const struct node *n, const char *id)
 	unlink(path);
 }
 
+/* ---- the plugin's children
+ *
+ * modelfs's first processes (spawn) and statfs probes (mount_state) are
+ * waited for by the thread that forked them; the daemons a plugin that is
+ * its container's init inherits are reaped by node_reconcile. One table,
+ * under its own lock, makes the two agree: a child is entered in it in the
+ * same hold of the lock as its fork, so the reaper's waitpid(-1) keeps the
+ * status for the thread waiting on it instead of losing it. A probe stuck
+ * in the kernel (a FUSE request its daemon has read and never answers is
+ * not even killable) is abandoned there and reaped whenever it ends. */
+
+enum kid_state { KID_FREE, KID_RUNNING, KID_DONE, KID_ABANDONED };
+
+static struct {
+	pthread_mutex_t lock;
+	struct {
+		pid_t pid;
+		int status;
+		enum kid_state state;
+	} v[256];
+} kids = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* fork(), the child entered in the table; -1 when the table is full. */
+static pid_t kid_fork(void)
+{
+	pid_t pid = -1;
+	int slot = -1;
+
+	pthread_mutex_lock(&kids.lock);
+	for (int i = 0; i < (int)(sizeof(kids.v) / sizeof(kids.v[0])) && slot < 0; i++)
+		if (kids.v[i].state == KID_FREE)
+			slot = i;
+	if (slot < 0) {
+		errno = EAGAIN;
+		goto out;
+	}
+	pid = fork();
+	if (pid > 0) {
+		kids.v[slot].pid = pid;
+		kids.v[slot].state = KID_RUNNING;
+	}
+out:
+	if (pid != 0)
+		pthread_mutex_unlock(&kids.lock);
+	return pid;
+}
+
+static int kid_slot(pid_t pid)
+{
+	for (int i = 0; i < (int)(sizeof(kids.v) / sizeof(kids.v[0])); i++)
+		if (kids.v[i].state != KID_FREE && kids.v[i].pid == pid)
+			return i;
+	return -1;
+}
+
+/* Wait up to @ms for child @pid: 0 with *@status, or -ETIMEDOUT. */
+static int kid_wait(pid_t pid, int *status, int ms)
+{
+	for (int waited = 0;; waited += 10) {
+		int st = 0, slot, done = 0;
+		pid_t w = waitpid(pid, &st, WNOHANG);
+
+		pthread_mutex_lock(&kids.lock);
+		slot = kid_slot(pid);
+		if (w == pid || (w < 0 && errno == ECHILD)) {
+			if (w != pid && slot >= 0 && kids.v[slot].state == KID_DONE)
+				st = kids.v[slot].status; /* the reaper had it */
+			if (slot >= 0)
+				kids.v[slot].state = KID_FREE;
+			done = 1;
+		}
+		pthread_mutex_unlock(&kids.lock);
+		if (done) {
+			if (status)
+				*status = st;
+			return 0;
+		}
+		if (waited >= ms)
+			return -ETIMEDOUT;
+		usleep(10000);
+	}
+}
+
+/* Give up on @pid (killed, and still not gone): the reaper ends it. */
+static void kid_abandon(pid_t pid)
+{
+	pthread_mutex_lock(&kids.lock);
+	int slot = kid_slot(pid);
+	if (slot >= 0)
+		kids.v[slot].state = KID_ABANDONED;
+	pthread_mutex_unlock(&kids.lock);
+}
+
+/* Reap every child that ended: kept for its waiter, freed if abandoned,
+ * dropped if it is not ours (an inherited daemon). */
+static void kids_reap(void)
+{
+	int st;
+	pid_t w;
+
+	pthread_mutex_lock(&kids.lock);
+	while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+		int slot = kid_slot(w);
+		if (slot < 0)
+			continue;
+		if (kids.v[slot].state == KID_ABANDONED) {
+			kids.v[slot].state = KID_FREE;
+		} else {
+			kids.v[slot].state = KID_DONE;
+			kids.v[slot].status = st;
+		}
+	}
+	pthread_mutex_unlock(&kids.lock);
+}
+
 /* ---- what is mounted where */
 
 enum mstate { M_NONE, M_LIVE, M_DEAD, M_HUNG };
 
+struct mount_info {
+	dev_t dev;
+	struct statfs sf;
+};
+
+/* Is @path a mount point (/proc/self/mountinfo's fifth field, with its
+ * octal escapes)? */
+static int is_mount_point(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && getline(&line, &cap, f) > 0) {
+		char mp[4096], *o = mp, *p = line;
+
+		for (int field = 0; field < 4 && p; field++)
+			if ((p = strchr(p, ' ')))
+				p++;
+		if (!p)
+			continue;
+		while (*p && *p != ' ' && o < mp + sizeof(mp) - 1) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+				*o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 4;
+			} else {
+				*o++ = *p++;
+			}
+		}
+		*o = '\0';
+		found = strcmp(mp, path) == 0;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
 /* statfs @path in a child, bounded: a FUSE daemon that is alive but stuck
- * would otherwise stop the plugin with it (FUSE waits are killable). */
-static enum mstate mount_state(const char *path, dev_t *dev)
+ * would otherwise stop the plugin with it. @info (may be NULL) gets the
+ * mount's device and statfs when it is live. */
+static enum mstate mount_state(const char *path, struct mount_info *info)
 {
 	int p[2];
 	pid_t pid;
 	struct {
 		int err;
-		long type;
-		dev_t dev;
+		struct mount_info mi;
 	} r = {0};
 	struct pollfd pfd;
 	enum mstate s;
+	int got;
 
 	if (pipe2(p, O_CLOEXEC) != 0)
 		return M_HUNG;
-	pid = fork();
+	pid = kid_fork();
 	if (pid < 0) {
 		close(p[0]);
 		close(p[1]);
 		return M_HUNG;
 	}
 	if (pid == 0) {
-		struct statfs sf;
 		struct stat st;
 
 		close(p[0]);
-		if (statfs(path, &sf) != 0 || stat(path, &st) != 0)
+		if (statfs(path, &r.mi.sf) != 0 || stat(path, &st) != 0)
 			r.err = errno;
-		else {
-			r.type = (long)sf.f_type;
-			r.dev = st.st_dev;
-		}
+		else
+			r.mi.dev = st.st_dev;
 		if (write(p[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
 			_exit(1);
 		_exit(0);
 	}
 	close(p[1]);
 	pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
-	if (poll(&pfd, 1, PROBE_MS) == 1 && read(p[0], &r, sizeof(r)) == (ssize_t)sizeof(r)) {
+	do
+		got = poll(&pfd, 1, PROBE_MS);
+	while (got < 0 && errno == EINTR);
+	if (got == 1 && read(p[0], &r, sizeof(r)) == (ssize_t)sizeof(r)) {
 		if (r.err == ENOTCONN || r.err == ECONNABORTED)
 			s = M_DEAD;
-		else if (r.err)
+		else if (r.err == ENOENT || r.err == ENOTDIR)
 			s = M_NONE;
+		else if (r.err)
+			/* a mount that answers with an error is not ours to
+			 * mount over; one that is no mount is nothing */
+			s = is_mount_point(path) ? M_HUNG : M_NONE;
 		else
-			s = r.type == FUSE_MAGIC ? M_LIVE : M_NONE;
-		if (dev)
-			*dev = r.dev;
+			s = r.mi.sf.f_type == FUSE_MAGIC ? M_LIVE : M_NONE;
+		if (info && s == M_LIVE)
+			*info = r.mi;
 	} else {
 		kill(pid, SIGKILL);
 		s = M_HUNG;
 	}
 	close(p[0]);
-	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
+	if (kid_wait(pid, NULL, 200) != 0)
+		kid_abandon(pid);
 	return s;
 }
 
@@ -649,7 +823,7 @@ static enum csi_code spawn(const struct node *n, const struct vol *v, char *msg,
 	struct strv argv = {0}, envp = {0}, secrets = {0};
 	enum csi_code code = CSI_RESOURCE_EXHAUSTED;
 	char line[1200] = "";
-	int p[2] = {-1, -1}, status = 0, waited = 0;
+	int p[2] = {-1, -1}, status = 0;
 	pid_t pid;
 	ssize_t got;
 
@@ -677,37 +851,35 @@ static enum csi_code spawn(const struct node *n, const struct vol *v, char *msg,
 	}
 	if (pipe2(p, O_CLOEXEC) != 0)
 		goto out;
-	pid = fork();
+	pid = kid_fork();
 	if (pid < 0)
 		goto out;
 	if (pid == 0) {
+		static const char cannot[] = "modelfs: cannot run the modelfs binary\n";
 		int nul = open("/dev/null", O_RDWR);
 		sigset_t none;
 
+		/* only async-signal-safe calls here: the plugin has threads */
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL); /* execve keeps an ignored signal ignored */
 		if (nul >= 0) {
 			dup2(nul, STDIN_FILENO);
 			dup2(nul, STDOUT_FILENO);
 		}
 		dup2(p[1], STDERR_FILENO);
+		close_range(3, ~0U, 0); /* the daemon keeps none of the plugin's files */
 		execve(n->modelfs, argv.v, envp.v);
-		dprintf(STDERR_FILENO, "modelfs: cannot run %s: %s\n", n->modelfs, strerror(errno));
+		if (write(STDERR_FILENO, cannot, sizeof(cannot) - 1) < 0)
+			_exit(1);
 		_exit(1);
 	}
 	close(p[1]);
 	p[1] = -1;
-	for (int ms = 0; ms < START_MS; ms += 20) {
-		pid_t w = waitpid(pid, &status, WNOHANG);
-		if (w == pid) {
-			waited = 1;
-			break;
-		}
-		usleep(20000);
-	}
-	if (!waited) {
+	if (kid_wait(pid, &status, START_MS) != 0) {
 		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
+		if (kid_wait(pid, &status, 1000) != 0)
+			kid_abandon(pid);
 		unmount_all(v->staging);
 		snprintf(msg, msg_len, "modelfs did not mount %s within %d s", v->args.v[0],
 			 START_MS / 1000);
@@ -760,8 +932,8 @@ static int bind_target(const char *staging, const char *target)
 static enum csi_code repair(struct node *n, struct vol *v, int *repaired, char *msg,
 			    size_t msg_len)
 {
-	dev_t sdev = 0, tdev = 0;
-	enum mstate s = mount_state(v->staging, &sdev);
+	struct mount_info sm = {0}, tm;
+	enum mstate s = mount_state(v->staging, &sm);
 	enum csi_code code;
 	struct strv keep = {0};
 	int changed = 0;
@@ -780,7 +952,7 @@ static enum csi_code repair(struct node *n, struct vol *v, int *repaired, char *
 		}
 		if ((code = spawn(n, v, msg, msg_len)))
 			return code;
-		if (mount_state(v->staging, &sdev) != M_LIVE) {
+		if (mount_state(v->staging, &sm) != M_LIVE) {
 			snprintf(msg, msg_len, "modelfs said it mounted %s, but it is not there",
 				 v->staging);
 			return CSI_INTERNAL;
@@ -790,9 +962,9 @@ static enum csi_code repair(struct node *n, struct vol *v, int *repaired, char *
 	for (size_t i = 0; i < v->targets.n; i++) {
 		const char *t = v->targets.v[i];
 		struct stat st;
-		enum mstate ts = mount_state(t, &tdev);
+		enum mstate ts = mount_state(t, &tm);
 
-		if (ts == M_LIVE && tdev == sdev) {
+		if (ts == M_LIVE && tm.dev == sm.dev) {
 			strv_add(&keep, "%s", t);
 			continue;
 		}
@@ -822,6 +994,46 @@ static enum csi_code repair(struct node *n, struct vol *v, int *repaired, char *
 }
 
 /* ---- the service */
+
+static struct vlock *vol_lock(struct node *n, const char *id)
+{
+	struct vlock *l;
+
+	pthread_mutex_lock(&n->lock);
+	for (l = n->vlocks; l && strcmp(l->id, id) != 0; l = l->next)
+		;
+	if (!l && (l = calloc(1, sizeof(*l)))) {
+		snprintf(l->id, sizeof(l->id), "%s", id);
+		pthread_mutex_init(&l->m, NULL);
+		l->next = n->vlocks;
+		n->vlocks = l;
+	}
+	if (l)
+		l->refs++;
+	pthread_mutex_unlock(&n->lock);
+	if (l)
+		pthread_mutex_lock(&l->m);
+	return l;
+}
+
+/* Let go of @l; forgotten when nobody waits for it and it has no backoff. */
+static void vol_unlock(struct node *n, struct vlock *l)
+{
+	int forget = !l->fails;
+
+	pthread_mutex_unlock(&l->m);
+	pthread_mutex_lock(&n->lock);
+	if (--l->refs == 0 && forget) {
+		struct vlock **pp = &n->vlocks;
+		while (*pp != l)
+			pp = &(*pp)->next;
+		*pp = l->next;
+		pthread_mutex_destroy(&l->m);
+		free(l);
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
 
 static int abs_path(const char *p)
 {
@@ -855,7 +1067,7 @@ enum csi_code node_stage(struct node *n, const struct node_req *r, char *msg, si
 	struct strv env = {0};
 	enum csi_code code;
 	int have, repaired, err;
-	struct stat st;
+	struct vlock *l;
 
 	if (!r->volume_id || !*r->volume_id) {
 		snprintf(msg, msg_len, "volume_id is missing");
@@ -879,7 +1091,10 @@ enum csi_code node_stage(struct node *n, const struct node_req *r, char *msg, si
 		goto out_free;
 	}
 
-	pthread_mutex_lock(&n->lock);
+	if (!(l = vol_lock(n, v.id))) {
+		code = CSI_RESOURCE_EXHAUSTED;
+		goto out_free;
+	}
 	have = vol_load(n, v.id, &old);
 	if (have == 0) {
 		if (strcmp(old.staging, r->staging) != 0) {
@@ -918,7 +1133,8 @@ enum csi_code node_stage(struct node *n, const struct node_req *r, char *msg, si
 		vol_free(&old);
 		goto out_unlock;
 	}
-	if (stat(r->staging, &st) != 0 && errno == ENOENT && mkdir(r->staging, 0750) != 0) {
+	/* mkdir, not stat: it does not call into a mount there (a hung one) */
+	if (mkdir(r->staging, 0750) != 0 && errno != EEXIST) {
 		snprintf(msg, msg_len, "staging path %s: %s", r->staging, strerror(errno));
 		code = CSI_FAILED_PRECONDITION;
 		goto out_unlock;
@@ -953,7 +1169,9 @@ enum csi_code node_stage(struct node *n, const struct node_req *r, char *msg, si
 	}
 	log_line("volume %s: staged at %s (%s)", r->volume_id, r->staging, v.args.v[0]);
 out_unlock:
-	pthread_mutex_unlock(&n->lock);
+	if (code == CSI_OK)
+		l->fails = 0;
+	vol_unlock(n, l);
 out_free:
 	strv_free(&env);
 	vol_free(&v);
@@ -967,6 +1185,7 @@ enum csi_code node_unstage(struct node *n, const char *volume_id, const char *st
 	struct vol v;
 	enum csi_code code = CSI_OK;
 	enum mstate s;
+	struct vlock *l;
 
 	if (!volume_id || !*volume_id) {
 		snprintf(msg, msg_len, "volume_id is missing");
@@ -977,8 +1196,19 @@ enum csi_code node_unstage(struct node *n, const char *volume_id, const char *st
 		return CSI_INVALID_ARGUMENT;
 	}
 	hex_sha256(volume_id, strlen(volume_id), id);
-	pthread_mutex_lock(&n->lock);
+	if (!(l = vol_lock(n, id))) {
+		snprintf(msg, msg_len, "out of memory");
+		return CSI_RESOURCE_EXHAUSTED;
+	}
 	if (vol_load(n, id, &v) == 0) {
+		if (strcmp(v.staging, staging) != 0) {
+			/* not staged there: nothing to do there, and the
+			 * volume's own mount is not this call's to take */
+			log_line("volume %s: unstage from %s, but it is staged at %s: left alone",
+				 volume_id, staging, v.staging);
+			vol_free(&v);
+			goto out;
+		}
 		for (size_t i = 0; i < v.targets.n; i++) {
 			enum mstate ts = mount_state(v.targets.v[i], NULL);
 			if (ts != M_NONE) {
@@ -1000,10 +1230,11 @@ enum csi_code node_unstage(struct node *n, const char *volume_id, const char *st
 		goto out;
 	}
 	vol_remove(n, id);
+	l->fails = 0;
 	if (s != M_NONE)
 		log_line("volume %s: unstaged from %s", volume_id, staging);
 out:
-	pthread_mutex_unlock(&n->lock);
+	vol_unlock(n, l);
 	return code;
 }
 
@@ -1012,10 +1243,11 @@ enum csi_code node_publish(struct node *n, const struct node_req *r, char *msg, 
 	char id[65];
 	struct vol v;
 	enum csi_code code;
-	dev_t sdev = 0, tdev = 0;
+	struct mount_info sm = {0}, tm = {0};
 	enum mstate ts;
-	int repaired, err, made = 0;
+	int repaired, err, made = 0, added = 0;
 	struct stat st;
+	struct vlock *l;
 
 	if (!r->volume_id || !*r->volume_id) {
 		snprintf(msg, msg_len, "volume_id is missing");
@@ -1032,7 +1264,10 @@ enum csi_code node_publish(struct node *n, const struct node_req *r, char *msg, 
 	if ((code = check_capability(r, msg, msg_len)))
 		return code;
 	hex_sha256(r->volume_id, strlen(r->volume_id), id);
-	pthread_mutex_lock(&n->lock);
+	if (!(l = vol_lock(n, id))) {
+		snprintf(msg, msg_len, "out of memory");
+		return CSI_RESOURCE_EXHAUSTED;
+	}
 	if (vol_load(n, id, &v) != 0) {
 		snprintf(msg, msg_len, "volume %s is not staged on this node", r->volume_id);
 		code = CSI_FAILED_PRECONDITION;
@@ -1046,9 +1281,9 @@ enum csi_code node_publish(struct node *n, const struct node_req *r, char *msg, 
 	}
 	if ((code = repair(n, &v, &repaired, msg, msg_len)))
 		goto out;
-	mount_state(v.staging, &sdev);
-	ts = mount_state(r->target, &tdev);
-	if (ts == M_LIVE && tdev == sdev) {
+	mount_state(v.staging, &sm);
+	ts = mount_state(r->target, &tm);
+	if (ts == M_LIVE && tm.dev == sm.dev) {
 		code = CSI_OK; /* published there already */
 		if (!strv_has(&v.targets, r->target) && strv_add(&v.targets, "%s", r->target) == 0)
 			vol_save(n, &v);
@@ -1064,17 +1299,24 @@ enum csi_code node_publish(struct node *n, const struct node_req *r, char *msg, 
 	made = lstat(r->target, &st) != 0;
 	/* the target is in the state before it is mounted: reconcile and
 	 * unpublish then know it, whatever happens next */
-	if (!strv_has(&v.targets, r->target) &&
-	    (strv_add(&v.targets, "%s", r->target) || vol_save(n, &v))) {
-		snprintf(msg, msg_len, "cannot keep the volume's state");
-		code = CSI_INTERNAL;
-		goto out;
+	if (!strv_has(&v.targets, r->target)) {
+		if (strv_add(&v.targets, "%s", r->target) || vol_save(n, &v)) {
+			snprintf(msg, msg_len, "cannot keep the volume's state");
+			code = CSI_INTERNAL;
+			goto out;
+		}
+		added = 1;
 	}
 	if ((err = bind_target(v.staging, r->target))) {
 		snprintf(msg, msg_len, "bind mount of %s at %s: %s", v.staging, r->target,
 			 strerror(-err));
 		if (made)
 			rmdir(r->target);
+		if (added) { /* not published: not in the state either */
+			free(v.targets.v[--v.targets.n]);
+			v.targets.v[v.targets.n] = NULL;
+			vol_save(n, &v);
+		}
 		code = CSI_INTERNAL;
 		goto out;
 	}
@@ -1082,7 +1324,7 @@ enum csi_code node_publish(struct node *n, const struct node_req *r, char *msg, 
 out:
 	vol_free(&v);
 out_unlock:
-	pthread_mutex_unlock(&n->lock);
+	vol_unlock(n, l);
 	return code;
 }
 
@@ -1093,6 +1335,7 @@ enum csi_code node_unpublish(struct node *n, const char *volume_id, const char *
 	struct vol v;
 	enum csi_code code = CSI_OK;
 	enum mstate ts;
+	struct vlock *l;
 
 	if (!volume_id || !*volume_id) {
 		snprintf(msg, msg_len, "volume_id is missing");
@@ -1103,7 +1346,10 @@ enum csi_code node_unpublish(struct node *n, const char *volume_id, const char *
 		return CSI_INVALID_ARGUMENT;
 	}
 	hex_sha256(volume_id, strlen(volume_id), id);
-	pthread_mutex_lock(&n->lock);
+	if (!(l = vol_lock(n, id))) {
+		snprintf(msg, msg_len, "out of memory");
+		return CSI_RESOURCE_EXHAUSTED;
+	}
 	ts = mount_state(target, NULL);
 	if (ts != M_NONE && umount2(target, UMOUNT_NOFOLLOW) != 0)
 		unmount_all(target);
@@ -1130,14 +1376,14 @@ enum csi_code node_unpublish(struct node *n, const char *volume_id, const char *
 	if (ts != M_NONE)
 		log_line("volume %s: unpublished from %s", volume_id, target);
 out:
-	pthread_mutex_unlock(&n->lock);
+	vol_unlock(n, l);
 	return code;
 }
 
 enum csi_code node_stats(struct node *n, const char *volume_id, const char *path,
 			 struct node_usage *out, char *msg, size_t msg_len)
 {
-	struct statvfs sv;
+	struct mount_info mi = {0};
 	enum mstate s;
 
 	memset(out, 0, sizeof(*out));
@@ -1145,7 +1391,7 @@ enum csi_code node_stats(struct node *n, const char *volume_id, const char *path
 		snprintf(msg, msg_len, "volume_id and an absolute volume_path are needed");
 		return CSI_INVALID_ARGUMENT;
 	}
-	s = mount_state(path, NULL);
+	s = mount_state(path, &mi);
 	if (s == M_DEAD || s == M_HUNG) {
 		out->abnormal = 1;
 		snprintf(out->condition, sizeof(out->condition),
@@ -1158,34 +1404,34 @@ enum csi_code node_stats(struct node *n, const char *volume_id, const char *path
 		snprintf(msg, msg_len, "%s is not a modelfs mount", path);
 		return CSI_NOT_FOUND;
 	}
-	if (statvfs(path, &sv) != 0) {
-		snprintf(msg, msg_len, "%s: %s", path, strerror(errno));
-		return CSI_NOT_FOUND;
-	}
-	out->bytes_total = (int64_t)(sv.f_blocks * sv.f_frsize);
-	out->bytes_available = (int64_t)(sv.f_bavail * sv.f_frsize);
-	out->bytes_used = (int64_t)((sv.f_blocks - sv.f_bfree) * sv.f_frsize);
-	out->inodes_total = (int64_t)sv.f_files;
-	out->inodes_available = (int64_t)sv.f_favail;
-	out->inodes_used = (int64_t)(sv.f_files - sv.f_ffree);
+	/* the probe's statfs: a second call here could be the one that hangs */
+	out->bytes_total = (int64_t)(mi.sf.f_blocks * mi.sf.f_frsize);
+	out->bytes_available = (int64_t)(mi.sf.f_bavail * mi.sf.f_frsize);
+	out->bytes_used = (int64_t)((mi.sf.f_blocks - mi.sf.f_bfree) * mi.sf.f_frsize);
+	out->inodes_total = (int64_t)mi.sf.f_files;
+	out->inodes_available = (int64_t)mi.sf.f_ffree;
+	out->inodes_used = (int64_t)(mi.sf.f_files - mi.sf.f_ffree);
 	return CSI_OK;
 }
+
+/* a volume whose repair failed is tried again after 10, 20, 40 ... 300 s:
+ * a store that is down is not asked every tick, one mount start at a time */
+#define RETRY_MIN_S 10
+#define RETRY_MAX_S 300
 
 void node_reconcile(struct node *n, int verbose)
 {
 	DIR *d;
 	struct dirent *e;
 
-	pthread_mutex_lock(&n->lock);
-	/* the daemons' first processes are reaped by spawn; anything else
-	 * (when the plugin is a container's init) here */
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
+	kids_reap(); /* ended daemons, when the plugin is its container's init */
 	if (!(d = opendir(n->state_dir)))
-		goto out;
+		return;
 	while ((e = readdir(d))) {
 		size_t len = strlen(e->d_name);
 		char id[65], msg[1024] = "";
+		struct vlock *l;
+		struct timespec now;
 		struct vol v;
 		int repaired = 0;
 		enum csi_code code;
@@ -1193,26 +1439,41 @@ void node_reconcile(struct node *n, int verbose)
 		if (len != 64 + 5 || strcmp(e->d_name + 64, ".json") != 0)
 			continue;
 		snprintf(id, sizeof(id), "%.64s", e->d_name);
+		if (!(l = vol_lock(n, id)))
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (l->fails && now.tv_sec < l->next_try)
+			goto next;
 		if (vol_load(n, id, &v) != 0) {
-			log_line("state file %s/%s cannot be read: left alone", n->state_dir,
-				 e->d_name);
-			continue;
+			/* gone meanwhile (unstaged), or unreadable */
+			if (faccessat(dirfd(d), e->d_name, F_OK, 0) == 0)
+				log_line("state file %s/%s cannot be read: left alone", n->state_dir,
+					 e->d_name);
+			goto next;
 		}
 		code = repair(n, &v, &repaired, msg, sizeof(msg));
-		if (code)
-			log_line("volume %s: cannot repair its mount at %s: %s", v.volume_id,
-				 v.staging, msg);
-		else if (repaired)
-			log_line("volume %s: repaired: %s mounted again, %zu target(s) bound",
-				 v.volume_id, v.staging, v.targets.n);
-		else if (verbose)
-			log_line("volume %s: healthy at %s, %zu target(s)", v.volume_id, v.staging,
-				 v.targets.n);
+		if (code) {
+			unsigned wait = RETRY_MIN_S << (l->fails < 5 ? l->fails : 5);
+			if (wait > RETRY_MAX_S)
+				wait = RETRY_MAX_S;
+			l->fails++;
+			l->next_try = now.tv_sec + wait;
+			log_line("volume %s: cannot repair its mount at %s: %s (again in %u s)",
+				 v.volume_id, v.staging, msg, wait);
+		} else {
+			l->fails = 0;
+			if (repaired)
+				log_line("volume %s: repaired: %s mounted again, %zu target(s) bound",
+					 v.volume_id, v.staging, v.targets.n);
+			else if (verbose)
+				log_line("volume %s: healthy at %s, %zu target(s)", v.volume_id,
+					 v.staging, v.targets.n);
+		}
 		vol_free(&v);
+	next:
+		vol_unlock(n, l);
 	}
 	closedir(d);
-out:
-	pthread_mutex_unlock(&n->lock);
 }
 
 static int make_dir(const char *path, mode_t mode, char *msg, size_t msg_len, const char *what)
@@ -1238,6 +1499,7 @@ int node_open(const struct node_config *cfg, struct node **out, char *msg, size_
 {
 	struct node *n;
 	struct statfs sf;
+	char lock_path[4200];
 
 	if (!cfg->node_id || !*cfg->node_id) {
 		snprintf(msg, msg_len, "--node-id is needed (the Kubernetes node's name)");
@@ -1263,6 +1525,20 @@ int node_open(const struct node_config *cfg, struct node **out, char *msg, size_
 	}
 	if (!(n = calloc(1, sizeof(*n))))
 		return -ENOMEM;
+	/* one plugin per state dir: a second one (an upgrade's new pod while
+	 * the old one ends) waits here, before it binds kubelet's socket */
+	snprintf(lock_path, sizeof(lock_path), "%s/.lock", cfg->state_dir);
+	n->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (n->lock_fd < 0) {
+		snprintf(msg, msg_len, "%s: %s", lock_path, strerror(errno));
+		free(n);
+		return -EIO;
+	}
+	if (flock(n->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		log_line("another modelfs-csi holds %s: waiting for it to end", lock_path);
+		while (flock(n->lock_fd, LOCK_EX) != 0 && errno == EINTR)
+			;
+	}
 	n->node_id = strdup(cfg->node_id);
 	n->state_dir = strdup(cfg->state_dir);
 	n->run_dir = strdup(cfg->run_dir);
@@ -1277,7 +1553,14 @@ void node_close(struct node *n)
 {
 	if (!n)
 		return;
+	while (n->vlocks) {
+		struct vlock *l = n->vlocks;
+		n->vlocks = l->next;
+		pthread_mutex_destroy(&l->m);
+		free(l);
+	}
 	pthread_mutex_destroy(&n->lock);
+	close(n->lock_fd);
 	free(n->node_id);
 	free(n->state_dir);
 	free(n->run_dir);

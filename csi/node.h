@@ -12,9 +12,12 @@
  * removed after it is gone: a crash in between leaves a state file whose
  * mount is missing, which reconcile makes again (or unstage removes).
  *
- * One lock (struct node's) serialises every call that changes mounts or
- * state; handlers of other volumes wait while a mount probes its store (at
- * most a few seconds, BACKEND_PROBE_MS).
+ * Threads: gRPC's handlers (one per call) and the plugin's checker
+ * (node_reconcile). Each volume has a lock of its own that a call holds
+ * while it mounts, binds or writes that volume's state, so a store that is
+ * slow to answer holds up its own volume only. A probe of a mount (statfs,
+ * in a child) is bounded at 5 s: a hung daemon is reported, never waited on.
+ * STATE_DIR/.lock is held while the plugin runs: one plugin per node.
  */
 #ifndef MODELFS_CSI_NODE_H
 #define MODELFS_CSI_NODE_H
@@ -88,8 +91,10 @@ enum csi_code node_unpublish(struct node *n, const char *volume_id, const char *
 enum csi_code node_stats(struct node *n, const char *volume_id, const char *path,
 			 struct node_usage *out, char *msg, size_t msg_len);
 /* Look at every staged volume: leave live mounts alone, mount dead or
- * missing ones again in place and bind their targets again. Logs a line
- * per volume it repairs (and, with @verbose, per volume it finds well). */
+ * missing ones again in place and bind their targets again; a volume whose
+ * repair failed is tried again after a backoff (10 s doubling to 300 s).
+ * Logs a line per volume it repairs (and, with @verbose, per volume it finds
+ * well). Run by one thread, the checker, beside the calls. */
 void node_reconcile(struct node *n, int verbose);
 
 #endif

@@ -281,23 +281,14 @@ static gpr_timespec in_ms(unsigned ms)
 			    gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
 }
 
-void rpc_server_run(struct rpc_server *srv, volatile int *stop, void (*tick)(void *arg),
-		    unsigned tick_ms)
+void rpc_server_run(struct rpc_server *srv, volatile int *stop)
 {
-	struct timespec last, now;
 	grpc_event ev;
 
-	clock_gettime(CLOCK_MONOTONIC, &last);
 	while (!*stop) {
 		ev = grpc_completion_queue_next(srv->cq, in_ms(200), NULL);
 		if (ev.type == GRPC_OP_COMPLETE)
 			on_event(srv, ev.tag, ev.success);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (tick && (now.tv_sec - last.tv_sec) * 1000 +
-				    (now.tv_nsec - last.tv_nsec) / 1000000 >= (long)tick_ms) {
-			tick(srv->arg);
-			last = now;
-		}
 	}
 	/* no new calls; those being handled answer, then everything ends */
 	grpc_server_shutdown_and_notify(srv->server, srv->cq, &shutdown_tag);

@@ -29,10 +29,8 @@ struct rpc_server;
  * socket file there is removed). @methods ends with a NULL path. */
 int rpc_server_start(const char *endpoint, const struct rpc_method *methods, void *arg,
 		     struct rpc_server **out, char *msg, size_t msg_len);
-/* Serve until *@stop is set (checked every 200 ms), calling @tick(@arg)
- * about every @tick_ms; then stop taking requests, let those in flight end
- * and free everything. */
-void rpc_server_run(struct rpc_server *srv, volatile int *stop, void (*tick)(void *arg),
-		    unsigned tick_ms);
+/* Serve until *@stop is set (checked every 200 ms); then stop taking
+ * requests, let those in flight end and free everything. */
+void rpc_server_run(struct rpc_server *srv, volatile int *stop);
 
 #endif

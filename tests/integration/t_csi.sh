@@ -68,6 +68,15 @@ $S3TOOL putdir models llama "$WORK/model" || exit 1
 # ---- identity
 check "the plugin starts and answers Probe" plugin_start
 check_all "Probe: ready" '[[ $OUT == *"\"ready\": {\"value\": true}"* ]]'
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$CSI" --endpoint="unix://$WORK/csi2.sock" \
+	--node-id node-1 --state-dir="$WORK/state" --run-dir "$WORK/run" >"$WORK/plugin2.log" 2>&1 </dev/null &
+P2=$!
+PIDS+=("$P2")
+sleep 1.5
+check_all "a second plugin on the same state dir waits for the first ($(head -1 "$WORK/plugin2.log"))" \
+	'[ ! -e "$WORK/csi2.sock" ] && kill -0 $P2 && grep -q "another modelfs-csi holds $WORK/state/.lock: waiting" "$WORK/plugin2.log"'
+kill "$P2"
+wait "$P2" 2>/dev/null
 rpc Identity/GetPluginInfo
 check_all "GetPluginInfo: csi.modelfs.io and a version ($OUT)" \
 	'[[ $OUT == OK*"\"name\": \"csi.modelfs.io\""* && $OUT == *vendorVersion* ]]'
@@ -183,6 +192,26 @@ check_all "a reader across the plugin's kill and restart: no error ($(tail -1 "$
 	'[ $rd -eq 0 ] && grep -q "errors=0" "$WORK/reader.log"'
 rpc Node/NodeStageVolume "$STAGE"
 check_all "NodeStageVolume after the restart: OK" '[[ $OUT == "OK {}" ]]'
+
+# ---- a daemon that does not answer (stopped): reported, never waited on
+kill -STOP "$DPID"
+t0=$(date +%s%N)
+rpc Node/NodeGetVolumeStats '{"volumeId": "pv-llama", "volumePath": "'$STAGING'"}'
+ms=$((($(date +%s%N) - t0) / 1000000))
+check_all "NodeGetVolumeStats of a hung daemon: abnormal, within the 5 s probe ($ms ms)" \
+	'[[ $OUT == *"\"abnormal\": true"* && $OUT == *"does not answer"* ]] && [ $ms -lt 9000 ]'
+rpc Identity/Probe
+check_all "  ... the plugin answers other calls meanwhile" '[[ $OUT == OK* ]]'
+for ((i = 0; i < 150; i++)); do
+	grep -q "volume pv-llama: cannot repair.*does not answer (left alone)" "$WORK/plugin.log" && break
+	sleep 0.1
+done
+check_all "  ... the checker finds it hung and leaves it alone" \
+	'grep -q "volume pv-llama: cannot repair.*does not answer (left alone) (again in 10 s)" "$WORK/plugin.log" && [ "$(daemons)" = "$DPID" ]'
+kill -CONT "$DPID"
+rpc Node/NodeGetVolumeStats '{"volumeId": "pv-llama", "volumePath": "'$TA'"}'
+check_all "  ... and once it answers again, it is well" \
+	'[[ $OUT == OK*BYTES* && $OUT != *"\"abnormal\": true"* ]]'
 
 # ---- the daemon and its holder die: the plugin mounts again in place
 kill_dead "$STAGING" "$DPID"
