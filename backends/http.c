@@ -571,6 +571,12 @@ static int attempt_once(struct http *h, CURL *c, const struct http_request *req,
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &s);
 	if (strcmp(req->method, "HEAD") == 0)
 		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	if (req->body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(req->body));
+		if (strcmp(req->method, "POST") != 0)
+			curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
+	}
 	if (req->max_redirects > 0) {
 		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 		curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)req->max_redirects);

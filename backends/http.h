@@ -63,7 +63,9 @@ struct http_headers {
 struct http_response;
 
 struct http_request {
-	const char *method;   /* "GET" or "HEAD" */
+	const char *method;   /* "GET", "HEAD", or "POST"/"PUT" with body */
+	const char *body;     /* POST/PUT: what is sent ("" for none); a form unless a
+			       * prepare'd Content-Type says otherwise. Never logged. */
 	const char *url;
 	int has_range;
 	uint64_t range_off;

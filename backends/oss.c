@@ -21,10 +21,12 @@
  * None: anonymous requests (public-read buckets).
  */
 #include "backend.h"
+#include "creds.h"
 #include "http.h"
 #include "log.h"
 #include "s3core.h"
 #include "sigv4.h"
+#include "tempcreds.h"
 #include "uri.h"
 
 #include <ctype.h>
@@ -121,8 +123,8 @@ static char *region_of_host(const char *host)
 
 /* The ossfs passwd file: "BUCKET:AK:SK" lines (this bucket's first) or an
  * "AK:SK" line for every bucket. */
-static int passwd_load(const char *path, int given, const char *bucket, struct s3 *s, char *msg,
-		       size_t msg_len)
+static int passwd_load(const char *path, int given, const char *bucket, struct creds *c,
+		       char *msg, size_t msg_len)
 {
 	char line[1024], *any_ak = NULL, *any_sk = NULL;
 	struct stat st;
@@ -162,9 +164,9 @@ static int passwd_load(const char *path, int given, const char *bucket, struct s
 		*c1 = '\0';
 		if (c2) { /* BUCKET:AK:SK */
 			*c2 = '\0';
-			if (strcmp(p, bucket) == 0 && !s->access_key) {
-				s->access_key = strdup(c1 + 1);
-				s->secret_key = strdup(c2 + 1);
+			if (strcmp(p, bucket) == 0 && !c->access_key) {
+				c->access_key = strdup(c1 + 1);
+				c->secret_key = strdup(c2 + 1);
 			}
 		} else if (!any_ak) { /* AK:SK */
 			any_ak = strdup(p);
@@ -172,19 +174,19 @@ static int passwd_load(const char *path, int given, const char *bucket, struct s
 		}
 	}
 	fclose(f);
-	if (!s->access_key && any_ak) {
-		s->access_key = any_ak;
-		s->secret_key = any_sk;
+	if (!c->access_key && any_ak) {
+		c->access_key = any_ak;
+		c->secret_key = any_sk;
 		any_ak = any_sk = NULL;
 	}
 	if (any_sk)
 		memset(any_sk, 0, strlen(any_sk));
 	free(any_ak);
 	free(any_sk);
-	if (s->access_key && (!s->secret_key || !*s->access_key || !*s->secret_key)) {
+	if (c->access_key && (!c->secret_key || !*c->access_key || !*c->secret_key)) {
 		snprintf(msg, msg_len, "passwd_file %s: a line without both keys", path);
 		err = -EINVAL;
-	} else if (!s->access_key && given) {
+	} else if (!c->access_key && given) {
 		snprintf(msg, msg_len, "passwd_file %s: no line for bucket '%s' and no AK:SK line",
 			 path, bucket);
 		err = -ENOENT;
@@ -243,39 +245,46 @@ static char *dir_key(const char *dir, const char *const *names, char *seen, size
 	return NULL;
 }
 
-/* (Re)read the keys of creds_dir into @s. Called with keys_lock held, or
- * before the backend is shared. */
-static int dir_load(struct s3 *s, char *msg, size_t msg_len)
-{
-	char seen[sizeof(s->keys_seen)] = "";
-	int err = 0;
-	char *ak = dir_key(s->creds_dir, dir_ak, seen, sizeof(seen), &err);
-	char *sk = err ? NULL : dir_key(s->creds_dir, dir_sk, seen, sizeof(seen), &err);
-	char *tok = err ? NULL : dir_key(s->creds_dir, dir_tok, seen, sizeof(seen), &err);
+/* creds_dir as a key source: read again once a second, new keys when the
+ * files' identities changed (kubelet swaps a secret's files at once, by a
+ * symlink; until the new pair is whole the old keys stay). */
+struct dir_src {
+	char *dir;
+	char seen[256]; /* the files' identities when last read */
+	char what[300];
+};
 
+static int dir_fetch(void *arg, struct creds *out, int64_t *expires, char *msg, size_t msg_len)
+{
+	struct dir_src *d = arg;
+	char seen[sizeof(d->seen)] = "";
+	int err = 0, first = !d->seen[0];
+	char *ak = dir_key(d->dir, dir_ak, seen, sizeof(seen), &err);
+	char *sk = err ? NULL : dir_key(d->dir, dir_sk, seen, sizeof(seen), &err);
+	char *tok = err ? NULL : dir_key(d->dir, dir_tok, seen, sizeof(seen), &err);
+
+	*expires = 0;
 	if (!err && (!ak || !sk))
 		err = -ENOENT;
 	if (err) {
-		if (msg)
-			snprintf(msg, msg_len, "creds_dir %s: %s", s->creds_dir,
-				 err == -ENOENT ? "no fs.oss.accessKeyId (or akId) and "
-						  "fs.oss.accessKeySecret (or akSecret) files"
-				 : err == -EINVAL ? "a key file that is empty or not one line"
-						  : strerror(-err));
+		snprintf(msg, msg_len, "creds_dir %s: %s", d->dir,
+			 err == -ENOENT ? "no fs.oss.accessKeyId (or akId) and "
+					  "fs.oss.accessKeySecret (or akSecret) files"
+			 : err == -EINVAL ? "a key file that is empty or not one line"
+					  : strerror(-err));
 		goto out;
 	}
-	if (strcmp(seen, s->keys_seen) == 0)
-		goto out; /* read again, and the same */
-	free(s->access_key);
-	if (s->secret_key)
-		OPENSSL_cleanse(s->secret_key, strlen(s->secret_key));
-	free(s->secret_key);
-	free(s->session_token);
-	s->access_key = ak;
-	s->secret_key = sk;
-	s->session_token = tok;
+	if (strcmp(seen, d->seen) == 0) {
+		err = 1; /* read again, and the same */
+		goto out;
+	}
+	out->access_key = ak;
+	out->secret_key = sk;
+	out->session_token = tok;
 	ak = sk = tok = NULL;
-	memcpy(s->keys_seen, seen, sizeof(seen));
+	memcpy(d->seen, seen, sizeof(seen));
+	if (!first)
+		log_info("creds_dir %s changed: signing with the keys now there", d->dir);
 out:
 	free(ak);
 	if (sk)
@@ -285,35 +294,48 @@ out:
 	return err;
 }
 
-static uint64_t mono_ms(void)
+static void dir_release(void *arg)
 {
-	struct timespec ts;
+	struct dir_src *d = arg;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	free(d->dir);
+	free(d);
 }
 
-static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, char *msg,
-		    size_t msg_len)
+/* The keys, most explicit first: creds_dir=, passwd_file=, the OSS_* and
+ * ALIBABA_CLOUD_* keys, a pod's OIDC token (RRSA), /etc/passwd-ossfs, the
+ * ECS instance's RAM role; none of those: anonymous requests. */
+static int oss_keys(const struct oss_args *a, const struct backend_config *cfg, struct s3 *s,
+		    char *msg, size_t msg_len)
 {
 	static const char *const chains[][4] = {
 	    {"OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN", "OSS_*"},
 	    {"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
 	     "ALIBABA_CLOUD_SECURITY_TOKEN", "ALIBABA_CLOUD_*"},
 	};
+	struct http_config hc = {cfg->ca_file, cfg->insecure_tls, cfg->retries,
+				 cfg->connect_timeout_ms, cfg->request_timeout_ms};
+	struct key_source src;
+	struct creds c = {0};
+	const char *from = OSS_PASSWD_DEFAULT;
+	int err;
 
 	/* a secret directory or a passwd file named on the command line wins */
 	if (a->creds_dir) {
-		*from = a->creds_dir;
-		if (!(s->creds_dir = strdup(a->creds_dir)))
+		struct dir_src *d = calloc(1, sizeof(*d));
+		if (!d || !(d->dir = strdup(a->creds_dir))) {
+			free(d);
 			return -ENOMEM;
-		pthread_mutex_init(&s->keys_lock, NULL);
-		s->keys_checked_ms = mono_ms();
-		return dir_load(s, msg, msg_len);
+		}
+		snprintf(d->what, sizeof(d->what), "creds_dir %s", a->creds_dir);
+		src = (struct key_source){d->what, dir_fetch, dir_release, d, 1000};
+		return keyring_open(&src, &s->keys, msg, msg_len);
 	}
 	if (a->passwd_file) {
-		*from = a->passwd_file;
-		return passwd_load(a->passwd_file, 1, s->bucket, s, msg, msg_len);
+		if ((err = passwd_load(a->passwd_file, 1, s->bucket, &c, msg, msg_len)))
+			goto fail;
+		log_debug("credentials: %s", a->passwd_file);
+		return keyring_fixed(&c, &s->keys);
 	}
 	for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
 		const char *ak = backend_getenv(chains[i][0]), *sk = backend_getenv(chains[i][1]);
@@ -325,14 +347,33 @@ static int creds_of(const struct oss_args *a, struct s3 *s, const char **from, c
 				 ak ? chains[i][1] : chains[i][0]);
 			return -EINVAL;
 		}
-		s->access_key = strdup(ak);
-		s->secret_key = strdup(sk);
-		s->session_token = tok ? strdup(tok) : NULL;
-		*from = chains[i][3];
-		return s->access_key && s->secret_key && (!tok || s->session_token) ? 0 : -ENOMEM;
+		c.access_key = strdup(ak);
+		c.secret_key = strdup(sk);
+		c.session_token = tok ? strdup(tok) : NULL;
+		if (!c.access_key || !c.secret_key || (tok && !c.session_token)) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		log_debug("credentials: %s", chains[i][3]);
+		return keyring_fixed(&c, &s->keys);
 	}
-	*from = OSS_PASSWD_DEFAULT;
-	return passwd_load(*from, 0, s->bucket, s, msg, msg_len);
+	if ((err = tempcreds_source(TC_ALI_OIDC, &hc, &src, msg, msg_len)) != 1)
+		return err ? err : keyring_open(&src, &s->keys, msg, msg_len);
+	if ((err = passwd_load(from, 0, s->bucket, &c, msg, msg_len)))
+		goto fail;
+	if (!c.access_key && (err = tempcreds_source(TC_ALI_ECS, &hc, &src, msg, msg_len)) != 1) {
+		char why[512] = "";
+		if (err)
+			return err;
+		if (keyring_open(&src, &s->keys, why, sizeof(why)) == 0)
+			return 0;
+		log_debug("no ECS RAM role (%s)", why); /* off ECS: a public bucket */
+	}
+	log_debug("credentials: %s", c.access_key ? from : "none (anonymous requests)");
+	return keyring_fixed(&c, &s->keys);
+fail:
+	creds_free(&c);
+	return err;
 }
 
 static void iso_now(char out[17])
@@ -359,7 +400,8 @@ static int signed_path(const struct s3 *s, const char *path, char *out, size_t l
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-static int oss_sign_v4(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+static int oss_sign_v4(struct s3 *s, const struct s3_req *r, const struct keyset *k,
+		       struct http_headers *h)
 {
 	char date[17], authz[1024], path[4200];
 	struct sigv4_header sh[4];
@@ -369,16 +411,16 @@ static int oss_sign_v4(struct s3 *s, const struct s3_req *r, struct http_headers
 	iso_now(date);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-date: %s", date);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-content-sha256: UNSIGNED-PAYLOAD");
-	if (!s->access_key)
+	if (!k)
 		return 0;
 	sh[n++] = (struct sigv4_header){"x-oss-date", date};
 	sh[n++] = (struct sigv4_header){"x-oss-content-sha256", "UNSIGNED-PAYLOAD"};
 	if (r->ranged)
 		sh[n++] = (struct sigv4_header){"x-oss-range-behavior", "standard"};
-	if (s->session_token) {
-		sh[n++] = (struct sigv4_header){"x-oss-security-token", s->session_token};
+	if (k->session_token) {
+		sh[n++] = (struct sigv4_header){"x-oss-security-token", k->session_token};
 		if (snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-security-token: %s",
-			     s->session_token) >= HTTP_HEADER_MAX)
+			     k->session_token) >= HTTP_HEADER_MAX)
 			return -ENAMETOOLONG;
 	}
 	if ((err = signed_path(s, r->path, path, sizeof(path))) != 0)
@@ -395,8 +437,8 @@ static int oss_sign_v4(struct s3 *s, const struct s3_req *r, struct http_headers
 		    .amz_date = date,
 		    .region = s->region,
 		    .service = "oss",
-		    .access_key = s->access_key,
-		    .secret_key = s->secret_key,
+		    .access_key = k->access_key,
+		    .secret_key = k->secret_key,
 		};
 		err = sigv4_sign(&req, authz, sizeof(authz), NULL, 0);
 		if (err)
@@ -409,7 +451,8 @@ static int oss_sign_v4(struct s3 *s, const struct s3_req *r, struct http_headers
 /* V1: "OSS AK:base64(HMAC-SHA1(SK, VERB\n\n\nDate\n x-oss-headers resource))",
  * the resource the raw "/bucket/key" and, of our query, only the signed
  * sub-resource continuation-token. */
-static int oss_sign_v1(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+static int oss_sign_v1(struct s3 *s, const struct s3_req *r, const struct keyset *k,
+		       struct http_headers *h)
 {
 	char date[64], path[4200], res[8400], sts[9000], tok[2048] = "";
 	unsigned char mac[20];
@@ -423,7 +466,7 @@ static int oss_sign_v1(struct s3 *s, const struct s3_req *r, struct http_headers
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Date: %s", date);
-	if (!s->access_key)
+	if (!k)
 		return 0;
 	if ((err = signed_path(s, r->path, path, sizeof(path))) != 0 ||
 	    (err = uri_decode(path, strlen(path), res, sizeof(res) - 2100, NULL)) != 0)
@@ -436,40 +479,25 @@ static int oss_sign_v1(struct s3 *s, const struct s3_req *r, struct http_headers
 		strcat(res, "?continuation-token=");
 		strcat(res, tok);
 	}
-	if (s->session_token)
-		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-security-token: %s", s->session_token);
+	if (k->session_token)
+		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-oss-security-token: %s", k->session_token);
 	n = snprintf(sts, sizeof(sts), "%s\n\n\n%s\n%s%s%s%s%s", r->method, date,
 		     r->ranged ? "x-oss-range-behavior:standard\n" : "",
-		     s->session_token ? "x-oss-security-token:" : "",
-		     s->session_token ? s->session_token : "", s->session_token ? "\n" : "", res);
+		     k->session_token ? "x-oss-security-token:" : "",
+		     k->session_token ? k->session_token : "", k->session_token ? "\n" : "", res);
 	if (n < 0 || (size_t)n >= sizeof(sts))
 		return -ENAMETOOLONG;
-	HMAC(EVP_sha1(), s->secret_key, (int)strlen(s->secret_key), (unsigned char *)sts,
+	HMAC(EVP_sha1(), k->secret_key, (int)strlen(k->secret_key), (unsigned char *)sts,
 	     (size_t)n, mac, &mlen);
 	EVP_EncodeBlock((unsigned char *)b64, mac, (int)mlen);
-	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Authorization: OSS %s:%s", s->access_key, b64);
+	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "Authorization: OSS %s:%s", k->access_key, b64);
 	return 0;
 }
 
-static int oss_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+static int oss_sign(struct s3 *s, const struct s3_req *r, const struct keyset *k,
+		    struct http_headers *h)
 {
-	int err;
-
-	if (!s->creds_dir)
-		return s->sigv1 ? oss_sign_v1(s, r, h) : oss_sign_v4(s, r, h);
-	/* a rotated secret: looked at once a second, the old keys kept while
-	 * the new files are half written */
-	pthread_mutex_lock(&s->keys_lock);
-	if (mono_ms() - s->keys_checked_ms >= 1000) {
-		char was[sizeof(s->keys_seen)];
-		memcpy(was, s->keys_seen, sizeof(was));
-		s->keys_checked_ms = mono_ms();
-		if (dir_load(s, NULL, 0) == 0 && strcmp(was, s->keys_seen) != 0)
-			log_info("creds_dir %s changed: signing with the keys now there", s->creds_dir);
-	}
-	err = s->sigv1 ? oss_sign_v1(s, r, h) : oss_sign_v4(s, r, h);
-	pthread_mutex_unlock(&s->keys_lock);
-	return err;
+	return s->sigv1 ? oss_sign_v1(s, r, k, h) : oss_sign_v4(s, r, k, h);
 }
 
 static const struct s3_flavor oss_flavor = {"oss", oss_sign, "x-oss-range-behavior: standard",
@@ -481,7 +509,6 @@ static int oss_open(const char *source, const struct backend_config *cfg, struct
 	struct oss_args a;
 	struct s3 *s;
 	char *prefix = NULL, *endpoint = NULL;
-	const char *from = "";
 	int err;
 
 	if ((err = oss_args(cfg, &a, msg, msg_len)))
@@ -534,9 +561,8 @@ static int oss_open(const char *source, const struct backend_config *cfg, struct
 	if (err || (err = backend_base_name(&s->base, "oss://%s@%s", s->bucket, endpoint)) ||
 	    (err = backend_base_what(&s->base, "bucket '%s'", s->bucket)))
 		goto out_err;
-	if ((err = creds_of(&a, s, &from, msg, msg_len)))
+	if ((err = oss_keys(&a, cfg, s, msg, msg_len)))
 		goto out_err;
-	log_debug("credentials: %s", s->access_key ? from : "none (anonymous requests)");
 	free(endpoint);
 	free(prefix);
 	*out = &s->base;
@@ -566,7 +592,12 @@ const struct backend_ops backend_oss = {
 	    "  path_style, virtual_host  bucket in the path / the host (path style for IPs)\n"
 	    "  Credentials: creds_dir= or passwd_file=, else OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET\n"
 	    "  [/OSS_SESSION_TOKEN], else ALIBABA_CLOUD_ACCESS_KEY_ID/..._SECRET\n"
-	    "  [/ALIBABA_CLOUD_SECURITY_TOKEN], else /etc/passwd-ossfs; none: anonymous.\n",
+	    "  [/ALIBABA_CLOUD_SECURITY_TOKEN], else a pod's OIDC token (RRSA:\n"
+	    "  ALIBABA_CLOUD_OIDC_TOKEN_FILE, ALIBABA_CLOUD_ROLE_ARN, ..._OIDC_PROVIDER_ARN;\n"
+	    "  STS at ALIBABA_CLOUD_STS_ENDPOINT or sts.aliyuncs.com), else /etc/passwd-ossfs,\n"
+	    "  else the ECS instance's RAM role (ALIBABA_CLOUD_ECS_METADATA names it;\n"
+	    "  ALIBABA_CLOUD_ECS_METADATA_DISABLED=true: not asked); none: anonymous.\n"
+	    "  Temporary keys are renewed before they expire.\n",
     .options = oss_options,
     .open = oss_open,
     .close = s3core_close,

@@ -8,6 +8,7 @@
  */
 #include "backend.h"
 #include "creds.h"
+#include "tempcreds.h"
 #include "http.h"
 #include "log.h"
 #include "s3core.h"
@@ -46,7 +47,8 @@ static void amz_now(char out[17])
 }
 
 /* SigV4 headers of AWS: x-amz-date, the payload hash, the session token. */
-static int s3_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
+static int s3_sign(struct s3 *s, const struct s3_req *r, const struct keyset *k,
+		   struct http_headers *h)
 {
 	char date[17], authz[1024];
 	struct sigv4_header sh[4];
@@ -56,15 +58,15 @@ static int s3_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
 	amz_now(date);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-amz-content-sha256: %s", SIGV4_EMPTY_SHA256);
 	snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-amz-date: %s", date);
-	if (!s->access_key)
+	if (!k)
 		return 0;
 	sh[n++] = (struct sigv4_header){"host", s->host_hdr};
 	sh[n++] = (struct sigv4_header){"x-amz-content-sha256", SIGV4_EMPTY_SHA256};
 	sh[n++] = (struct sigv4_header){"x-amz-date", date};
-	if (s->session_token) {
-		sh[n++] = (struct sigv4_header){"x-amz-security-token", s->session_token};
+	if (k->session_token) {
+		sh[n++] = (struct sigv4_header){"x-amz-security-token", k->session_token};
 		if (snprintf(h->v[h->n++], HTTP_HEADER_MAX, "x-amz-security-token: %s",
-			     s->session_token) >= HTTP_HEADER_MAX)
+			     k->session_token) >= HTTP_HEADER_MAX)
 			return -ENAMETOOLONG;
 	}
 	{
@@ -79,8 +81,8 @@ static int s3_sign(struct s3 *s, const struct s3_req *r, struct http_headers *h)
 		    .amz_date = date,
 		    .region = s->region,
 		    .service = "s3",
-		    .access_key = s->access_key,
-		    .secret_key = s->secret_key,
+		    .access_key = k->access_key,
+		    .secret_key = k->secret_key,
 		};
 		err = sigv4_sign(&req, authz, sizeof(authz), NULL, 0);
 		if (err)
@@ -105,7 +107,13 @@ static int s3_prepare(void *arg, struct http_headers *h)
 		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "If-Match: \"%s\"", r->if_match);
 	if (r->ranged && s->fl->range_header)
 		snprintf(h->v[h->n++], HTTP_HEADER_MAX, "%s", s->fl->range_header);
-	return s->fl->sign(s, r, h);
+	{
+		const struct keyset *k = s->keys ? keyring_get(s->keys) : NULL;
+		int err = s->fl->sign(s, r, k, h);
+		if (k)
+			keyring_put(s->keys, k);
+		return err;
+	}
 }
 
 /* Build "/bucket/enc(key)" (or "/enc(key)" virtual-host) into @path. */
@@ -270,11 +278,41 @@ static int s3_args(const struct backend_config *cfg, struct s3_args *a, char *ms
 	return 0;
 }
 
+/* The keys, in the order of the AWS SDKs: -o creds_file, the AWS_* keys,
+ * a pod's web identity (IRSA), the shared credentials file, the instance's
+ * role (IMDSv2); none of those: anonymous requests. */
+static int s3_keys(const struct s3_args *a, const struct backend_config *cfg, struct s3 *s,
+		   char *msg, size_t msg_len)
+{
+	struct http_config hc = {cfg->ca_file, cfg->insecure_tls, cfg->retries,
+				 cfg->connect_timeout_ms, cfg->request_timeout_ms};
+	struct key_source src;
+	struct creds cr = {0};
+	int err;
+
+	if (!a->creds_file && !backend_getenv("AWS_ACCESS_KEY_ID") &&
+	    (err = tempcreds_source(TC_AWS_WEB_IDENTITY, &hc, &src, msg, msg_len)) != 1)
+		return err ? err : keyring_open(&src, &s->keys, msg, msg_len);
+	if ((err = creds_load(a->creds_file, a->profile, &cr, msg, msg_len)))
+		return err;
+	if (!cr.access_key && (err = tempcreds_source(TC_AWS_IMDS, &hc, &src, msg, msg_len)) != 1) {
+		char why[512] = "";
+		if (err)
+			return err;
+		err = keyring_open(&src, &s->keys, why, sizeof(why));
+		if (!err)
+			return 0;
+		/* off EC2 there is no such service: a public bucket */
+		log_debug("no instance role (%s): anonymous requests", why);
+	}
+	log_debug("credentials: %s", cr.source);
+	return keyring_fixed(&cr, &s->keys);
+}
+
 static int s3_open(const char *source, const struct backend_config *cfg, struct backend **out,
 		   char *msg, size_t msg_len)
 {
 	struct s3_args a;
-	struct creds cr = {0};
 	struct s3 *s;
 	char default_ep[128], *prefix = NULL;
 	const char *endpoint;
@@ -316,20 +354,13 @@ static int s3_open(const char *source, const struct backend_config *cfg, struct 
 	    (err = backend_base_what(&s->base, "bucket '%s'", s->bucket)))
 		goto out_err;
 
-	if ((err = creds_load(a.creds_file, a.profile, &cr, msg, msg_len)))
+	if ((err = s3_keys(&a, cfg, s, msg, msg_len)))
 		goto out_err;
-	log_debug("credentials: %s", cr.source);
-	/* taken over, not copied: creds_free wipes what it still holds */
-	s->access_key = cr.access_key;
-	s->secret_key = cr.secret_key;
-	s->session_token = cr.session_token;
-	cr.access_key = cr.secret_key = cr.session_token = NULL;
 	free(prefix);
 	*out = &s->base;
 	return 0;
 
 out_err:
-	creds_free(&cr);
 	free(prefix);
 	s3core_close(&s->base);
 	return err;
@@ -344,14 +375,7 @@ void s3core_close(struct backend *be)
 	http_close(s->http);
 	free(s->bucket);
 	free(s->region);
-	free(s->access_key);
-	if (s->secret_key)
-		memset(s->secret_key, 0, strlen(s->secret_key));
-	free(s->secret_key);
-	free(s->session_token);
-	if (s->creds_dir)
-		pthread_mutex_destroy(&s->keys_lock);
-	free(s->creds_dir);
+	keyring_close(s->keys);
 	backend_base_free(&s->base);
 	free(s);
 }
@@ -749,8 +773,12 @@ const struct backend_ops backend_s3 = {
 	    "  creds_file=PATH        AWS shared-credentials file (after the AWS_* environment)\n"
 	    "  profile=NAME           profile in it (default $AWS_PROFILE, default)\n"
 	    "  Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then\n"
-	    "  creds_file, then $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials (profile\n"
-	    "  $AWS_PROFILE); none means anonymous requests.\n",
+	    "  creds_file; then a pod's web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE +\n"
+	    "  AWS_ROLE_ARN, STS at AWS_ENDPOINT_URL_STS or sts.$AWS_REGION.amazonaws.com),\n"
+	    "  then $AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials (profile $AWS_PROFILE),\n"
+	    "  then the EC2 instance's role (IMDSv2; AWS_EC2_METADATA_DISABLED=true: not\n"
+	    "  asked); none means anonymous requests. Temporary keys are renewed before\n"
+	    "  they expire.\n",
     .options = s3_options,
     .open = s3_open,
     .close = s3core_close,

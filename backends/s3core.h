@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "http.h"
+#include "keys.h"
 #include "uri.h"
 
 struct s3;
@@ -21,8 +22,10 @@ struct s3_req;
 struct s3_flavor {
 	const char *scheme; /* "s3", "oss": in messages */
 	/* Add the date, credentials and Authorization headers to @h (Host and
-	 * If-Match are there already), for this attempt. */
-	int (*sign)(struct s3 *s, const struct s3_req *r, struct http_headers *h);
+	 * If-Match are there already), for this attempt, with @k (NULL:
+	 * anonymous, the date only). */
+	int (*sign)(struct s3 *s, const struct s3_req *r, const struct keyset *k,
+		    struct http_headers *h);
 	const char *range_header; /* "Name: value" on ranged GETs, or NULL */
 	/* listings ask for encoding-type=url (keys, prefixes and tokens come
 	 * percent-encoded, so a key XML 1.0 cannot carry still lists) */
@@ -36,13 +39,7 @@ struct s3 {
 	struct uri_endpoint ep;
 	char *bucket;
 	char *region;
-	char *access_key, *secret_key, *session_token; /* NULL: anonymous */
-	/* OSS creds_dir=: the keys are re-read when the files change; then the
-	 * three above are protected by keys_lock (signers take it) */
-	char *creds_dir;
-	pthread_mutex_t keys_lock;
-	char keys_seen[256];       /* the files' identities when last read */
-	uint64_t keys_checked_ms;  /* monotonic; protected by keys_lock */
+	struct keyring *keys; /* what requests are signed with (anonymous: none) */
 	int path_style;
 	int no_etag_match;
 	int sigv1;          /* OSS: the old signature (HMAC-SHA1) */

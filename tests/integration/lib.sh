@@ -15,6 +15,10 @@ S3RVER=${S3RVER:-/opt/s3rver/node_modules/.bin/s3rver}
 export S3_KEY=S3RVER S3_SECRET=S3RVER S3_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
 unset AWS_SESSION_TOKEN AWS_PROFILE AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION
+unset AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN ALIBABA_CLOUD_OIDC_TOKEN_FILE ALIBABA_CLOUD_ROLE_ARN
+# no instance metadata service is asked (an anonymous mount would): traffic
+# stays on 127.0.0.1; t_creds.sh points them at its fake
+export AWS_EC2_METADATA_DISABLED=true ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
 
 WORK=$(mktemp -d /var/tmp/modelfs-test.XXXXXX)
 PASS=0

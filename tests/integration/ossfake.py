@@ -12,6 +12,8 @@ and answering OSS's error XML. Written from OSS's documentation
        OSSFAKE_SKEW=SEC        the server's clock is off by SEC (RequestTimeTooSkewed)
        OSSFAKE_LOG=FILE        one JSON line per signed request: what a signer needs
        OSSFAKE_KEYS=FILE       "AK:SK" read from FILE at every request (key rotation)
+       OSSFAKE_STS=FILE        also the temporary keys credfake.py issued (its STATE):
+                               each with its x-oss-security-token, until it expires
        OSSFAKE_VHOST=SUFFIX    a Host BUCKET+SUFFIX names the bucket (virtual-host style)
        OSSFAKE_THROTTLE=N      the first N object GETs get 503 with x-oss-qos-delay-time: 500;
                                the gap before each retry goes to OSSFAKE_THROTTLE_LOG
@@ -25,6 +27,7 @@ SKEW = int(os.environ.get("OSSFAKE_SKEW", "0"))
 REGION = os.environ.get("OSSFAKE_REGION")  # the bucket's region: V4 must sign with it
 LOG = os.environ.get("OSSFAKE_LOG")
 KEYS = os.environ.get("OSSFAKE_KEYS")
+STS = os.environ.get("OSSFAKE_STS")
 VHOST = os.environ.get("OSSFAKE_VHOST")  # ".oss.localhost": Host BUCKET.oss.localhost is virtual-host style
 THROTTLE = [int(os.environ.get("OSSFAKE_THROTTLE", "0"))]
 THROTTLE_LOG = os.environ.get("OSSFAKE_THROTTLE_LOG")
@@ -55,6 +58,23 @@ def canonical_query(raw):
     return "&".join(k if v == "" else k + "=" + v for k, v in out)
 
 
+def secret_of(ak, headers):
+    """The secret of @ak: the fixed pair's, or a temporary key's while it lives."""
+    if ak == AK:
+        return SK
+    if STS and os.path.exists(STS):
+        with open(STS) as f:
+            rec = json.load(f).get(ak)
+        if rec:
+            if headers.get("x-oss-security-token") != rec["token"]:
+                raise OssError(403, "InvalidAccessKeyId", "The security token you provided is invalid.")
+            if time.time() >= rec["expires"]:
+                raise OssError(403, "SecurityTokenExpired", "The security token you provided has expired.")
+            return rec["sk"]
+    raise OssError(403, "InvalidAccessKeyId",
+                   "The OSS Access Key Id you provided does not exist in our records.")
+
+
 def check_v4(method, bucket, key, raw_query, headers, auth):
     fields = {}
     for part in auth[len("OSS4-HMAC-SHA256 "):].split(","):
@@ -65,9 +85,7 @@ def check_v4(method, bucket, key, raw_query, headers, auth):
     cred = fields.get("Credential", "").split("/")
     if len(cred) != 5 or cred[3] != "oss" or cred[4] != "aliyun_v4_request":
         raise OssError(400, "InvalidArgument", "bad Credential")
-    if cred[0] != AK:
-        raise OssError(403, "InvalidAccessKeyId",
-                       "The OSS Access Key Id you provided does not exist in our records.")
+    sk = secret_of(cred[0], headers)
     date = headers.get("x-oss-date", "")
     try:
         t = calendar.timegm(time.strptime(date, "%Y%m%dT%H%M%SZ"))
@@ -89,7 +107,7 @@ def check_v4(method, bucket, key, raw_query, headers, auth):
                       ";".join(sorted(extra)), headers.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD")])
     scope = "/".join(cred[1:])
     sts = "OSS4-HMAC-SHA256\n%s\n%s\n%s" % (date, scope, hashlib.sha256(creq.encode()).hexdigest())
-    k = ("aliyun_v4" + SK).encode()
+    k = ("aliyun_v4" + sk).encode()
     for m in (cred[1], cred[2], "oss", "aliyun_v4_request"):
         k = hmac.new(k, m.encode(), hashlib.sha256).digest()
     want = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
@@ -98,14 +116,12 @@ def check_v4(method, bucket, key, raw_query, headers, auth):
                        "The request signature we calculated does not match the signature you provided.")
     return {"v": 4, "method": method, "bucket": bucket, "key": key, "query": raw_query,
             "headers": {h: headers[h] for h in names if h in headers},
-            "additional": extra, "region": cred[2], "authorization": auth}
+            "additional": extra, "region": cred[2], "authorization": auth, "ak": cred[0]}
 
 
 def check_v1(method, bucket, key, params, headers, auth):
     ak, _, sig = auth[4:].partition(":")
-    if ak != AK:
-        raise OssError(403, "InvalidAccessKeyId",
-                       "The OSS Access Key Id you provided does not exist in our records.")
+    sk = secret_of(ak, headers)
     date = headers.get("x-oss-date") or headers.get("date", "")
     try:
         t = email.utils.parsedate_to_datetime(date).timestamp()
@@ -121,7 +137,7 @@ def check_v1(method, bucket, key, params, headers, auth):
         res += "?" + "&".join(k + ("=" + v if v else "") for k, v in sub)
     sts = "%s\n%s\n%s\n%s\n%s%s" % (method, headers.get("content-md5", ""),
                                     headers.get("content-type", ""), date, oss_hdrs, res)
-    want = base64.b64encode(hmac.new(SK.encode(), sts.encode(), hashlib.sha1).digest()).decode()
+    want = base64.b64encode(hmac.new(sk.encode(), sts.encode(), hashlib.sha1).digest()).decode()
     if not hmac.compare_digest(want, sig):
         raise OssError(403, "SignatureDoesNotMatch",
                        "The request signature we calculated does not match the signature you provided.")

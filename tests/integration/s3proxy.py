@@ -34,7 +34,11 @@ time with a request to the proxy itself:
   slow object among healthy ones).
 
   s3proxy.py LISTEN_PORT UPSTREAM_PORT [PORTFILE]
-Credentials: S3_KEY / S3_SECRET (default S3RVER / S3RVER).
+Credentials: S3_KEY / S3_SECRET (default S3RVER / S3RVER); with S3PROXY_STS=FILE
+also the temporary keys credfake.py issued (its STATE), each with its
+x-amz-security-token until it expires (403 ExpiredToken after): such a
+request is checked here and passed upstream unsigned, and its key id is
+appended to FILE.used.
 """
 import hashlib
 import hmac
@@ -50,6 +54,7 @@ import time
 import urllib.parse
 
 KEYS = {os.environ.get("S3_KEY", "S3RVER"): os.environ.get("S3_SECRET", "S3RVER")}
+STS = os.environ.get("S3PROXY_STS")
 UPSTREAM = ("127.0.0.1", int(sys.argv[2]))
 fault = {"mode": "none", "count": -1, "delay": 0.0}
 lock = threading.Lock()
@@ -85,6 +90,15 @@ def check_signature(method, raw_path, headers):
         cred = fields["Credential"].split("/")
         signed = fields["SignedHeaders"].split(";")
         secret = KEYS.get(cred[0])
+        if secret is None and STS and os.path.exists(STS):
+            import json
+            with open(STS) as f:
+                rec = json.load(f).get(cred[0])
+            if not rec or headers.get("x-amz-security-token") != rec["token"]:
+                return False
+            if time.time() >= rec["expires"]:
+                return "expired"
+            secret = rec["sk"]
         if algo != "AWS4-HMAC-SHA256" or secret is None:
             return False
         path, _, query = raw_path.partition("?")
@@ -99,7 +113,13 @@ def check_signature(method, raw_path, headers):
         for part in cred[1:]:
             k = hmac.new(k, part.encode(), hashlib.sha256).digest()
         want = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(want, fields["Signature"])
+        if not hmac.compare_digest(want, fields["Signature"]):
+            return False
+        if cred[0] not in KEYS:
+            with open(STS + ".used", "a") as f:
+                f.write(cred[0] + "\n")
+            return "temporary"
+        return True
     except (KeyError, ValueError, IndexError):
         return False
 
@@ -176,7 +196,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             stats["requests"] += 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        if not check_signature(self.command, self.path, self.headers):
+        verdict = check_signature(self.command, self.path, self.headers)
+        if verdict == "expired":
+            msg = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
+                   b'<Message>The provided token has expired.</Message></Error>')
+            self.send_answer(403, [("Content-Length", str(len(msg)))], msg)
+            return
+        self.temporary = verdict == "temporary"
+        if not verdict:
             with lock:
                 stats["bad_signatures"] += 1
             msg = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch'
@@ -223,6 +250,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(delay)
         up = http.client.HTTPConnection(*UPSTREAM, timeout=120)
         hdrs = {k: v for k, v in self.headers.items()}
+        if getattr(self, "temporary", False):
+            # checked here; s3rver knows one key id (and checks no signature)
+            hdrs = {k: v for k, v in hdrs.items() if k.lower() != "x-amz-security-token"}
+            for k in hdrs:
+                if k.lower() == "authorization":
+                    hdrs[k] = re.sub(r"Credential=[^/]+/", "Credential=%s/" % next(iter(KEYS)), hdrs[k])
         up.request(self.command, self.path, body=body, headers=hdrs)
         resp = up.getresponse()
         self.send_response(resp.status)
