@@ -614,21 +614,22 @@ static int manifest_command(int argc, char **argv)
 	return 0;
 }
 
-/* modelfs csi ...: the CSI node plugin, a binary of its own beside this one
- * (only it links gRPC). */
-static int csi_command(int argc, char **argv)
+/* modelfs csi ... / modelfs fluid ...: the CSI node plugin and Fluid's FUSE
+ * entrypoint, binaries of their own beside this one (only they link gRPC
+ * or read Fluid's config; they run this one for each mount). */
+static int exec_beside(char **argv, const char *binary)
 {
 	char self[4096], *slash;
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 16);
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 32);
 
 	if (n <= 0 || !(slash = memrchr(self, '/', (size_t)n))) {
-		fprintf(stderr, "modelfs csi: cannot find this binary's directory\n");
+		fprintf(stderr, "modelfs %s: cannot find this binary's directory\n", argv[1]);
 		return 1;
 	}
-	strcpy(slash, "/modelfs-csi");
+	snprintf(slash, sizeof(self) - (size_t)(slash - self), "/%s", binary);
 	argv[1] = self;
 	execv(self, argv + 1);
-	fprintf(stderr, "modelfs csi: %s: %s\n", self, strerror(errno));
+	fprintf(stderr, "modelfs: %s: %s\n", self, strerror(errno));
 	return 1;
 }
 
@@ -675,7 +676,9 @@ int main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "upgrade") == 0)
 		return ctl_upgrade(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "csi") == 0)
-		return csi_command(argc, argv);
+		return exec_beside(argv, "modelfs-csi");
+	if (argc >= 2 && strcmp(argv[1], "fluid") == 0)
+		return exec_beside(argv, "modelfs-fluid");
 	if (argc >= 2 && strcmp(argv[1], "__holder") == 0)
 		return holder_main(argc, argv);
 	if (opts_parse(argc, argv, &o, &fargs, msg, sizeof(msg))) {

@@ -637,7 +637,9 @@ void opts_usage(const char *prog)
 	       "For http(s)://:  %s manifest [--sha256] DIR > DIR/modelfs-manifest.json\n"
 	       "Kubernetes:      %s csi --endpoint unix:///csi/csi.sock --node-id NODE  (the CSI\n"
 	       "                 node plugin, modelfs-csi; docs/kubernetes.md)\n"
+	       "                 %s fluid [CONFIG]  (Fluid ThinRuntime's FUSE entrypoint,\n"
+	       "                 modelfs-fluid: mounts /etc/fluid/config/config.json's mounts)\n"
 	       "Exit status: 0 mounted; 2 bad option or SOURCE, 3 no such bucket or prefix,\n"
 	       "4 access denied, 5 store unreachable, 1 anything else (one line on stderr).\n",
-	       prog, prog, prog, prog, prog, prog, prog, prog);
+	       prog, prog, prog, prog, prog, prog, prog, prog, prog);
 }
