@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "creds.h"
+#include "keys.h"
 
 static char tmpdir[] = "/tmp/modelfs-test-creds-XXXXXX";
 static char home[300], home_aws[320], home_file[340], shared_file[300], given_file[300];
@@ -350,6 +352,100 @@ static void test_load_errors(void)
 	}
 }
 
+/* A scripted key source: each fetch gives "AK<n>" living @life_ms, or fails
+ * while @down, or says "unchanged" while @same. */
+struct script {
+	int n, down, same;
+	int64_t life_ms;
+};
+
+static int64_t now_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int script_fetch(void *arg, struct creds *out, int64_t *expires, char *msg, size_t len)
+{
+	struct script *s = arg;
+	char ak[32];
+
+	if (s->down) {
+		snprintf(msg, len, "the STS is down");
+		return -ECONNREFUSED;
+	}
+	if (s->same)
+		return 1;
+	snprintf(ak, sizeof(ak), "AK%d", ++s->n);
+	out->access_key = strdup(ak);
+	out->secret_key = strdup("sk");
+	*expires = s->life_ms ? now_wall_ms() + s->life_ms : 0;
+	return 0;
+}
+
+static void test_keyring(void)
+{
+	struct script sc = {.life_ms = 600};
+	struct key_source src = {"script", script_fetch, NULL, &sc, 0};
+	struct keyring *r;
+	const struct keyset *k, *held;
+	char msg[256] = "";
+
+	/* a third of the lifetime ahead, at most 5 minutes */
+	CHECK(keys_refresh_at(0, 6000) == 4000);
+	CHECK(keys_refresh_at(0, 3600000) == 3600000 - 300000);
+	CHECK(keys_refresh_at(1000, 500) == 500); /* expired already: now */
+
+	CHECK(keyring_open(&src, &r, msg, sizeof(msg)) == 0);
+	held = keyring_get(r);
+	CHECK_STR(held->access_key, "AK1");
+	k = keyring_get(r);
+	CHECK_STR(k->access_key, "AK1"); /* not due: no fetch */
+	keyring_put(r, k);
+	CHECK(sc.n == 1);
+	usleep(450 * 1000); /* past 2/3 of the life: due */
+	k = keyring_get(r);
+	CHECK_STR(k->access_key, "AK2");
+	keyring_put(r, k);
+	CHECK_STR(held->access_key, "AK1"); /* a signer's keys stay whole until put */
+	keyring_put(r, held);
+
+	/* the source down: the keys in hand go on until they expire */
+	sc.down = 1;
+	usleep(450 * 1000);
+	k = keyring_get(r);
+	CHECK_STR(k->access_key, "AK2");
+	keyring_put(r, k);
+	sc.down = 0;
+	usleep(1100 * 1000); /* the retry after a failure: 1 s */
+	k = keyring_get(r);
+	CHECK_STR(k->access_key, "AK3");
+	keyring_put(r, k);
+	keyring_close(r);
+
+	/* a file source: looked at again every recheck_ms, "unchanged" keeps them */
+	sc = (struct script){0};
+	src.recheck_ms = 50;
+	CHECK(keyring_open(&src, &r, msg, sizeof(msg)) == 0);
+	sc.same = 1;
+	usleep(80 * 1000);
+	k = keyring_get(r);
+	CHECK_STR(k->access_key, "AK1");
+	keyring_put(r, k);
+	sc.same = 0;
+	usleep(80 * 1000);
+	k = keyring_get(r);
+	CHECK_STR(k->access_key, "AK2");
+	keyring_put(r, k);
+	keyring_close(r);
+
+	/* the first fetch must work */
+	sc.down = 1;
+	CHECK(keyring_open(&src, &r, msg, sizeof(msg)) == -ECONNREFUSED);
+	CHECK(strstr(msg, "down") != NULL);
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -370,6 +466,7 @@ int main(void)
 	test_load_anonymous();
 	test_load_order();
 	test_load_errors();
+	test_keyring();
 
 	unlink(home_file);
 	unlink(shared_file);
