@@ -116,6 +116,7 @@ CRED_AWS_PID=$(cat "$WORK/cred.pid.aws")
 kill "$CRED_AWS_PID"
 wait "$CRED_AWS_PID" 2>/dev/null
 sleep $((LIFE + 1))
+drop_caches # the reader's last pass is in the page cache
 t0=$(date +%s)
 timeout 30 cat "$WORK/irsa/model.bin" >/dev/null 2>"$WORK/cat.err"
 rc=$?
