@@ -33,7 +33,7 @@ struct tc {
 	char *role_arn, *provider_arn, *session;
 	char *role;       /* the instance's role, once known (metadata kinds) */
 	int asked;        /* a first fetch was made: later ones get retries */
-	char what[200];
+	char what[600];
 };
 
 static void tc_free(void *arg)
