@@ -35,6 +35,9 @@
 
 #include <jansson.h>
 
+/* more than a node runs: a config that asks for more is broken */
+#define MOUNTS_MAX 256
+
 #define CONFIG_MAX_BYTES (16u << 20)
 #define SECRET_MAX_BYTES (64u << 10)
 #define TERM_GRACE_DEFAULT_S 25
@@ -181,7 +184,8 @@ static int read_secret(struct ctx *c, const char *what, const char *path, char *
 		err = fail(c, "%s: the secret's path %s has '.' or '..' in it", what, path);
 		goto out;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC); /* a Secret's keys are symlinks into ..data */
+	/* a Secret's keys are symlinks into ..data; O_NONBLOCK: a FIFO does not hang us */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0 || fstat(fd, &st) != 0) {
 		err = -errno;
 		fail(c, "%s: cannot read the secret %s: %s", what, path, strerror(errno));
@@ -503,6 +507,13 @@ static int parse_source(struct ctx *c, const char *where, const char *mp, char *
 			    where, mp);
 	memcpy(scheme, mp, n);
 	scheme[n] = '\0';
+	{
+		/* a password in the URL would go on the daemon's command line */
+		size_t auth = strcspn(sep + 3, "/?#");
+		if (memchr(sep + 3, '@', auth))
+			return fail(c, "%s: mountPoint has a user or password in it (%s://USER@...): "
+				       "give credentials as options from a Secret", where, scheme);
+	}
 	if (strcmp(scheme, "local") == 0) {
 		/* Fluid's name for a directory of the FUSE container (a hostPath) */
 		strcpy(scheme, "file");
@@ -732,16 +743,17 @@ static int load_mount(struct ctx *c, json_t *root, json_t *jm, size_t i, size_t 
 	json_t *jmp = json_object_get(jm, "mountPoint"), *jname = json_object_get(jm, "name");
 	json_t *jpath = json_object_get(jm, "path");
 	const char *name = json_string_value(jname);
-	char scheme[16], where[512];
+	char scheme[16], where[512], label[160];
 	struct items it = {0};
 	struct add_arg a = {&it, scheme, L_DEFAULT};
 	int err;
 
 	if (name && *name)
-		snprintf(where, sizeof(where), "%s: mounts[%zu] (\"%.100s\")", path, i, name);
+		snprintf(label, sizeof(label), "mounts[%zu] (\"%.100s\")", i, name);
 	else
-		snprintf(where, sizeof(where), "%s: mounts[%zu]", path, i);
-	if (!(m->label = strdup(where + strlen(path) + 2))) {
+		snprintf(label, sizeof(label), "mounts[%zu]", i);
+	snprintf(where, sizeof(where), "%.300s: %s", path, label);
+	if (!(m->label = strdup(label))) {
 		snprintf(c->msg, c->msg_len, "out of memory");
 		return -ENOMEM;
 	}
@@ -804,7 +816,7 @@ out:
 static int read_file(struct ctx *c, const char *path, char **buf, size_t *len)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY), err = 0;
 	size_t got = 0;
 	ssize_t r;
 
@@ -896,6 +908,10 @@ int fluid_config_load(const struct fluid_inputs *in, struct fluid_config **out, 
 			   !mounts ? "missing" : json_is_array(mounts) ? "empty" : "not a list");
 		goto out;
 	}
+	if (n > MOUNTS_MAX) {
+		err = fail(&c, "%s: %zu mounts: at most %d", in->path, n, MOUNTS_MAX);
+		goto out;
+	}
 	jt = json_object_get(root, "targetPath");
 	if (jt && !json_is_null(jt) && !json_is_string(jt)) {
 		err = fail(&c, "%s: targetPath is not a string", in->path);
@@ -907,8 +923,11 @@ int fluid_config_load(const struct fluid_inputs *in, struct fluid_config **out, 
 		err = fail(&c, "%s: no targetPath (and no $MOUNT_POINT)", in->path);
 		goto out;
 	}
-	if (tp[0] != '/' || strspn(tp, "/") == strlen(tp)) {
-		err = fail(&c, "%s: targetPath '%s' is not an absolute path below /", in->path, tp);
+	if (tp[0] != '/' || strspn(tp, "/") == strlen(tp) || strstr(tp, "/./") ||
+	    strstr(tp, "/../") || (strlen(tp) >= 2 && !strcmp(tp + strlen(tp) - 2, "/.")) ||
+	    (strlen(tp) >= 3 && !strcmp(tp + strlen(tp) - 3, "/.."))) {
+		err = fail(&c, "%s: targetPath '%.300s' is not an absolute path below / without "
+			       "'.' or '..'", in->path, tp);
 		goto out;
 	}
 	if ((err = check_shared(&c, root)))

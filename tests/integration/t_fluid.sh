@@ -393,6 +393,15 @@ broken "an OSS endpoint from a secret (it would go on a command line)" 2 "comes 
 broken "several mounts, one without name or path" 2 "several mounts: each needs a name or a path" \
 	"{\"mounts\":[{\"mountPoint\":\"s3://models/a\",\"name\":\"a\"},{\"mountPoint\":\"s3://models/b\"}],\"targetPath\":\"$TB\"}"
 broken "no targetPath (and no MOUNT_POINT)" 2 "no targetPath" '{"mounts":[{"mountPoint":"s3://models/llama"}]}'
+broken "a password in the mountPoint (it would show in ps)" 2 "has a user or password in it" \
+	"{\"mounts\":[{\"mountPoint\":\"https://user:$OSS_SK@example.com/m\"}],\"targetPath\":\"$TB\"}"
+broken "a targetPath with '..' in it" 2 "without '.' or '..'" \
+	"{\"mounts\":[{\"mountPoint\":\"s3://models/llama\"}],\"targetPath\":\"$ROOT/broken/../../etc/x\"}"
+mkdir -p "$SEC/fifo" && mkfifo "$SEC/fifo/key"
+broken "a secret that is a FIFO: refused, not waited on" 2 "is not a file" \
+	"{\"mounts\":[{\"mountPoint\":\"oss://models/llama\",\"options\":{$OSSOPTS,\"fs.oss.accessKeyId\":\"$SEC/fifo/key\",\"fs.oss.accessKeySecret\":\"$SEC/fifo/key\"}}],\"targetPath\":\"$TB\"}"
+python3 -c 'import json,sys; print(json.dumps({"mounts":[{"mountPoint":"s3://models/m%d"%i,"name":"m%d"%i} for i in range(300)],"targetPath":sys.argv[1]}))' "$TB" >"$WORK/many.json"
+broken "300 mounts: at most 256" 2 "300 mounts: at most 256" "@$WORK/many.json"
 # the config is fine, the mount is not: modelfs's own line and status
 broken "a bad option value: modelfs's line, status 2" 2 "bad value for option attr_timeout" \
 	"{\"mounts\":[{\"mountPoint\":\"oss://models/llama\",\"options\":{$OSSOPTS,$GOODKEYS,\"attr_timeout\":\"soon\"}}],\"targetPath\":\"$TB\"}"
