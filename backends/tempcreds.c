@@ -187,6 +187,21 @@ static int64_t expiry_ms(const char *iso)
 	return t > 0 ? (int64_t)t * 1000 : -1;
 }
 
+/* What a token exchange held: the pod's token, the form that carried it and
+ * the answer with the keys, wiped before they are freed. */
+static void scrub(char *token, char *body, struct http_response *resp)
+{
+	if (token)
+		OPENSSL_cleanse(token, strlen(token));
+	free(token);
+	if (body)
+		OPENSSL_cleanse(body, strlen(body));
+	free(body);
+	if (resp->body)
+		OPENSSL_cleanse(resp->body, resp->body_len);
+	http_response_free(resp);
+}
+
 /* ---- AWS STS AssumeRoleWithWebIdentity */
 
 static int aws_sts_fetch(void *arg, struct creds *out, int64_t *expires, char *msg,
@@ -230,15 +245,7 @@ static int aws_sts_fetch(void *arg, struct creds *out, int64_t *expires, char *m
 	OPENSSL_cleanse(sk, sizeof(sk));
 	OPENSSL_cleanse(tok, sizeof(tok));
 out:
-	if (token)
-		OPENSSL_cleanse(token, strlen(token));
-	free(token);
-	if (body)
-		OPENSSL_cleanse(body, strlen(body));
-	free(body);
-	if (resp.body)
-		OPENSSL_cleanse(resp.body, resp.body_len);
-	http_response_free(&resp);
+	scrub(token, body, &resp);
 	return err;
 }
 
@@ -289,15 +296,7 @@ static int ali_oidc_fetch(void *arg, struct creds *out, int64_t *expires, char *
 	}
 out:
 	json_decref(j);
-	if (token)
-		OPENSSL_cleanse(token, strlen(token));
-	free(token);
-	if (body)
-		OPENSSL_cleanse(body, strlen(body));
-	free(body);
-	if (resp.body)
-		OPENSSL_cleanse(resp.body, resp.body_len);
-	http_response_free(&resp);
+	scrub(token, body, &resp);
 	return err;
 }
 
