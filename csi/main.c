@@ -3,6 +3,7 @@
  *   modelfs-csi --endpoint unix:///csi/csi.sock --node-id NODE
  *               [--state-dir DIR] [--run-dir DIR] [--cache-dir DIR]
  *               [--modelfs PATH] [--check-interval SECONDS]
+ *               [--systemd ADDRESS|auto|none]
  *
  * At start it looks at what it staged before (a restart or an upgrade of
  * its container): live mounts are left alone, dead ones mounted again in
@@ -10,6 +11,7 @@
  */
 #include "node.h"
 #include "rpc.h"
+#include "scope.h"
 #include "service.h"
 
 #include <errno.h>
@@ -43,7 +45,12 @@ static void usage(FILE *f)
 		"  --cache-dir DIR          the node's chunk cache, shared by every volume\n"
 		"                           (default: modelfs's, /var/cache/modelfs)\n"
 		"  --modelfs PATH           the modelfs binary (default: beside this one)\n"
-		"  --check-interval SECONDS how often dead mounts are looked for (default 10)\n");
+		"  --check-interval SECONDS how often dead mounts are looked for (default 10)\n"
+		"  --systemd ADDRESS|auto|none\n"
+		"                           the node's systemd, where each daemon gets a scope\n"
+		"                           of its own and so outlives this container: a D-Bus\n"
+		"                           address or a socket path (needs hostPID); auto, the\n"
+		"                           default: /run/systemd/private if it is there\n");
 }
 
 /* modelfs beside this binary: one image, one version of both. */
@@ -101,7 +108,8 @@ int main(int argc, char **argv)
 	    .state_dir = "/var/lib/modelfs-csi",
 	    .run_dir = "/run/modelfs-csi",
 	};
-	char *modelfs = NULL, msg[1024] = "";
+	char *modelfs = NULL, *systemd = NULL, msg[1024] = "";
+	const char *systemd_arg = "auto";
 	unsigned interval = 10;
 	struct rpc_server *srv;
 	struct node *node;
@@ -150,6 +158,8 @@ int main(int argc, char **argv)
 			cfg.cache_dir = v;
 		else if (strcmp(a, "--modelfs") == 0)
 			cfg.modelfs = v;
+		else if (strcmp(a, "--systemd") == 0)
+			systemd_arg = v;
 		else if (strcmp(a, "--check-interval") == 0) {
 			char *end;
 			unsigned long s = strtoul(v, &end, 10);
@@ -172,6 +182,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cfg.node_id = node_name;
+	if (strcmp(systemd_arg, "auto") == 0)
+		cfg.systemd = scope_default_address();
+	else if (*systemd_arg == '/') {
+		if (asprintf(&systemd, "unix:path=%s", systemd_arg) < 0) {
+			fprintf(stderr, "modelfs-csi: out of memory\n");
+			return 1;
+		}
+		cfg.systemd = systemd;
+	} else if (strcmp(systemd_arg, "none") != 0)
+		cfg.systemd = systemd_arg;
 	if (!cfg.modelfs && !(cfg.modelfs = modelfs = beside_me())) {
 		fprintf(stderr, "modelfs-csi: out of memory\n");
 		return 1;
@@ -179,6 +199,7 @@ int main(int argc, char **argv)
 	if (node_open(&cfg, &node, msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "modelfs-csi: %s\n", msg);
 		free(modelfs);
+		free(systemd);
 		return 2;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -201,6 +222,11 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "modelfs-csi: serving %s for node %s (modelfs %s)\n", endpoint, cfg.node_id,
 		cfg.modelfs);
+	if (cfg.systemd)
+		fprintf(stderr, "modelfs-csi: daemons go into systemd scopes (%s)\n", cfg.systemd);
+	else
+		fprintf(stderr, "modelfs-csi: no systemd bus: daemons stay in this container's "
+				"cgroup and end with it\n");
 	rpc_server_run(srv, &stop);
 	/* the mounts stay: they are the pods', and outlive the plugin */
 	pthread_mutex_lock(&checker.lock);
@@ -217,5 +243,6 @@ int main(int argc, char **argv)
 	fprintf(stderr, "modelfs-csi: stopped; the volumes' mounts stay\n");
 	node_close(node);
 	free(modelfs);
+	free(systemd);
 	return 0;
 }

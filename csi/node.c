@@ -1,5 +1,6 @@
 /* The CSI Node service's work (node.h). */
 #include "node.h"
+#include "scope.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -48,6 +49,7 @@ struct vlock {
 
 struct node {
 	char *node_id, *state_dir, *run_dir, *modelfs, *cache_dir;
+	char *systemd;         /* bus address for the daemons' scopes, or NULL */
 	int lock_fd;           /* STATE_DIR/.lock, held while this plugin runs */
 	pthread_mutex_t lock;  /* the list of volume locks, only */
 	struct vlock *vlocks;
@@ -814,16 +816,27 @@ static enum csi_code code_of_exit(int status)
 	}
 }
 
+/* Plain ASCII: what a D-Bus string (UTF-8) always takes. */
+static int printable(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e)
+			return 0;
+	return 1;
+}
+
 /* Mount @v: run modelfs with the volume's secrets in its environment (the
  * plugin's own environment beneath them, for pod credentials). modelfs's
  * first process exits once the mount is up or with one line of why not;
- * its daemon lives on in a session of its own, not the plugin's child. */
+ * its daemon lives on in a session of its own, not the plugin's child.
+ * With systemd's bus, the child waits on @go until it is in a scope of its
+ * own, so that the daemon it forks is never in the plugin's cgroup. */
 static enum csi_code spawn(const struct node *n, const struct vol *v, char *msg, size_t msg_len)
 {
 	struct strv argv = {0}, envp = {0}, secrets = {0};
 	enum csi_code code = CSI_RESOURCE_EXHAUSTED;
 	char line[1200] = "";
-	int p[2] = {-1, -1}, status = 0;
+	int p[2] = {-1, -1}, go[2] = {-1, -1}, status = 0;
 	pid_t pid;
 	ssize_t got;
 
@@ -849,17 +862,22 @@ static enum csi_code spawn(const struct node *n, const struct vol *v, char *msg,
 		if (!env_has(&secrets, name) && strv_add(&envp, "%s", *e))
 			goto out;
 	}
-	if (pipe2(p, O_CLOEXEC) != 0)
+	if (pipe2(p, O_CLOEXEC) != 0 || pipe2(go, O_CLOEXEC) != 0)
 		goto out;
 	pid = kid_fork();
 	if (pid < 0)
 		goto out;
 	if (pid == 0) {
 		static const char cannot[] = "modelfs: cannot run the modelfs binary\n";
-		int nul = open("/dev/null", O_RDWR);
+		int nul;
 		sigset_t none;
+		char b = 0;
 
 		/* only async-signal-safe calls here: the plugin has threads */
+		close(go[1]);
+		if (read(go[0], &b, 1) != 1 || b != 'g')
+			_exit(1); /* the plugin could not put us in a scope, or died */
+		nul = open("/dev/null", O_RDWR);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL); /* execve keeps an ignored signal ignored */
@@ -875,7 +893,27 @@ static enum csi_code spawn(const struct node *n, const struct vol *v, char *msg,
 		_exit(1);
 	}
 	close(p[1]);
-	p[1] = -1;
+	close(go[0]);
+	p[1] = go[0] = -1;
+	if (n->systemd) {
+		char unit[64], desc[300];
+
+		snprintf(unit, sizeof(unit), "modelfs-%.12s-%d.scope", v->id, (int)pid);
+		snprintf(desc, sizeof(desc), "modelfs: the CSI volume staged at %s",
+			 printable(v->staging) ? v->staging : v->id);
+		if (scope_join(n->systemd, pid, unit, desc, msg, msg_len) != 0) {
+			kill(pid, SIGKILL);
+			if (kid_wait(pid, &status, 1000) != 0)
+				kid_abandon(pid);
+			code = CSI_UNAVAILABLE;
+			goto out;
+		}
+	}
+	if (write(go[1], "g", 1) != 1) {
+		/* it is gone already: its status says how */
+	}
+	close(go[1]);
+	go[1] = -1;
 	if (kid_wait(pid, &status, START_MS) != 0) {
 		kill(pid, SIGKILL);
 		if (kid_wait(pid, &status, 1000) != 0)
@@ -905,6 +943,10 @@ out:
 		close(p[0]);
 	if (p[1] >= 0)
 		close(p[1]);
+	if (go[0] >= 0)
+		close(go[0]);
+	if (go[1] >= 0)
+		close(go[1]);
 	strv_free(&argv);
 	strv_free(&envp);
 	strv_free(&secrets);
@@ -1523,6 +1565,8 @@ int node_open(const struct node_config *cfg, struct node **out, char *msg, size_
 				       "would be written to a disk", cfg->run_dir);
 		return -EINVAL;
 	}
+	if (cfg->systemd && scope_check(cfg->systemd, msg, msg_len) != 0)
+		return -EINVAL;
 	if (!(n = calloc(1, sizeof(*n))))
 		return -ENOMEM;
 	/* one plugin per state dir: a second one (an upgrade's new pod while
@@ -1544,6 +1588,7 @@ int node_open(const struct node_config *cfg, struct node **out, char *msg, size_
 	n->run_dir = strdup(cfg->run_dir);
 	n->modelfs = strdup(cfg->modelfs);
 	n->cache_dir = cfg->cache_dir ? strdup(cfg->cache_dir) : NULL;
+	n->systemd = cfg->systemd ? strdup(cfg->systemd) : NULL;
 	pthread_mutex_init(&n->lock, NULL);
 	*out = n;
 	return 0;
@@ -1566,6 +1611,7 @@ void node_close(struct node *n)
 	free(n->run_dir);
 	free(n->modelfs);
 	free(n->cache_dir);
+	free(n->systemd);
 	free(n);
 }
 

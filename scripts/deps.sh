@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what modelfs needs to build and test on Debian 12: compilers and
-# libraries (gRPC's C core and protobuf-c for the CSI plugin; nginx, a real web
+# libraries (gRPC's C core, protobuf-c and sd-bus for the CSI plugin; nginx, a real web
 # server for the http:// tests; python3-grpcio, the CSI test's client) from apt, and
 # from npm s3rver 3 (the local S3 server of the tests), ali-oss 6 (Alibaba's
 # OSS SDK, which checks the fake OSS server) and @huggingface/hub 2 (which
@@ -12,7 +12,7 @@ pkgs=(build-essential cmake pkg-config fuse3 libfuse3-dev libcurl4-openssl-dev l
       liblmdb-dev lmdb-utils libzstd-dev zstd python3 curl openssl attr psmisc procps util-linux
       iproute2 groff-base libjansson-dev nginx-light libmicrohttpd-dev prometheus
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-grpcio
-      python3-protobuf yamllint binutils)
+      python3-protobuf yamllint binutils libsystemd-dev python3-dbus python3-gi dbus systemd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -94,6 +94,13 @@ if ds:
         hp = m and host(m.group(1))
         check("plugin: %s is a hostPath under %s (%s)" % (flag, root, m and m.group(1)),
               bool(hp) and hp.get("path", "").startswith(root))
+    # daemons outlive the plugin's container in systemd scopes: systemd's
+    # private socket, and process ids that mean the same to systemd
+    check("plugin: the host's pid namespace (hostPID: systemd reads the daemons' pids)",
+          pod.get("hostPID") is True)
+    check("plugin: the host's /run/systemd (systemd's private socket), scopes not turned off",
+          (host("/run/systemd") or {}).get("path") == "/run/systemd"
+          and not re.search(r"--systemd[= ]none", args))
     reg = cs.get("node-driver-registrar", {})
     sock = vols.get("socket-dir", {}).get("hostPath", {}).get("path", "")
     check("registrar: kubelet's path of the socket is the socket dir's (%s)" % sock,

@@ -37,7 +37,7 @@ plugin_start() {
 	# the plugin's own environment has no keys: the volume's come from its secrets
 	# --name=value as deploy/csi/node-plugin.yaml writes them, and --name value
 	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY setsid "$CSI" --endpoint="unix://$SOCK" \
-		--node-id node-1 --state-dir="$WORK/state" --run-dir "$WORK/run" \
+		--node-id node-1 --state-dir="$WORK/state" --run-dir "$WORK/run" --systemd none \
 		--cache-dir "$WORK/cache" --check-interval 1 >>"$WORK/plugin.log" 2>&1 </dev/null &
 	CSI_PID=$!
 	PIDS+=("$CSI_PID")
@@ -69,7 +69,7 @@ $S3TOOL putdir models llama "$WORK/model" || exit 1
 check "the plugin starts and answers Probe" plugin_start
 check_all "Probe: ready" '[[ $OUT == *"\"ready\": {\"value\": true}"* ]]'
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$CSI" --endpoint="unix://$WORK/csi2.sock" \
-	--node-id node-1 --state-dir="$WORK/state" --run-dir "$WORK/run" >"$WORK/plugin2.log" 2>&1 </dev/null &
+	--node-id node-1 --state-dir="$WORK/state" --run-dir "$WORK/run" --systemd none >"$WORK/plugin2.log" 2>&1 </dev/null &
 P2=$!
 PIDS+=("$P2")
 sleep 1.5
