@@ -26,6 +26,11 @@
 
 void cache_cancel(struct cache *c) { atomic_store(&c->cancelled, 1); }
 
+const char *cache_disk_error(const struct cache *c)
+{
+	return c->disk_error;
+}
+
 int cache_quota(struct cache *c, uint64_t *quota, uint64_t *usage, double *high)
 {
 	struct index_stats st;
@@ -188,6 +193,26 @@ static int open_disk(struct cache *c, const struct cache_config *cfg, char *msg,
 		clear_data(c->data_fd);
 		index_reset_done(c->ix);
 	}
+	{
+		/* LMDB tells its readers apart by pid (a lock on the pid's byte of
+		 * its lock file): a process of another pid namespace with our pid
+		 * that reads this index leaves us unable to read it at all */
+		struct index_stats st;
+
+		err = index_stats(c->ix, &st);
+		if (err == -EAGAIN || err == -EACCES) {
+			snprintf(msg, msg_len,
+				 "a process in another pid namespace with this daemon's pid (%d) reads "
+				 "its index, and LMDB tells readers apart by pid: give each pid "
+				 "namespace its own cache_dir",
+				 (int)getpid());
+			return err;
+		}
+		if (err) {
+			snprintf(msg, msg_len, "cannot read its index: %s", strerror(-err));
+			return err;
+		}
+	}
 	if (cfg->chunk_size && cfg->chunk_size != c->chunk_size)
 		log_warn("cache %s was created with chunk_size %u KiB: using that, not %u KiB",
 			 cfg->dir, c->chunk_size >> 10, cfg->chunk_size >> 10);
@@ -301,7 +326,6 @@ static void size_for_machine(struct cache *c, const struct cache_config *cfg)
 int cache_open(struct backend *be, const struct cache_config *cfg, struct cache **out)
 {
 	struct cache *c = calloc(1, sizeof(*c));
-	char msg[512] = "";
 
 	if (!c)
 		return -ENOMEM;
@@ -327,8 +351,12 @@ int cache_open(struct backend *be, const struct cache_config *cfg, struct cache 
 	if (cfg->dir) {
 		c->dir = strdup(cfg->dir);
 		c->touch = calloc(TOUCH_MAX, sizeof(*c->touch));
-		if (!c->dir || !c->touch || open_disk(c, cfg, msg, sizeof(msg))) {
-			log_warn("no disk cache: %s", *msg ? msg : "out of memory");
+		if (!c->dir || !c->touch ||
+		    open_disk(c, cfg, c->disk_error, sizeof(c->disk_error))) {
+			if (!c->disk_error[0])
+				snprintf(c->disk_error, sizeof(c->disk_error), "out of memory");
+			if (!cfg->disk_required)
+				log_warn("no disk cache: %s", c->disk_error);
 			index_close(c->ix);
 			c->ix = NULL;
 		}

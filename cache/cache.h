@@ -37,6 +37,8 @@ struct cache_config {
 	double high, low;     /* watermarks, fractions of the quota */
 	uint32_t chunk_size;  /* power of two; used when the cache is created */
 	unsigned max_fetches; /* chunk fetches in flight at once (memory bound) */
+	int disk_required;    /* the caller fails without the disk tier and says why
+			       * (cache_disk_error): no warning here */
 };
 
 #define CACHE_DEFAULT_CHUNK (4u << 20)
@@ -44,7 +46,8 @@ struct cache_config {
 #define CACHE_DEFAULT_LOW 0.70
 
 /* Open the cache over @be. If the cache directory cannot be used, the cache
- * runs without a disk tier (said once in the log) and this still returns 0.
+ * runs without a disk tier (said once in the log, unless disk_required) and
+ * this still returns 0.
  * @return 0 or -ENOMEM. */
 int cache_open(struct backend *be, const struct cache_config *cfg, struct cache **out);
 void cache_close(struct cache *c);
@@ -112,6 +115,10 @@ void cache_sync(struct cache *c);
 /* Make running and later cache_prefetch calls return -ECANCELED at their next
  * run boundary (the daemon is unmounting). */
 void cache_cancel(struct cache *c);
+
+/* Why the disk tier asked for could not be opened (cache_open went on
+ * without it), or "". */
+const char *cache_disk_error(const struct cache *c);
 
 /* The quota in force and the usage now. @return 0, -ENODATA without a disk tier. */
 int cache_quota(struct cache *c, uint64_t *quota, uint64_t *usage, double *high);

@@ -108,6 +108,7 @@ struct cache {
 	struct backend *be; /* not owned */
 	struct index *ix;   /* NULL: no disk tier */
 	char *dir;
+	char disk_error[512]; /* why there is no disk tier though one was asked for, or "" */
 	int data_fd;        /* dir/data */
 	int users_fd, evict_fd;
 	uint32_t chunk_size;

@@ -937,12 +937,14 @@ listed:
 	cc.high = o.cache_high;
 	cc.low = o.cache_low;
 	cc.chunk_size = o.chunk_size;
+	cc.disk_required = o.cache_dir != NULL;
 	if (cache_open(fs.be, &cc, &fs.cache))
 		die("out of memory");
 	if (cache_dir && cache_quota(fs.cache, &quota, &usage, &high) != 0) {
-		/* cache_open said why; the directory looked usable before */
+		/* the directory looked usable before; the cache says why not */
 		if (o.cache_dir)
-			die("cache_dir %s cannot be used (see above): unmounting", cache_dir);
+			die("cache_dir %s cannot be used: %s: unmounting", cache_dir,
+			    cache_disk_error(fs.cache));
 		log_warn("no disk cache: every read goes to the store");
 	}
 	if (ad.mode == HOLDER_UPGRADE) {

@@ -189,6 +189,30 @@ expect_err "cache_dir in /proc" "cache_dir /proc/modelfs-x cannot be used: canno
 	s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=/proc/modelfs-x"
 expect_err "cache_dir on a read-only filesystem" "cannot be used: cannot write in it: Read-only file system" \
 	s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/rofs"
+# usable at a glance, refused by the cache itself (after going to the background):
+# its reason, not a "see above" that the caller never sees
+mkdir -p "$WORK/baddata" && echo x >"$WORK/baddata/data"
+expect_err "cache_dir whose data/ is a file" "cache_dir .*baddata cannot be used: cannot .*baddata.*: Not a directory: unmounting" \
+	s3://models/m "$MNT" -o "endpoint=$S3_ENDPOINT,cache_dir=$WORK/baddata,log_file=$WORK/baddata.log"
+# two pid namespaces, a daemon in each with the same pid (the same steps from
+# a new namespace's pid 1), one cache_dir: LMDB tells readers apart by pid
+mkdir -p "$WORK/pns/src" "$WORK/pns/m1" "$WORK/pns/m2"
+echo hello >"$WORK/pns/src/a.txt"
+pns() { # MOUNTPOINT THEN: modelfs in a pid and mount namespace of its own, then the shell THEN
+	unshare -pf --kill-child --mount-proc sh -c '"$0" file://$1/src $1/$2 -o cache_dir=$1/cache,log_file=$1/$2.log || exit; eval "$3"' \
+		"$MODELFS" "$WORK/pns" "$1" "$2"
+}
+pns m1 'cat $1/m1/a.txt; sleep 60' >"$WORK/pns/one.out" 2>&1 &
+PNS=$!
+PIDS+=("$PNS")
+for ((i = 0; i < 100; i++)); do grep -q hello "$WORK/pns/one.out" && break; sleep 0.1; done
+err=$(timeout 20 unshare -pf --kill-child --mount-proc sh -c '"$0" file://$1/src $1/m2 -o cache_dir=$1/cache,log_file=$1/m2.log' "$MODELFS" "$WORK/pns" 2>&1)
+rc=$?
+check_all "a second pid namespace's daemon with the same pid on one cache_dir: refused, saying why (rc $rc: $err)" \
+	'grep -q hello "$WORK/pns/one.out" && [ $rc -eq 1 ] && one_line "$err" &&
+	 [[ $err == *"cache_dir $WORK/pns/cache cannot be used: a process in another pid namespace with this daemon'"'"'s pid ("[0-9]*") reads its index"*"give each pid namespace its own cache_dir"* ]]'
+kill "$PNS"
+wait "$PNS" 2>/dev/null
 (cd "$WORK" && "$MODELFS" s3://models/m mnt -o "endpoint=$S3_ENDPOINT,cache_dir=relcache" 2>"$WORK/rel.err")
 MOUNTS+=("$MNT")
 cat "$MNT/sub/hello.txt" >/dev/null
