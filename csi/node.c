@@ -779,21 +779,25 @@ static int env_save(const struct node *n, const char *id, const struct strv *env
 
 static int env_load(const struct node *n, const char *id, struct strv *env)
 {
-	char path[4200], line[16384];
+	char path[4200], *line = NULL;
+	size_t cap = 0;
 	FILE *f;
 	int err = 0;
 
 	vol_path(n, id, "env", path, sizeof(path));
 	if (!(f = fopen(path, "re")))
 		return errno == ENOENT ? 0 : -errno;
-	while (fgets(line, sizeof(line), f)) {
+	/* getline: a line as long as the secret (a session token is kilobytes) */
+	while (getline(&line, &cap, f) > 0) {
 		line[strcspn(line, "\n")] = '\0';
 		if (*line && strchr(line, '=') && strv_add(env, "%s", line)) {
 			err = -ENOMEM;
 			break;
 		}
 	}
-	OPENSSL_cleanse(line, sizeof(line));
+	if (line)
+		OPENSSL_cleanse(line, cap);
+	free(line);
 	fclose(f);
 	return err;
 }

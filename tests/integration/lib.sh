@@ -57,6 +57,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# small_model DIR MIB: a model of random bytes, DIR/model.safetensors (MIB MiB) and
+# DIR/sub/config.json
+small_model() {
+	mkdir -p "$1/sub" && head -c $(($2 << 20)) /dev/urandom >"$1/model.safetensors" &&
+		echo '{"layers": 32}' >"$1/sub/config.json"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # s3_start NAME [extra s3rver args...]: start s3rver on a free port with data in $WORK/NAME;

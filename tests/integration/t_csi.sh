@@ -20,7 +20,8 @@ SOCK=$WORK/csi.sock
 STAGING=$WORK/staging/vol1
 TA=$WORK/pods/a/mount
 TB=$WORK/pods/b/mount
-SECRET=csi-secret-$RANDOM$RANDOM
+# longer than a line buffer would hold (STS session tokens are kilobytes)
+SECRET=csi-secret-$RANDOM$RANDOM-$(head -c 15000 /dev/urandom | base64 -w0 | tr -d "+/=")
 
 # rpc METHOD JSON: the answer in $OUT, exit status of the call
 # Debian's python3, with Debian's python3-grpcio and python3-protobuf
@@ -53,15 +54,7 @@ plugin_start() {
 log "a model in s3rver"
 s3_start s3
 $S3TOOL mb models
-python3 - "$WORK/model" <<'EOF'
-import os, sys
-d = sys.argv[1]
-os.makedirs(d + "/sub")
-with open(d + "/model.safetensors", "wb") as f:
-    f.write(os.urandom(48 << 20))
-with open(d + "/sub/config.json", "w") as f:
-    f.write('{"layers": 32}\n')
-EOF
+small_model "$WORK/model" 48
 $S3TOOL putdir models llama "$WORK/model" || exit 1
 (cd "$WORK/model" && sha256sum model.safetensors sub/config.json) >"$WORK/want.sha"
 
@@ -138,7 +131,7 @@ daemons() { pgrep -f "modelfs s3://models/llama $STAGING" | while read -r p; do 
 DPID=$(daemons | head -1)
 check_all "no secret on any command line (daemon $DPID, its holder, the plugin)" \
 	'[ -n "$DPID" ] && ! grep -qa "$SECRET" /proc/[0-9]*/cmdline 2>/dev/null'
-check_all "the daemon has it in its environment" 'grep -qa "HF_TOKEN=$SECRET" /proc/$DPID/environ'
+check_all "the daemon has it in its environment, all ${#SECRET} bytes" 'grep -qa "HF_TOKEN=$SECRET" /proc/$DPID/environ'
 
 # ---- publish to two pods, twice each
 PUB='"stagingTargetPath": "'$STAGING'", '$CAP', "readonly": true, "volumeContext": {"source": "s3://models/llama", "csi.storage.k8s.io/pod.name": "p"}'

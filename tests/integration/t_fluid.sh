@@ -110,17 +110,8 @@ has_opts() {
 one_line() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q '^modelfs fluid: ' "$1"; }
 
 log "a model in s3rver and in the fake OSS"
-python3 - "$WORK/model" <<'EOF'
-import os, sys
-d = sys.argv[1]
-os.makedirs(d + "/sub")
-with open(d + "/model.safetensors", "wb") as f:
-    f.write(os.urandom(24 << 20))
-with open(d + "/sub/config.json", "w") as f:
-    f.write('{"layers": 32}\n')
-with open(d + "/tokenizer.json", "w") as f:
-    f.write('{"vocab": ["a", "b"]}\n')
-EOF
+small_model "$WORK/model" 24
+echo '{"vocab": ["a", "b"]}' >"$WORK/model/tokenizer.json"
 (cd "$WORK/model" && sha256sum model.safetensors sub/config.json tokenizer.json) >"$WORK/want.sha"
 s3_start s3
 $S3TOOL mb models

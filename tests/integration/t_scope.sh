@@ -104,15 +104,7 @@ calls() { [ -f "$WORK/fake.log" ] && wc -l <"$WORK/fake.log" || echo 0; }
 log "a model in s3rver"
 s3_start s3
 $S3TOOL mb models
-python3 - "$WORK/model" <<'EOF'
-import os, sys
-d = sys.argv[1]
-os.makedirs(d + "/sub")
-with open(d + "/model.safetensors", "wb") as f:
-    f.write(os.urandom(24 << 20))
-with open(d + "/sub/config.json", "w") as f:
-    f.write('{"layers": 32}\n')
-EOF
+small_model "$WORK/model" 24
 $S3TOOL putdir models llama "$WORK/model" || exit 1
 (cd "$WORK/model" && sha256sum model.safetensors sub/config.json) >"$WORK/want.sha"
 
