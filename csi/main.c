@@ -15,6 +15,7 @@
 #include "service.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -109,6 +110,7 @@ int main(int argc, char **argv)
 	    .run_dir = "/run/modelfs-csi",
 	};
 	char *modelfs = NULL, *systemd = NULL, msg[1024] = "";
+	char scopes[700] = "no systemd bus: daemons stay in this container's cgroup and end with it";
 	const char *systemd_arg = "auto";
 	unsigned interval = 10;
 	struct rpc_server *srv;
@@ -118,6 +120,12 @@ int main(int argc, char **argv)
 	struct timespec until;
 	int err;
 
+	/* started with 0, 1 or 2 closed, the plugin's own pipes would be there */
+	for (int fd; (fd = open("/dev/null", O_RDWR)) >= 0;)
+		if (fd > STDERR_FILENO) {
+			close(fd);
+			break;
+		}
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char name[64];
@@ -196,6 +204,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "modelfs-csi: out of memory\n");
 		return 1;
 	}
+	if (cfg.systemd) {
+		char version[128] = "", limit[96] = "no MemoryMax: this container has no memory limit";
+		uint64_t mem = scope_memory_max();
+
+		if (scope_check(cfg.systemd, version, sizeof(version), msg, sizeof(msg)) != 0) {
+			fprintf(stderr, "modelfs-csi: %s\n", msg);
+			free(modelfs);
+			free(systemd);
+			return 2;
+		}
+		if (mem)
+			snprintf(limit, sizeof(limit), "MemoryMax %llu MiB, this container's limit",
+				 (unsigned long long)(mem >> 20));
+		snprintf(scopes, sizeof(scopes), "daemons go into systemd scopes (%s, systemd %s; %s)",
+			 cfg.systemd, version, limit);
+	}
 	if (node_open(&cfg, &node, msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "modelfs-csi: %s\n", msg);
 		free(modelfs);
@@ -212,6 +236,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "modelfs-csi: %s\n", msg);
 		node_close(node);
 		free(modelfs);
+		free(systemd);
 		return 1;
 	}
 	checker.node = node;
@@ -222,11 +247,7 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "modelfs-csi: serving %s for node %s (modelfs %s)\n", endpoint, cfg.node_id,
 		cfg.modelfs);
-	if (cfg.systemd)
-		fprintf(stderr, "modelfs-csi: daemons go into systemd scopes (%s)\n", cfg.systemd);
-	else
-		fprintf(stderr, "modelfs-csi: no systemd bus: daemons stay in this container's "
-				"cgroup and end with it\n");
+	fprintf(stderr, "modelfs-csi: %s\n", scopes);
 	rpc_server_run(srv, &stop);
 	/* the mounts stay: they are the pods', and outlive the plugin */
 	pthread_mutex_lock(&checker.lock);

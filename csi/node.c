@@ -33,6 +33,9 @@
 #define PROBE_MS 5000
 /* modelfs's start: its store probe (5 s), a listing, the cache's opening */
 #define START_MS 120000
+/* modelfs's first process waits this long to be let go: scope_join's
+ * three steps of 5 s, with room */
+#define GO_MS 30000
 
 extern char **environ;
 
@@ -460,12 +463,16 @@ static enum mstate mount_state(const char *path, struct mount_info *info)
 	if (pid == 0) {
 		struct stat st;
 
-		close(p[0]);
+		/* a hung mount may keep this child for good: it keeps none of
+		 * the plugin's files (its lock, kubelet's socket), only the pipe */
+		if (dup2(p[1], STDOUT_FILENO) < 0)
+			_exit(1);
+		close_range(3, ~0U, 0);
 		if (statfs(path, &r.mi.sf) != 0 || stat(path, &st) != 0)
 			r.err = errno;
 		else
 			r.mi.dev = st.st_dev;
-		if (write(p[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
+		if (write(STDOUT_FILENO, &r, sizeof(r)) != (ssize_t)sizeof(r))
 			_exit(1);
 		_exit(0);
 	}
@@ -873,24 +880,34 @@ static enum csi_code spawn(const struct node *n, const struct vol *v, char *msg,
 		goto out;
 	if (pid == 0) {
 		static const char cannot[] = "modelfs: cannot run the modelfs binary\n";
-		int nul;
+		struct pollfd go_in = {.fd = STDIN_FILENO, .events = POLLIN};
 		sigset_t none;
 		char b = 0;
+		int nul, r;
 
-		/* only async-signal-safe calls here: the plugin has threads */
-		close(go[1]);
-		if (read(go[0], &b, 1) != 1 || b != 'g')
-			_exit(1); /* the plugin could not put us in a scope, or died */
-		nul = open("/dev/null", O_RDWR);
+		/* only async-signal-safe calls here: the plugin has threads. First
+		 * of all, keep none of the plugin's files (its lock, kubelet's
+		 * socket, another spawn's pipes) while waiting: the go pipe as
+		 * stdin, the answer pipe as stderr */
+		if (dup2(go[0], STDIN_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0)
+			_exit(1);
+		close_range(3, ~0U, 0);
+		signal(SIGTERM, SIG_DFL); /* not the plugin's handlers, which only set a flag */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGPIPE, SIG_DFL); /* execve keeps an ignored signal ignored */
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL); /* execve keeps an ignored signal ignored */
-		if (nul >= 0) {
+		/* bounded: a plugin gone before its 'g' leaves no child waiting */
+		while ((r = poll(&go_in, 1, GO_MS)) < 0 && errno == EINTR)
+			;
+		if (r != 1 || read(STDIN_FILENO, &b, 1) != 1 || b != 'g')
+			_exit(1); /* the plugin could not put us in a scope, or died */
+		if ((nul = open("/dev/null", O_RDWR)) >= 0) {
 			dup2(nul, STDIN_FILENO);
 			dup2(nul, STDOUT_FILENO);
+			if (nul > STDERR_FILENO)
+				close(nul);
 		}
-		dup2(p[1], STDERR_FILENO);
-		close_range(3, ~0U, 0); /* the daemon keeps none of the plugin's files */
 		execve(n->modelfs, argv.v, envp.v);
 		if (write(STDERR_FILENO, cannot, sizeof(cannot) - 1) < 0)
 			_exit(1);
@@ -1569,8 +1586,6 @@ int node_open(const struct node_config *cfg, struct node **out, char *msg, size_
 				       "would be written to a disk", cfg->run_dir);
 		return -EINVAL;
 	}
-	if (cfg->systemd && scope_check(cfg->systemd, msg, msg_len) != 0)
-		return -EINVAL;
 	if (!(n = calloc(1, sizeof(*n))))
 		return -ENOMEM;
 	/* one plugin per state dir: a second one (an upgrade's new pod while

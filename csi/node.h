@@ -47,7 +47,8 @@ struct node_config {
 	const char *modelfs;   /* the modelfs binary the daemons run */
 	const char *cache_dir; /* the node's shared cache, or NULL: modelfs's default */
 	const char *systemd;   /* systemd's bus, where each daemon gets a scope of its own
-				* (outliving the plugin's container), or NULL */
+				* (outliving the plugin's container), or NULL; checked
+				* with scope_check by the caller */
 };
 
 struct kv {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -12,7 +13,8 @@
 #include <systemd/sd-bus.h>
 
 #define SYSTEMD_PRIVATE "/run/systemd/private"
-#define JOB_MS 5000
+/* each step's bound: the handshake, a call, the job */
+#define STEP_MS 5000
 
 const char *scope_default_address(void)
 {
@@ -21,6 +23,14 @@ const char *scope_default_address(void)
 	if (stat(SYSTEMD_PRIVATE, &st) == 0 && S_ISSOCK(st.st_mode))
 		return "unix:path=" SYSTEMD_PRIVATE;
 	return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static int same_file(const char *a, const char *b)
@@ -40,6 +50,7 @@ static int connect_systemd(const char *address, sd_bus **out, char *msg, size_t 
 	socklen_t len = sizeof(cred);
 	char ns[64];
 	sd_bus *bus = NULL;
+	uint64_t until = now_ms() + STEP_MS;
 	int r;
 
 	if ((r = sd_bus_new(&bus)) < 0 || (r = sd_bus_set_address(bus, address)) < 0) {
@@ -50,6 +61,26 @@ static int connect_systemd(const char *address, sd_bus **out, char *msg, size_t 
 		snprintf(msg, msg_len, "cannot reach systemd at %s: %s", address, strerror(-r));
 		goto fail;
 	}
+	/* sd_bus_start only begins the handshake, and sd-bus would wait 90 s
+	 * for a peer that never answers it: wait here, bounded */
+	while ((r = sd_bus_is_ready(bus)) == 0) {
+		uint64_t now = now_ms();
+
+		if (now >= until) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		if ((r = sd_bus_process(bus, NULL)) < 0)
+			break;
+		if (r == 0 && (r = sd_bus_wait(bus, (until - now) * 1000)) < 0)
+			break;
+	}
+	if (r < 0) {
+		snprintf(msg, msg_len, "systemd at %s did not answer: %s", address,
+			 r == -ETIMEDOUT ? "no handshake within 5 s" : strerror(-r));
+		goto fail;
+	}
+	sd_bus_set_method_call_timeout(bus, (uint64_t)STEP_MS * 1000);
 	if (getsockopt(sd_bus_get_fd(bus), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
 		r = -errno;
 		snprintf(msg, msg_len, "systemd at %s: who is it: %s", address, strerror(-r));
@@ -72,49 +103,72 @@ static int connect_systemd(const char *address, sd_bus **out, char *msg, size_t 
 	*out = bus;
 	return 0;
 fail:
-	sd_bus_flush_close_unref(bus);
+	sd_bus_close_unref(bus);
 	return r;
 }
 
-int scope_check(const char *address, char *msg, size_t msg_len)
+int scope_check(const char *address, char *version, size_t version_len, char *msg,
+		size_t msg_len)
 {
+	sd_bus_error e = SD_BUS_ERROR_NULL;
 	sd_bus *bus = NULL;
+	char *v = NULL;
 	int r = connect_systemd(address, &bus, msg, msg_len);
 
-	sd_bus_flush_close_unref(bus);
+	/* one real call: a peer that takes connections is not yet systemd */
+	if (r == 0 && (r = sd_bus_get_property_string(bus, "org.freedesktop.systemd1",
+						      "/org/freedesktop/systemd1",
+						      "org.freedesktop.systemd1.Manager", "Version",
+						      &e, &v)) < 0)
+		snprintf(msg, msg_len, "systemd at %s: its version: %s", address,
+			 e.message ? e.message : strerror(-r));
+	if (r >= 0) {
+		snprintf(version, version_len, "%s", v);
+		r = 0;
+	}
+	free(v);
+	sd_bus_error_free(&e);
+	sd_bus_close_unref(bus);
 	return r;
 }
 
-/* The memory limit of the plugin's own cgroup (v2 memory.max: its
- * container's), or 0: none. A daemon in a scope is outside that limit, so
- * its scope gets the same one (MemoryMax) and no daemon takes the node's
- * memory. */
-static uint64_t own_memory_max(void)
+/* The memory limit of the plugin's own cgroup (its container's: v2
+ * memory.max, or v1 memory.limit_in_bytes on a hybrid or v1 node), or 0:
+ * none. A daemon in a scope is outside that limit, so its scope gets the
+ * same one (MemoryMax): no daemon takes the node's memory. */
+uint64_t scope_memory_max(void)
 {
-	static const char *const roots[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
 	char line[4096], path[4200];
-	unsigned long long v = 0;
+	unsigned long long v, limit = 0;
 	FILE *f = fopen("/proc/self/cgroup", "re");
 
 	if (!f)
 		return 0;
-	while (fgets(line, sizeof(line), f) && strncmp(line, "0::", 3) != 0)
-		;
-	fclose(f);
-	if (strncmp(line, "0::", 3) != 0)
-		return 0;
-	line[strcspn(line, "\n")] = '\0';
-	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]) && !v; i++) {
+	while (fgets(line, sizeof(line), f)) {
+		char *ctl = strchr(line, ':'), *cg = ctl ? strchr(ctl + 1, ':') : NULL;
 		FILE *m;
 
-		snprintf(path, sizeof(path), "%s%s/memory.max", roots[i], line + 3);
+		if (!cg)
+			continue;
+		*cg++ = '\0';
+		cg[strcspn(cg, "\n")] = '\0';
+		if (ctl[1] == '\0') /* "0::/path" */
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", cg);
+		else if (strstr(ctl + 1, "memory"))
+			snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
+				 cg);
+		else
+			continue;
+		/* "max" does not scan; v1 says none with a number near 2^63 */
 		if ((m = fopen(path, "re")) != NULL) {
-			if (fscanf(m, "%llu", &v) != 1) /* "max": none */
-				v = 0;
+			if (fscanf(m, "%llu", &v) == 1 && v > 0 && v < (1ull << 62) &&
+			    (!limit || v < limit))
+				limit = v;
 			fclose(m);
 		}
 	}
-	return v;
+	fclose(f);
+	return limit;
 }
 
 struct job_wait {
@@ -133,14 +187,6 @@ static int on_job_removed(sd_bus_message *m, void *data, sd_bus_error *err)
 	    strcmp(unit, w->unit) == 0)
 		snprintf(w->result, sizeof(w->result), "%s", result);
 	return 0;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Does /proc/PID/cgroup name @unit as the last part of a path? */
@@ -173,7 +219,7 @@ int scope_join(const char *address, pid_t pid, const char *unit, const char *des
 	sd_bus_slot *slot = NULL;
 	struct job_wait w = {.unit = unit};
 	sd_bus *bus = NULL;
-	uint64_t until, mem = own_memory_max();
+	uint64_t until, mem = scope_memory_max();
 	int r;
 
 	if ((r = connect_systemd(address, &bus, msg, msg_len)) < 0)
@@ -197,12 +243,12 @@ int scope_join(const char *address, pid_t pid, const char *unit, const char *des
 	    (r = sd_bus_message_close_container(m)) < 0 ||
 	    (r = sd_bus_message_append(m, "a(sa(sv))", 0)) < 0)
 		goto bus_error;
-	if ((r = sd_bus_call(bus, m, (uint64_t)JOB_MS * 1000, &e, &reply)) < 0) {
+	if ((r = sd_bus_call(bus, m, (uint64_t)STEP_MS * 1000, &e, &reply)) < 0) {
 		snprintf(msg, msg_len, "systemd did not start %s: %s", unit,
 			 e.message ? e.message : strerror(-r));
 		goto out;
 	}
-	until = now_ms() + JOB_MS;
+	until = now_ms() + STEP_MS;
 	while (!w.result[0]) {
 		uint64_t now = now_ms();
 
@@ -213,7 +259,7 @@ int scope_join(const char *address, pid_t pid, const char *unit, const char *des
 		if (now >= until) {
 			r = -ETIMEDOUT;
 			snprintf(msg, msg_len, "systemd did not start %s within %d s", unit,
-				 JOB_MS / 1000);
+				 STEP_MS / 1000);
 			goto out;
 		}
 		if ((r = sd_bus_wait(bus, (until - now) * 1000)) < 0)
@@ -239,6 +285,6 @@ out:
 	sd_bus_message_unref(reply);
 	sd_bus_message_unref(m);
 	sd_bus_slot_unref(slot);
-	sd_bus_flush_close_unref(bus);
+	sd_bus_close_unref(bus);
 	return r;
 }

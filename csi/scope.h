@@ -16,15 +16,22 @@
 #define MODELFS_CSI_SCOPE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* The address the plugin uses when given none: systemd's private socket,
  * if there is one (else NULL: daemons stay in the plugin's cgroup). */
 const char *scope_default_address(void);
 
-/* Connect to systemd at @address and check that it sees the plugin's
- * process ids. 0, or -errno with why in @msg. */
-int scope_check(const char *address, char *msg, size_t msg_len);
+/* Connect to systemd at @address, check that it sees the plugin's process
+ * ids, and ask its version (into @version). Each step is bounded (5 s).
+ * 0, or -errno with why in @msg. */
+int scope_check(const char *address, char *version, size_t version_len, char *msg,
+		size_t msg_len);
+
+/* The plugin's own memory limit (its container's), which each scope gets
+ * as its MemoryMax, or 0: none found. */
+uint64_t scope_memory_max(void);
 
 /* Start the transient unit @unit ("NAME.scope") holding @pid, with the
  * plugin's own memory limit (its container's) as MemoryMax, and wait

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A stand-in for the node's systemd, for t_scope.sh: the part of its
 private bus (peer to peer, no bus daemon, as /run/systemd/private is) that
-`systemd-run --scope` and modelfs-csi use. StartTransientUnit(NAME.scope,
+`systemd-run --scope` and modelfs-csi use: the Manager's Version, StartTransientUnit(NAME.scope,
 MODE, PROPERTIES, AUX) makes the cgroup CGROOT/NAME, moves the PIDs into
 it (with memory.max from MemoryMax, where the memory controller is on), answers
 with a job path and then sends JobRemoved(ID, JOB, NAME,
@@ -9,7 +9,8 @@ RESULT), as systemd does. t_scope.sh checks it against Debian's own
 systemd-run before trusting it.
 
 CONTROL, read at each call: "done" (or no file), "failed" (the job fails,
-nothing moves) or "nomove" (the job says done, nothing moves): the ways a
+nothing moves), "slowfail" (the same, 2 s later) or "nomove" (the job says
+done, nothing moves): the ways a
 real systemd lets a caller down. Each call is logged to LOG as one JSON line.
 
 usage: systemdfake.py SOCKET CGROOT LOG CONTROL  (Debian's python3: dbus, gi)
@@ -82,7 +83,7 @@ class Manager(dbus.service.Object):
         units.add(str(name))
         last[0] = str(name)
         result = "done"
-        if what == "failed":
+        if what in ("failed", "slowfail"):
             result = "failed"
         elif what != "nomove":
             d = os.path.join(cgroot, name)
@@ -100,9 +101,17 @@ class Manager(dbus.service.Object):
         jid = jobs[0]
         job = "%s/job/%d" % (PATH, jid)
         # after the answer, as systemd's job runs after it queues it
-        GLib.idle_add(lambda: self.JobRemoved(dbus.UInt32(jid), dbus.ObjectPath(job),
-                                              name, result) and False)
+        GLib.timeout_add(2000 if what == "slowfail" else 0,
+                         lambda: self.JobRemoved(dbus.UInt32(jid), dbus.ObjectPath(job),
+                                                 name, result) and False)
         return dbus.ObjectPath(job)
+
+    @dbus.service.method(dbus.PROPERTIES_IFACE, in_signature="ss", out_signature="v")
+    def Get(self, iface, prop):
+        if iface == MANAGER and prop == "Version":
+            return dbus.String("252-fake")
+        raise dbus.exceptions.DBusException("Unknown property " + prop,
+                                            name="org.freedesktop.DBus.Error.UnknownProperty")
 
     @dbus.service.signal(MANAGER, signature="uoss")
     def JobRemoved(self, id, job, unit, result):

@@ -25,15 +25,23 @@ if [ -z "$CG2" ] || ! mkdir "$CG" 2>/dev/null || ! mkdir "$CG/container" "$CG/sc
 	exit 77
 fi
 
-# the memory controller, where this cgroup2 has it to give: the container
-# gets a limit, and each scope should get the same one
+# the container gets a memory limit, and each scope should get the same one:
+# cgroup2's memory controller where it has one to give (and the scopes then
+# have memory.max), else a v1 memory cgroup beside (a hybrid node)
 MEM=
+MEM2=
+V1MEM=
 if grep -qw memory "$CG2/cgroup.subtree_control" 2>/dev/null &&
 	echo +memory >"$CG/cgroup.subtree_control" && echo +memory >"$CG/scopes/cgroup.subtree_control"; then
 	MEM=$((1 << 30))
+	MEM2=1
 	echo "$MEM" >"$CG/container/memory.max"
+elif [ -d /sys/fs/cgroup/memory ] && mkdir "/sys/fs/cgroup/memory/modelfs-test.$$" 2>/dev/null; then
+	V1MEM=/sys/fs/cgroup/memory/modelfs-test.$$
+	MEM=$((1 << 30))
+	echo "$MEM" >"$V1MEM/memory.limit_in_bytes"
 else
-	log "no memory controller in $CG2 to give: the scopes' MemoryMax is not shown here"
+	log "no memory controller to give: the scopes' MemoryMax is not shown here"
 fi
 
 # kill_cg DIR: every process in the cgroup DIR, as a container runtime does
@@ -53,11 +61,15 @@ kill_cg() {
 # after lib.sh's cleanup (which unmounts, so the daemons end): what is left
 # in this test's cgroups is this test's, and goes with them
 cg_clean() {
-	local d
+	local d p
 	for d in $(find "$CG" -mindepth 1 -depth -type d 2>/dev/null) "$CG"; do
 		kill_cg "$d" 2>/dev/null
 		rmdir "$d" 2>/dev/null
 	done
+	if [ -n "$V1MEM" ]; then
+		for p in $(cat "$V1MEM/cgroup.procs"); do kill -9 "$p"; done
+		for ((p = 0; p < 50; p++)); do rmdir "$V1MEM" 2>/dev/null && break; sleep 0.1; done
+	fi
 }
 trap 'cleanup; cg_clean' EXIT
 
@@ -78,7 +90,8 @@ rpc() { OUT=$($PY "$HERE/csi_client.py" "$GEN" "$SOCK" "$@" 2>&1); }
 # plugin_start [--systemd X]: the plugin, alone in the "container"
 plugin_start() {
 	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY setsid sh -c \
-		'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG/container" "$CSI" \
+		'echo $$ >"$0/cgroup.procs" && { [ -z "$1" ] || echo $$ >"$1/cgroup.procs"; } && shift &&
+		exec "$@"' "$CG/container" "$V1MEM" "$CSI" \
 		--endpoint="unix://$SOCK" --node-id node-1 --state-dir="$WORK/state" \
 		--run-dir "$WORK/run" --cache-dir "$WORK/cache" --check-interval 1 "$@" \
 		>>"$WORK/plugin.log" 2>&1 </dev/null &
@@ -146,10 +159,30 @@ for ((i = 0; i < 100; i++)); do grep -q "serving" "$WORK/x.out" && break; sleep 
 kill "$XP"
 wait "$XP"
 check_all "with no --systemd it uses /run/systemd/private ($(grep systemd "$WORK/x.out"))" \
-	'grep -q "daemons go into systemd scopes (unix:path=/run/systemd/private)" "$WORK/x.out"'
+	'grep -q "daemons go into systemd scopes (unix:path=/run/systemd/private, systemd 252-fake; " "$WORK/x.out"'
+# a socket that takes the connection and never answers: bounded, not sd-bus's 90 s
+$PY -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen()
+c = s.accept()
+time.sleep(60)' "$WORK/mute.sock" &
+PIDS+=($!)
+for ((i = 0; i < 100; i++)); do [ -S "$WORK/mute.sock" ] && break; sleep 0.1; done
+t0=$(date +%s%N)
+"$CSI" --endpoint "unix://$WORK/x.sock" --node-id n --state-dir "$WORK/state-x" \
+	--run-dir "$WORK/run" --systemd "$WORK/mute.sock" >"$WORK/x.out" 2>&1
+rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+check_all "--systemd at a socket that never answers: exit 2 in $ms ms ($(head -1 "$WORK/x.out"))" \
+	'[ $rc -eq 2 ] && [ $ms -lt 9000 ] && grep -q "did not answer: no handshake within 5 s" "$WORK/x.out"'
 
 # ---- stage and publish, the daemon in a scope
 check "the plugin starts in its container" plugin_start --systemd "$BUS"
+limit="no MemoryMax: this container has no memory limit"
+[ -n "$MEM" ] && limit="MemoryMax 1024 MiB, this container's limit"
+check_all "  ... and says where daemons go ($(grep "daemons go" "$WORK/plugin.log"))" \
+	'grep -qF "daemons go into systemd scopes (unix:path=$BUS, systemd 252-fake; $limit)" "$WORK/plugin.log"'
 CAP='"volumeCapability": {"mount": {"mountFlags": ["endpoint='$S3_ENDPOINT'"]}, "accessMode": {"mode": "MULTI_NODE_READER_ONLY"}}'
 SEC='"secrets": {"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER"}'
 stage() { rpc Node/NodeStageVolume '{"volumeId": "'$1'", "stagingTargetPath": "'$2'", '"$CAP"', "volumeContext": {"source": "s3://models/llama"}, '"$SEC"'}'; }
@@ -171,7 +204,7 @@ assert sorted(c[\"props\"]) == [\"CollectMode\", \"Description\"] + ([\"MemoryMa
 assert not mem or c[\"props\"][\"MemoryMax\"] == int(mem)
 assert c[\"props\"][\"CollectMode\"] == \"inactive-or-failed\" and len(c[\"props\"][\"PIDs\"]) == 1
 assert \"staged at $STAGING\" in c[\"props\"][\"Description\"]" "$call" "$MEM"'
-[ -n "$MEM" ] && check_all "  ... the scope's memory.max is the container's ($(cat "$CG/scopes/$UNIT/memory.max"))" \
+[ -n "$MEM2" ] && check_all "  ... the scope's memory.max is the container's ($(cat "$CG/scopes/$UNIT/memory.max"))" \
 	'[ "$(cat "$CG/scopes/$UNIT/memory.max")" = "$MEM" ]'
 DPIDS=$(daemons "$STAGING" | tr '\n' ' ')
 check_all "the daemon and its fd holder ($DPIDS) are in $UNIT, the plugin alone in the container" \
@@ -204,6 +237,18 @@ rd=$?
 check_all "a reader across the container's kill and restart: no error ($(tail -1 "$WORK/reader.log"))" \
 	'[ $rd -eq 0 ] && grep -q "errors=0" "$WORK/reader.log"'
 
+# ---- while its scope's job runs, modelfs's first process holds none of the
+# plugin's files (its lock, kubelet's socket, other spawns' pipes)
+echo slowfail >"$WORK/fake.ctl"
+stage pv-2 "$S2" &
+SP=$!
+for ((i = 0; i < 100; i++)); do [ "$(calls)" -eq 2 ] && break; sleep 0.05; done
+kid=$(tail -1 "$WORK/fake.log" | $PY -c 'import json, sys; print(json.load(sys.stdin)["props"]["PIDs"][0])')
+fds=$(ls /proc/"$kid"/fd 2>/dev/null | sort -n | tr '\n' ' ')
+wait $SP
+check_all "waiting for its scope, modelfs's first process ($kid) has only fds 0 1 2 ($fds)" \
+	'[ "$fds" = "0 1 2 " ]'
+
 # ---- systemd letting the plugin down: the stage fails, nothing is left
 for how in failed nomove; do
 	echo "$how" >"$WORK/fake.ctl"
@@ -221,7 +266,7 @@ kill "$CSI_PID"
 wait "$CSI_PID"
 check "the container starts again without scopes (--systemd none)" plugin_start --systemd none
 stage pv-3 "$S3"
-check_all "NodeStageVolume of a second volume: OK, no scope asked for" '[[ $OUT == "OK {}" ]] && [ "$(calls)" -eq 3 ]'
+check_all "NodeStageVolume of a second volume: OK, no scope asked for" '[[ $OUT == "OK {}" ]] && [ "$(calls)" -eq 4 ]'
 D3=$(daemons "$S3" | tr '\n' ' ')
 check_all "  ... its daemon ($D3) is in the container" \
 	'[ -n "$D3" ] && (for p in $D3; do grep -qx "$p" "$CG/container/cgroup.procs" || exit 1; done)'
@@ -233,7 +278,7 @@ check_all "  ... the first volume's reads on (its daemon in its scope)" \
 check "the container starts again, with scopes" plugin_start --systemd "$BUS"
 for ((i = 0; i < 100; i++)); do grep -q "volume pv-3: repaired" "$WORK/plugin.log" && break; sleep 0.1; done
 check_all "  ... it mounts the dead volume again in place, in a scope of its own" \
-	'grep -q "volume pv-3: repaired" "$WORK/plugin.log" && [ "$(calls)" -eq 4 ] &&
+	'grep -q "volume pv-3: repaired" "$WORK/plugin.log" && [ "$(calls)" -eq 5 ] &&
 	 cmp -s "$S3/sub/config.json" "$WORK/model/sub/config.json" &&
 	 (for p in $(daemons "$S3"); do grep -q "^0::.*/scopes/modelfs-" /proc/$p/cgroup || exit 1; done)'
 
