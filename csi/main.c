@@ -22,8 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 static volatile int stop;
 
@@ -206,6 +208,7 @@ int main(int argc, char **argv)
 	}
 	if (cfg.systemd) {
 		char version[128] = "", limit[96] = "no MemoryMax: this container has no memory limit";
+		struct statfs sf;
 		uint64_t mem = scope_memory_max();
 
 		if (scope_check(cfg.systemd, version, sizeof(version), msg, sizeof(msg)) != 0) {
@@ -217,8 +220,12 @@ int main(int argc, char **argv)
 		if (mem)
 			snprintf(limit, sizeof(limit), "MemoryMax %llu MiB, this container's limit",
 				 (unsigned long long)(mem >> 20));
-		snprintf(scopes, sizeof(scopes), "daemons go into systemd scopes (%s, systemd %s; %s)",
-			 cfg.systemd, version, limit);
+		snprintf(scopes, sizeof(scopes), "daemons go into systemd scopes (%s, systemd %s; %s)%s",
+			 cfg.systemd, version, limit,
+			 statfs("/sys/fs/cgroup", &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC
+			     ? ""
+			     : "; but this node's cgroups are not cgroup v2 alone: a container "
+			       "runtime may still end them with this container");
 	}
 	if (node_open(&cfg, &node, msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "modelfs-csi: %s\n", msg);
