@@ -64,6 +64,18 @@ small_model() {
 		echo '{"layers": 32}' >"$1/sub/config.json"
 }
 
+# csi_ready: the CSI plugin just started ($CSI_PID) answers Probe on $SOCK within
+# 10 s (the caller's rpc); else its log on stderr, and 1
+csi_ready() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ -S "$SOCK" ] && rpc Identity/Probe && return 0
+		sleep 0.1
+	done
+	cat "$WORK/plugin.log" >&2
+	return 1
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # s3_start NAME [extra s3rver args...]: start s3rver on a free port with data in $WORK/NAME;

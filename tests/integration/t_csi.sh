@@ -42,13 +42,7 @@ plugin_start() {
 		--cache-dir "$WORK/cache" --check-interval 1 >>"$WORK/plugin.log" 2>&1 </dev/null &
 	CSI_PID=$!
 	PIDS+=("$CSI_PID")
-	local i
-	for ((i = 0; i < 100; i++)); do
-		[ -S "$SOCK" ] && rpc Identity/Probe && return 0
-		sleep 0.1
-	done
-	cat "$WORK/plugin.log" >&2
-	return 1
+	csi_ready
 }
 
 log "a model in s3rver"

@@ -97,13 +97,7 @@ plugin_start() {
 		>>"$WORK/plugin.log" 2>&1 </dev/null &
 	CSI_PID=$!
 	PIDS+=("$CSI_PID")
-	local i
-	for ((i = 0; i < 100; i++)); do
-		[ -S "$SOCK" ] && rpc Identity/Probe && return 0
-		sleep 0.1
-	done
-	cat "$WORK/plugin.log" >&2
-	return 1
+	csi_ready
 }
 # the container stopped, as a runtime does; the socket goes with it
 container_kill() {
